@@ -1,0 +1,163 @@
+//! SHA-256 hashes and the two hash functions of RFC 9162 §2.1.1.
+//!
+//! The tree never hashes raw data directly: a leaf is hashed with the prefix
+//! `0x00` and an interior node with `0x01`, so that no leaf can be passed off as
+//! an interior node (the second-preimage defence of RFC 9162 §2.1.1).
+
+use std::fmt;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sha2::{Digest as _, Sha256};
+
+/// The number of bytes in a SHA-256 hash.
+pub const HASH_BYTES: usize = 32;
+
+/// A SHA-256 hash: a leaf hash, an interior node hash or a tree root.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Hash(pub [u8; HASH_BYTES]);
+
+/// A hash given as text that is not 32 bytes of lowercase hex or base64.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{text}` is not a {encoding} SHA-256 hash")]
+pub struct HashParseError {
+    /// The text, cut to 80 characters.
+    pub text: String,
+    /// `hex` or `base64`.
+    pub encoding: &'static str,
+}
+
+impl Hash {
+    /// The all-zero hash: `prev` of the first entry.
+    pub const ZERO: Hash = Hash([0; HASH_BYTES]);
+
+    /// The plain SHA-256 of `data` (no domain prefix).
+    pub fn digest(data: &[u8]) -> Hash {
+        Hash(Sha256::digest(data).into())
+    }
+
+    /// The 32 bytes.
+    pub fn as_bytes(&self) -> &[u8; HASH_BYTES] {
+        &self.0
+    }
+
+    /// Lowercase hex, as entries write `prev`.
+    pub fn to_hex(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = String::with_capacity(HASH_BYTES * 2);
+        for byte in self.0 {
+            // Writing to a String cannot fail.
+            let _ = write!(out, "{byte:02x}");
+        }
+        out
+    }
+
+    /// Parses exactly 64 lowercase hex digits: the only spelling a canonical
+    /// entry may use, so that one hash has one text.
+    pub fn from_hex(text: &str) -> Result<Hash, HashParseError> {
+        let error = || HashParseError { text: clip(text), encoding: "hex" };
+        let bytes = text.as_bytes();
+        if bytes.len() != HASH_BYTES * 2 {
+            return Err(error());
+        }
+        let mut out = [0u8; HASH_BYTES];
+        for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+            let [high, low] = pair else { return Err(error()) };
+            *slot = (hex_value(*high).ok_or_else(error)? << 4) | hex_value(*low).ok_or_else(error)?;
+        }
+        Ok(Hash(out))
+    }
+
+    /// Standard base64 with padding, as checkpoints and proofs write hashes.
+    pub fn to_base64(&self) -> String {
+        BASE64.encode(self.0)
+    }
+
+    /// Parses standard base64 of exactly 32 bytes.
+    pub fn from_base64(text: &str) -> Result<Hash, HashParseError> {
+        let error = || HashParseError { text: clip(text), encoding: "base64" };
+        let bytes = BASE64.decode(text).map_err(|_| error())?;
+        let array: [u8; HASH_BYTES] = bytes.try_into().map_err(|_| error())?;
+        Ok(Hash(array))
+    }
+}
+
+impl fmt::Debug for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Hash({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for Hash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+/// `SHA-256(0x00 || entry)`: the hash of one log entry's canonical bytes
+/// (RFC 9162 §2.1.1).
+pub fn leaf_hash(entry: &[u8]) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x00]);
+    hasher.update(entry);
+    Hash(hasher.finalize().into())
+}
+
+/// `SHA-256(0x01 || left || right)`: an interior node (RFC 9162 §2.1.1).
+pub fn node_hash(left: &Hash, right: &Hash) -> Hash {
+    let mut hasher = Sha256::new();
+    hasher.update([0x01]);
+    hasher.update(left.0);
+    hasher.update(right.0);
+    Hash(hasher.finalize().into())
+}
+
+/// The root of the empty tree: the SHA-256 of nothing (RFC 9162 §2.1.1).
+pub fn empty_root() -> Hash {
+    Hash::digest(&[])
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// User input quoted in an error is cut short so that an error stays one line.
+pub(crate) fn clip(text: &str) -> String {
+    const CLIP_CHARS_MAX: usize = 80;
+    let mut out: String = text.chars().take(CLIP_CHARS_MAX).collect();
+    if text.chars().nth(CLIP_CHARS_MAX).is_some() {
+        out.push('…');
+    }
+    out.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_round_trips_and_rejects_uppercase() {
+        let hash = Hash::digest(b"mandate");
+        assert_eq!(Hash::from_hex(&hash.to_hex()), Ok(hash));
+        assert!(Hash::from_hex(&hash.to_hex().to_uppercase()).is_err());
+        assert!(Hash::from_hex("00").is_err());
+        assert!(Hash::from_hex(&"g".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn base64_round_trips_and_rejects_wrong_lengths() {
+        let hash = Hash::digest(b"mandate");
+        assert_eq!(Hash::from_base64(&hash.to_base64()), Ok(hash));
+        assert!(Hash::from_base64("AAAA").is_err());
+        assert!(Hash::from_base64("not base64!").is_err());
+    }
+
+    #[test]
+    fn empty_root_is_sha256_of_nothing() {
+        assert_eq!(empty_root().to_hex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    }
+}

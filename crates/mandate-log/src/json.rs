@@ -1,0 +1,246 @@
+//! I-JSON input (RFC 7493) and RFC 8785 canonical output.
+//!
+//! Mandate hashes JSON, so two parsers must never read one document two ways.
+//! Input is therefore held to I-JSON: duplicate object keys, numbers beyond
+//! the doubles' exact-integer range (±(2^53 − 1)) and lone surrogates are
+//! refused rather than silently resolved. Output is the RFC 8785 (JCS)
+//! canonical form: one document, one byte string.
+
+use std::cell::Cell;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Number, Value};
+
+/// The largest integer magnitude a double holds exactly: 2^53 − 1.
+pub const SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
+
+/// The deepest nesting of arrays and objects accepted.
+pub const JSON_DEPTH_MAX: usize = 64;
+
+/// Why a JSON document was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JsonError {
+    /// Not JSON at all, or trailing bytes after the document.
+    #[error("invalid JSON: {message}")]
+    Syntax {
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// An object names one key twice (RFC 7493 §2.3).
+    #[error("duplicate key `{key}`")]
+    DuplicateKey {
+        /// The repeated key.
+        key: String,
+    },
+    /// A number outside ±(2^53 − 1) (RFC 7493 §2.2).
+    #[error("number `{number}` is beyond ±(2^53 - 1)")]
+    NumberOutOfRange {
+        /// The number as parsed.
+        number: String,
+    },
+    /// Arrays and objects nested deeper than [`JSON_DEPTH_MAX`].
+    #[error("JSON nested deeper than {JSON_DEPTH_MAX} levels")]
+    TooDeep,
+}
+
+/// Parses one I-JSON document.
+pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
+    let violation = Cell::new(None);
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let parsed = StrictSeed { depth: 0, violation: &violation }.deserialize(&mut deserializer);
+    let result = parsed.and_then(|value| deserializer.end().map(|()| value));
+    match (result, violation.take()) {
+        (_, Some(violation)) => Err(violation),
+        (Ok(value), None) => Ok(value),
+        (Err(error), None) => Err(JsonError::Syntax { message: error.to_string() }),
+    }
+}
+
+/// The RFC 8785 canonical bytes of a value. Values built by [`parse_strict`]
+/// (or from integers and strings) always canonicalize.
+pub fn canonicalize(value: &Value) -> Result<Vec<u8>, JsonError> {
+    serde_json_canonicalizer::to_vec(value).map_err(|error| JsonError::Syntax { message: error.to_string() })
+}
+
+/// Checks that a value built in code (not parsed) obeys I-JSON's number range,
+/// so that what Mandate writes it would also accept back.
+pub fn check_numbers(value: &Value) -> Result<(), JsonError> {
+    match value {
+        Value::Number(number) => check_number(number),
+        Value::Array(items) => items.iter().try_for_each(check_numbers),
+        Value::Object(map) => map.values().try_for_each(check_numbers),
+        Value::Null | Value::Bool(_) | Value::String(_) => Ok(()),
+    }
+}
+
+fn check_number(number: &Number) -> Result<(), JsonError> {
+    let in_range = if let Some(n) = number.as_u64() {
+        n <= SAFE_INTEGER_MAX
+    } else if let Some(n) = number.as_i64() {
+        n.unsigned_abs() <= SAFE_INTEGER_MAX
+    } else {
+        number.as_f64().is_some_and(|n| n.is_finite() && n.abs() <= SAFE_INTEGER_MAX as f64)
+    };
+    if in_range { Ok(()) } else { Err(JsonError::NumberOutOfRange { number: number.to_string() }) }
+}
+
+/// Deserializes a [`Value`] while recording the first I-JSON violation.
+struct StrictSeed<'a> {
+    depth: usize,
+    violation: &'a Cell<Option<JsonError>>,
+}
+
+impl StrictSeed<'_> {
+    fn fail<E: de::Error>(&self, violation: JsonError) -> E {
+        let message = violation.to_string();
+        self.violation.set(Some(violation));
+        E::custom(message)
+    }
+
+    fn nested<E: de::Error>(&self) -> Result<Self, E> {
+        if self.depth >= JSON_DEPTH_MAX {
+            return Err(self.fail(JsonError::TooDeep));
+        }
+        Ok(StrictSeed { depth: self.depth + 1, violation: self.violation })
+    }
+
+    fn number<E: de::Error>(&self, number: Number) -> Result<Value, E> {
+        check_number(&number).map_err(|violation| self.fail(violation))?;
+        Ok(Value::Number(number))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Value, E> {
+        self.number(Number::from(v))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Value, E> {
+        self.number(Number::from(v))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Value, E> {
+        match Number::from_f64(v) {
+            Some(number) => self.number(number),
+            None => Err(self.fail(JsonError::NumberOutOfRange { number: v.to_string() })),
+        }
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element_seed(self.nested()?)? {
+            items.push(item);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut object = Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(self.fail(JsonError::DuplicateKey { key: crate::hash::clip(&key) }));
+            }
+            let value = map.next_value_seed(self.nested()?)?;
+            object.insert(key, value);
+        }
+        Ok(Value::Object(object))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn canonical(text: &str) -> String {
+        String::from_utf8(canonicalize(&parse_strict(text.as_bytes()).unwrap()).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn rfc8785_vectors() {
+        // RFC 8785 §3.2.2 and Appendix B examples.
+        assert_eq!(
+            canonical(
+                r#"{"numbers": [333333333.33333329, 1E3, 4.50, 2e-3, 0.000000000000000000000000001], "string": "\u20ac$\u000F\u000aA'\u0042\u0022\u005c\\\"\/", "literals": [null, true, false]}"#
+            ),
+            r#"{"literals":[null,true,false],"numbers":[333333333.3333333,1000,4.5,0.002,1e-27],"string":"€$\u000f\nA'B\"\\\\\"/"}"#
+        );
+        // Keys sort by UTF-16 code units, not by UTF-8 bytes.
+        assert_eq!(
+            canonical("{\"\u{20ac}\":1,\"\\r\":2,\"\u{1f600}\":3,\"1\":4,\"\u{80}\":5,\"\u{fb33}\":6}"),
+            "{\"\\r\":2,\"1\":4,\"\u{80}\":5,\"\u{20ac}\":1,\"\u{1f600}\":3,\"\u{fb33}\":6}"
+        );
+        assert_eq!(canonical("-0"), "0");
+        assert_eq!(canonical("1.0e2"), "100");
+        assert_eq!(canonical("[1e-7, 123456789012, 0.1]"), "[1e-7,123456789012,0.1]");
+    }
+
+    #[test]
+    fn canonicalization_is_idempotent() {
+        let once = canonical(r#"{ "b": [1, 2.5, "x"], "a": {"z": null, "y": true} }"#);
+        assert_eq!(canonical(&once), once);
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        assert_eq!(parse_strict(br#"{"a":1,"a":2}"#), Err(JsonError::DuplicateKey { key: "a".into() }));
+        assert!(matches!(parse_strict(br#"{"x":[{"b":1,"b":1}]}"#), Err(JsonError::DuplicateKey { .. })));
+    }
+
+    #[test]
+    fn numbers_beyond_safe_integers_are_refused() {
+        assert!(parse_strict(b"9007199254740991").is_ok());
+        assert!(parse_strict(b"-9007199254740991").is_ok());
+        for text in ["9007199254740992", "-9007199254740992", "1e20", "18446744073709551616", "1e400"] {
+            assert!(parse_strict(text.as_bytes()).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_and_junk_are_refused() {
+        assert!(matches!(parse_strict(br#""\ud800""#), Err(JsonError::Syntax { .. })));
+        assert!(matches!(parse_strict(br#""\udc00x""#), Err(JsonError::Syntax { .. })));
+        assert!(parse_strict(br#""\ud83d\ude00""#).is_ok());
+        assert!(matches!(parse_strict(b"\xff\xfe"), Err(JsonError::Syntax { .. })));
+        assert!(matches!(parse_strict(b"{} {}"), Err(JsonError::Syntax { .. })));
+    }
+
+    #[test]
+    fn nesting_is_bounded() {
+        let deep = "[".repeat(JSON_DEPTH_MAX + 1) + &"]".repeat(JSON_DEPTH_MAX + 1);
+        assert_eq!(parse_strict(deep.as_bytes()), Err(JsonError::TooDeep));
+        let ok = "[".repeat(JSON_DEPTH_MAX) + &"]".repeat(JSON_DEPTH_MAX);
+        assert!(parse_strict(ok.as_bytes()).is_ok());
+    }
+}
