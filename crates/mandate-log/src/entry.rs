@@ -176,6 +176,11 @@ fn take_u64(object: &mut Map<String, Value>, field: &'static str) -> Result<u64,
     take(object, field)?.as_u64().ok_or_else(|| invalid(field, "not a non-negative integer"))
 }
 
+/// Checks a tenant name as entries hold it: 1–128 bytes of `a-z0-9._-:/@`.
+pub fn check_tenant(name: &str) -> Result<(), EntryError> {
+    check_name("tenant", name)
+}
+
 /// Tenant names and entry types: 1–128 bytes of `a-z0-9._-` (and `:` `/` `@`
 /// for tenants' sake), so that they read the same in every tool.
 fn check_name(field: &'static str, name: &str) -> Result<(), EntryError> {
