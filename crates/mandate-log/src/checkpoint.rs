@@ -38,7 +38,7 @@ pub struct SignedCheckpoint {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CheckpointError {
     /// The note itself failed (syntax or signature).
-    #[error("checkpoint: {0}")]
+    #[error("{0}")]
     Note(#[from] NoteError),
     /// The note text is not origin, size and root.
     #[error("checkpoint text is malformed: {reason}")]

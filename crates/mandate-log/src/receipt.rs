@@ -48,7 +48,7 @@ pub enum ReceiptError {
         reason: String,
     },
     /// The checkpoint inside does not verify.
-    #[error("receipt {0}")]
+    #[error("receipt checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
     /// The entry file is not a canonical entry.
     #[error("entry: {0}")]

@@ -1,1 +1,101 @@
-fn main() {}
+//! `mandate`: authority, budgets and a verifiable audit log for AI agents.
+//!
+//! This binary is thin: it parses the command line and calls the libraries.
+//! Every failure prints one line on stderr and exits non-zero; nothing here
+//! panics on any input.
+
+mod demo;
+mod verify;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Authority, budgets and a verifiable audit log for AI agents.
+#[derive(Debug, Parser)]
+#[command(name = "mandate", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show the log at work on a fresh embedded store: append, sign, prove,
+    /// export, tamper, and catch the tampering.
+    Demo(DemoArgs),
+    /// Verify an exported log or a receipt offline, trusting only a public key.
+    ///
+    /// Exits 0 when everything verifies. Otherwise prints one line naming the
+    /// first bad index (or the checkpoint) and why, and exits 1.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+struct DemoArgs {
+    /// Where to keep the demo's store and files (default: a new directory
+    /// under the system's temporary directory).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+    /// How many entries to append.
+    #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
+    entries: u64,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["log", "receipt"])))]
+struct VerifyArgs {
+    /// The exported log: one canonical entry per line (JSONL).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["receipt", "entry"])]
+    log: Option<PathBuf>,
+    /// The log's verifier key (`name+id+key`), or a file holding it.
+    #[arg(long, value_name = "VKEY")]
+    key: String,
+    /// A signed checkpoint the log must match (its size may be smaller than
+    /// the log: the entries after it are then only chain-checked).
+    #[arg(long, value_name = "FILE", requires = "log")]
+    checkpoint: Option<PathBuf>,
+    /// An earlier signed checkpoint the log must extend (catches a rewritten
+    /// or rolled-back history).
+    #[arg(long, value_name = "FILE", requires = "log")]
+    previous_checkpoint: Option<PathBuf>,
+    /// A `c2sp.org/tlog-proof@v1` receipt for one entry.
+    #[arg(long, value_name = "FILE", requires = "entry")]
+    receipt: Option<PathBuf>,
+    /// The entry the receipt is for, as its canonical JSON line.
+    #[arg(long, value_name = "FILE", requires = "receipt")]
+    entry: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args.data, args.entries),
+        Command::Verify(args) => run_verify(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            // One readable line: the chain of causes joined, no backtrace.
+            let message = format!("{error:#}").replace('\n', " ");
+            eprintln!("mandate: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
+    let key = verify::read_key(&args.key)?;
+    let target = match (args.log, args.receipt, args.entry) {
+        (Some(log), _, _) => verify::Target::Log { log, checkpoint: args.checkpoint, previous: args.previous_checkpoint },
+        (None, Some(receipt), Some(entry)) => verify::Target::Receipt { receipt, entry },
+        _ => anyhow::bail!("give --log FILE, or --receipt FILE with --entry FILE"),
+    };
+    let summary = verify::run(&target, &key).map_err(|error| match error.downcast::<verify::Failed>() {
+        Ok(failed) => anyhow::anyhow!("verification failed: {failed}"),
+        Err(other) => other,
+    })?;
+    println!("{summary}");
+    Ok(())
+}
