@@ -61,7 +61,12 @@ pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
     }
     let style = Style { color: std::io::stdout().is_terminal() };
     let out = &mut std::io::stdout().lock();
-    writeln!(out, "{} {}", style.bold("Mandate demo: the verifiable log"), style.dim(format!("(files in {})", dir.display())))?;
+    writeln!(
+        out,
+        "{} {}",
+        style.bold("Mandate demo: the verifiable log"),
+        style.dim(format!("(files in {})", dir.display()))
+    )?;
 
     let ledger = Arc::new(SqliteLedger::open(&db)?);
     ledger.create_log(TENANT)?;
@@ -88,9 +93,15 @@ pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
     let exported = dir.join("log.jsonl");
     export(&ledger, &exported)?;
     let key = signer.verifier().clone();
-    let target = verify::Target::Log { log: exported.clone(), checkpoint: Some(dir.join("checkpoint")), previous: None };
+    let target =
+        verify::Target::Log { log: exported.clone(), checkpoint: Some(dir.join("checkpoint")), previous: None };
     let summary = verify::run(&target, &key)?;
-    writeln!(out, "\n{} exported the log to log.jsonl and verified it offline:\n     {}", style.bold("3."), style.good(summary))?;
+    writeln!(
+        out,
+        "\n{} exported the log to log.jsonl and verified it offline:\n     {}",
+        style.bold("3."),
+        style.good(summary)
+    )?;
 
     let (index, line) = pick_decision(&ledger, checkpoint.checkpoint.size)?;
     let receipt = Receipt {
@@ -130,7 +141,10 @@ pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
     writeln!(out, "\n{}", style.bold("Try it yourself:"))?;
     writeln!(out, "  mandate verify --log {d}/log.jsonl --key {d}/log.pub --checkpoint {d}/checkpoint")?;
     writeln!(out, "  mandate verify --log {d}/tampered.jsonl --key {d}/log.pub --checkpoint {d}/checkpoint")?;
-    writeln!(out, "  mandate verify --receipt {d}/receipt-{index}.tlog-proof --entry {d}/entry-{index}.json --key {d}/log.pub")?;
+    writeln!(
+        out,
+        "  mandate verify --receipt {d}/receipt-{index}.tlog-proof --entry {d}/entry-{index}.json --key {d}/log.pub"
+    )?;
     Ok(())
 }
 

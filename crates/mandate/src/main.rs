@@ -88,7 +88,9 @@ fn main() -> ExitCode {
 fn run_verify(args: VerifyArgs) -> anyhow::Result<()> {
     let key = verify::read_key(&args.key)?;
     let target = match (args.log, args.receipt, args.entry) {
-        (Some(log), _, _) => verify::Target::Log { log, checkpoint: args.checkpoint, previous: args.previous_checkpoint },
+        (Some(log), _, _) => {
+            verify::Target::Log { log, checkpoint: args.checkpoint, previous: args.previous_checkpoint }
+        }
         (None, Some(receipt), Some(entry)) => verify::Target::Receipt { receipt, entry },
         _ => anyhow::bail!("give --log FILE, or --receipt FILE with --entry FILE"),
     };

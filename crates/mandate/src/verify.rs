@@ -103,7 +103,11 @@ pub fn run(target: &Target, key: &VerifierKey) -> Result<String> {
     }
 }
 
-fn verify_log(path: &Path, checkpoint: Option<&SignedCheckpoint>, previous: Option<&SignedCheckpoint>) -> Result<String> {
+fn verify_log(
+    path: &Path,
+    checkpoint: Option<&SignedCheckpoint>,
+    previous: Option<&SignedCheckpoint>,
+) -> Result<String> {
     let file = File::open(path).with_context(|| format!("opening the log `{}`", path.display()))?;
     let progress = progress_bar(file.metadata().map(|m| m.len()).unwrap_or(0));
     let mut reader = BufReader::with_capacity(READ_BUFFER_BYTES, file);
