@@ -88,9 +88,20 @@ impl Default for SqliteOptions {
 
 /// Work for the writer thread.
 enum Command {
-    Append { tenant: String, drafts: Vec<EntryDraft>, reply: tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>> },
-    CreateLog { tenant: String, reply: mpsc::SyncSender<Result<(), StoreError>> },
-    Sign { tenant: String, signer: Arc<SignerKey>, reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>> },
+    Append {
+        tenant: String,
+        drafts: Vec<EntryDraft>,
+        reply: tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+    },
+    CreateLog {
+        tenant: String,
+        reply: mpsc::SyncSender<Result<(), StoreError>>,
+    },
+    Sign {
+        tenant: String,
+        signer: Arc<SignerKey>,
+        reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>>,
+    },
 }
 
 /// The embedded ledger. Cloning is not needed: share it behind an `Arc`.
@@ -142,15 +153,13 @@ fn to_i64(n: u64) -> i64 {
 /// Reads complete tree nodes of one log.
 fn read_node(connection: &Connection, log: i64, id: NodeId) -> Result<Hash, StoreError> {
     let blob: Option<Vec<u8>> = if id.level == 0 {
-        connection
-            .prepare_cached("SELECT leaf FROM entries WHERE key = ?1")
-            .and_then(|mut statement| statement.query_row(params![entry_key(log, id.index)], |row| row.get(0)).optional())
+        connection.prepare_cached("SELECT leaf FROM entries WHERE key = ?1").and_then(|mut statement| {
+            statement.query_row(params![entry_key(log, id.index)], |row| row.get(0)).optional()
+        })
     } else {
-        connection
-            .prepare_cached("SELECT hash FROM nodes WHERE log = ?1 AND level = ?2 AND idx = ?3")
-            .and_then(|mut statement| {
-                statement.query_row(params![log, id.level, to_i64(id.index)], |row| row.get(0)).optional()
-            })
+        connection.prepare_cached("SELECT hash FROM nodes WHERE log = ?1 AND level = ?2 AND idx = ?3").and_then(
+            |mut statement| statement.query_row(params![log, id.level, to_i64(id.index)], |row| row.get(0)).optional(),
+        )
     }
     .map_err(db_error)?;
     hash_from_blob(blob.ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))?)
@@ -186,7 +195,8 @@ impl SqliteLedger {
         let connection = open_connection(&path)?;
         migrate(&connection)?;
         let (commands, queue) = mpsc::sync_channel(options.queue_appends_max.max(1));
-        let mut writer = Writer { connection, heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
+        let mut writer =
+            Writer { connection, heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
         let handle = std::thread::Builder::new()
             .name("mandate-ledger-writer".into())
             .spawn(move || writer.run(queue))
@@ -215,7 +225,11 @@ impl SqliteLedger {
 
     /// A consistent read of one log: the rows read inside `f` all come from
     /// one snapshot.
-    fn read_log<T>(&self, tenant: &str, f: impl FnOnce(&Connection, i64, u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
+    fn read_log<T>(
+        &self,
+        tenant: &str,
+        f: impl FnOnce(&Connection, i64, u64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
         self.read(|connection| {
             let transaction = connection.unchecked_transaction().map_err(db_error)?;
             let (log, size) = log_row(&transaction, tenant)?;
@@ -438,7 +452,10 @@ impl Writer {
     }
 
     /// Writes every append of a batch in one transaction, then answers them.
-    fn commit_appends(&mut self, appends: Vec<(String, Vec<EntryDraft>, tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>)>) {
+    fn commit_appends(
+        &mut self,
+        appends: Vec<(String, Vec<EntryDraft>, tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>)>,
+    ) {
         if appends.is_empty() {
             return;
         }
@@ -481,10 +498,12 @@ impl Writer {
             };
             staged.push(Staged { reply, result });
         }
-        let transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
         {
-            let mut insert_entry =
-                transaction.prepare_cached("INSERT INTO entries (key, leaf, bytes) VALUES (?1, ?2, ?3)").map_err(db_error)?;
+            let mut insert_entry = transaction
+                .prepare_cached("INSERT INTO entries (key, leaf, bytes) VALUES (?1, ?2, ?3)")
+                .map_err(db_error)?;
             for (key, leaf, bytes) in &rows {
                 insert_entry.execute(params![key, leaf.as_bytes(), bytes]).map_err(db_error)?;
             }
@@ -494,7 +513,8 @@ impl Writer {
             for (log, id, hash) in &nodes {
                 insert_node.execute(params![log, id.level, to_i64(id.index), hash.as_bytes()]).map_err(db_error)?;
             }
-            let mut update_size = transaction.prepare_cached("UPDATE logs SET size = ?1 WHERE id = ?2").map_err(db_error)?;
+            let mut update_size =
+                transaction.prepare_cached("UPDATE logs SET size = ?1 WHERE id = ?2").map_err(db_error)?;
             for head in moved.values() {
                 update_size.execute(params![to_i64(head.frontier.size()), head.log]).map_err(db_error)?;
             }
@@ -507,14 +527,18 @@ impl Writer {
     /// Signs a checkpoint of the committed log after proving it consistent
     /// with the last one signed.
     fn sign(&mut self, tenant: &str, signer: &SignerKey) -> Result<SignedCheckpoint, StoreError> {
-        let transaction = self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
         let (log, size) = log_row(&transaction, tenant)?;
         let root = tree::root(size, &mut |id| read_node(&transaction, log, id))?;
         let last = read_checkpoint(&transaction, log)?;
         if let Some(last) = &last {
             let old = &last.checkpoint;
             if old.size > size {
-                return Err(corrupt(format!("the log has {size} entries but a checkpoint of size {} was signed", old.size)));
+                return Err(corrupt(format!(
+                    "the log has {size} entries but a checkpoint of size {} was signed",
+                    old.size
+                )));
             }
             // INVARIANT (consistent-checkpoints): prove before signing.
             let proof = tree::consistency_proof(old.size, size, &mut |id| read_node(&transaction, log, id))

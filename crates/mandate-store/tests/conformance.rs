@@ -61,7 +61,10 @@ fn tenants_have_separate_logs(ledger: &dyn Ledger) {
     ledger.append("a", vec![draft(0), draft(1)]).wait().unwrap();
     ledger.append("b", vec![draft(0)]).wait().unwrap();
     assert_eq!((ledger.size("a").unwrap(), ledger.size("b").unwrap()), (2, 1));
-    assert_eq!(ledger.append("nobody", vec![draft(0)]).wait(), Err(StoreError::UnknownTenant { tenant: "nobody".into() }));
+    assert_eq!(
+        ledger.append("nobody", vec![draft(0)]).wait(),
+        Err(StoreError::UnknownTenant { tenant: "nobody".into() })
+    );
     assert!(matches!(ledger.size("nobody"), Err(StoreError::UnknownTenant { .. })));
     verify_all(ledger, "a");
     verify_all(ledger, "b");
