@@ -1,1 +1,124 @@
-fn main() {}
+//! Store benchmarks: durable appends from concurrent writers (group commit),
+//! and proofs on a large log.
+//!
+//! ```sh
+//! cargo bench -p mandate-store --bench store
+//! MANDATE_BENCH_PROOF_SIZE=10000000 cargo bench -p mandate-store --bench store -- proof
+//! ```
+//!
+//! The proof benchmark builds its log once and keeps it in
+//! `target/bench-data/proofs-<size>.db` for later runs.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use mandate_store::{EntryDraft, Ledger, SqliteLedger};
+use serde_json::json;
+
+/// A decision entry of about 400 bytes, as the authority engine will write.
+fn decision(n: u64) -> EntryDraft {
+    let serde_json::Value::Object(body) = json!({
+        "decision": "allow",
+        "decision_id": format!("01JD7Q8R3T{n:016}"),
+        "identity": "agent:buyer",
+        "chain": ["agent:buyer", "agent:planner", "user:alice"],
+        "action": "payments.charge",
+        "resource": format!("merchant://books/{n}"),
+        "amounts": {"usd_cents": 4_723},
+        "reasons": [],
+        "policies": {"determining": ["allow-books"], "errors": []},
+        "input_digest": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    }) else {
+        unreachable!()
+    };
+    EntryDraft { entry_type: "decision".into(), time: "2026-11-22T12:00:00.123456Z".into(), body }
+}
+
+fn concurrent_appends(c: &mut Criterion) {
+    let mut group = c.benchmark_group("append");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for writers in [1u64, 16, 64, 256] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("durable_concurrent_writers", writers), &writers, |b, &writers| {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = Arc::new(SqliteLedger::open(dir.path().join("bench.db")).unwrap());
+            ledger.create_log("bench").unwrap();
+            b.iter_custom(|iters| {
+                let per_writer = iters.div_ceil(writers);
+                let started = Instant::now();
+                std::thread::scope(|scope| {
+                    for writer in 0..writers {
+                        let ledger = ledger.clone();
+                        scope.spawn(move || {
+                            for i in 0..per_writer {
+                                ledger.append("bench", vec![decision(writer * per_writer + i)]).wait().unwrap();
+                            }
+                        });
+                    }
+                });
+                started.elapsed().mul_f64(iters as f64 / (per_writer * writers) as f64)
+            });
+        });
+    }
+    group.finish();
+}
+
+fn proof_log(size: u64) -> SqliteLedger {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/bench-data");
+    std::fs::create_dir_all(&dir).unwrap();
+    let ledger = SqliteLedger::open(dir.join(format!("proofs-{size}.db"))).unwrap();
+    if ledger.size("bench").is_err() {
+        ledger.create_log("bench").unwrap();
+    }
+    let have = ledger.size("bench").unwrap();
+    if have < size {
+        eprintln!("building a log of {size} entries (once; kept in target/bench-data)…");
+        let started = Instant::now();
+        // Several appends in flight so that the writer commits large batches.
+        let ledger = &ledger;
+        std::thread::scope(|scope| {
+            let chunk = 1_000;
+            let writers = 4;
+            for writer in 0..writers {
+                scope.spawn(move || {
+                    let mut start = have + writer * chunk;
+                    while start < size {
+                        let end = (start + chunk).min(size);
+                        let drafts = (start..end).map(decision).collect();
+                        ledger.append("bench", drafts).wait().unwrap();
+                        start += writers * chunk;
+                    }
+                });
+            }
+        });
+        eprintln!("built in {:.1} s", started.elapsed().as_secs_f64());
+    }
+    ledger
+}
+
+fn proofs(c: &mut Criterion) {
+    let size: u64 = std::env::var("MANDATE_BENCH_PROOF_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
+    let ledger = proof_log(size);
+    let size = ledger.size("bench").unwrap();
+    let mut group = c.benchmark_group("proof");
+    let mut n = 0u64;
+    group.bench_function(BenchmarkId::new("inclusion", size), |b| {
+        b.iter(|| {
+            n = (n + 7_919_993) % size;
+            ledger.inclusion_proof("bench", n, size).unwrap()
+        })
+    });
+    group.bench_function(BenchmarkId::new("consistency", size), |b| {
+        b.iter(|| {
+            n = (n + 7_919_993) % size;
+            ledger.consistency_proof("bench", n.max(1), size).unwrap()
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, concurrent_appends, proofs);
+criterion_main!(benches);
