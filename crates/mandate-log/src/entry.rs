@@ -181,6 +181,11 @@ pub fn check_tenant(name: &str) -> Result<(), EntryError> {
     check_name("tenant", name)
 }
 
+/// Checks an entry type as entries hold it: the same alphabet as tenants.
+pub fn check_entry_type(name: &str) -> Result<(), EntryError> {
+    check_name("type", name)
+}
+
 /// Tenant names and entry types: 1–128 bytes of `a-z0-9._-` (and `:` `/` `@`
 /// for tenants' sake), so that they read the same in every tool.
 fn check_name(field: &'static str, name: &str) -> Result<(), EntryError> {

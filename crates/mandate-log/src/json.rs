@@ -86,6 +86,7 @@ fn check_number(number: &Number) -> Result<(), JsonError> {
 }
 
 /// Deserializes a [`Value`] while recording the first I-JSON violation.
+#[derive(Clone, Copy)]
 struct StrictSeed<'a> {
     depth: usize,
     violation: &'a Cell<Option<JsonError>>,
@@ -158,20 +159,24 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        // A container at the depth limit is refused even when empty, so that
+        // arrays and objects obey one rule.
+        let nested = self.nested()?;
         let mut items = Vec::new();
-        while let Some(item) = seq.next_element_seed(self.nested()?)? {
+        while let Some(item) = seq.next_element_seed(nested)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let nested = self.nested()?;
         let mut object = Map::new();
         while let Some(key) = map.next_key::<String>()? {
             if object.contains_key(&key) {
                 return Err(self.fail(JsonError::DuplicateKey { key: crate::hash::clip(&key) }));
             }
-            let value = map.next_value_seed(self.nested()?)?;
+            let value = map.next_value_seed(nested)?;
             object.insert(key, value);
         }
         Ok(Value::Object(object))

@@ -14,6 +14,7 @@
 //! seeds are passed in. Every parser refuses rather than guesses, and none
 //! panics on any input (the fuzz targets in `fuzz/` hold it to that).
 
+pub mod canonical;
 pub mod checkpoint;
 pub mod entry;
 pub mod hash;

@@ -12,6 +12,7 @@
 
 use std::fmt;
 
+use crate::canonical;
 use crate::checkpoint::Checkpoint;
 use crate::entry::{Entry, EntryError};
 use crate::hash::{Hash, empty_root, leaf_hash};
@@ -143,8 +144,6 @@ pub struct LogVerifier {
     /// A `prev` mismatch at this index, waiting for the next entry to tell
     /// which of the two entries was altered.
     suspect: Option<u64>,
-    /// The leaf hash of the entry before the suspect.
-    leaf_before_suspect: Hash,
     /// Tree sizes whose roots the checkpoints need, with the roots once seen.
     wanted_roots: Vec<(u64, Option<Hash>)>,
 }
@@ -157,7 +156,6 @@ impl LogVerifier {
             last_leaf: Hash::ZERO,
             tenant: None,
             suspect: None,
-            leaf_before_suspect: Hash::ZERO,
             wanted_roots: sizes.iter().map(|&size| (size, (size == 0).then(empty_root))).collect(),
         }
     }
@@ -175,32 +173,41 @@ impl LogVerifier {
     /// Checks the next line (without its newline).
     pub fn push(&mut self, line: &[u8]) -> Result<(), LogFault> {
         let position = self.size();
-        let entry = Entry::parse(line).map_err(|error| self.fault_here(error.into()))?;
-        if entry.index != position {
-            return Err(self.misplaced(entry.index));
+        // The fast path reads the header without building a JSON tree; the
+        // slow path decides (and words the error) whenever it is unsure.
+        let parsed;
+        let (index, tenant, prev) = match canonical::scan_entry(line) {
+            Some(header) => (header.index, header.tenant, header.prev),
+            None => {
+                parsed = Entry::parse(line).map_err(|error| self.fault_here(error.into()))?;
+                (parsed.index, parsed.tenant.as_str(), parsed.prev)
+            }
+        };
+        if index != position {
+            return Err(self.misplaced(index));
         }
         match &self.tenant {
-            None => self.tenant = Some(entry.tenant),
-            Some(tenant) if *tenant != entry.tenant => {
-                return Err(self.fault_here(FaultKind::TenantChanged { expected: tenant.clone(), found: entry.tenant }));
+            None => self.tenant = Some(tenant.to_owned()),
+            Some(expected) if expected != tenant => {
+                let kind = FaultKind::TenantChanged { expected: expected.clone(), found: tenant.to_owned() };
+                return Err(self.fault_here(kind));
             }
             Some(_) => {}
         }
         if let Some(suspect) = self.suspect.take() {
             // `suspect`'s prev did not match the entry before it. If this
             // entry's prev matches `suspect`, only the entry before was changed.
-            return Err(if entry.prev == self.last_leaf {
+            return Err(if prev == self.last_leaf {
                 LogFault { index: suspect.checked_sub(1), kind: FaultKind::Altered }
             } else {
                 LogFault { index: Some(suspect), kind: FaultKind::PrevMismatch }
             });
         }
-        if entry.prev != self.last_leaf {
+        if prev != self.last_leaf {
             if position == 0 {
                 return Err(self.fault_here(FaultKind::PrevMismatch));
             }
             self.suspect = Some(position);
-            self.leaf_before_suspect = self.last_leaf;
         }
         let leaf = leaf_hash(line);
         self.frontier.push(leaf, |_, _| {});
