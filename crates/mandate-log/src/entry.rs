@@ -104,20 +104,26 @@ impl Entry {
         check_name("tenant", &self.tenant)?;
         check_name("type", &self.entry_type)?;
         check_time(&self.time)?;
-        let body = Value::Object(self.body.clone());
-        json::check_numbers(&body)?;
-        let mut object = Map::new();
-        object.insert("body".into(), body);
-        object.insert("index".into(), Value::from(self.index));
-        object.insert("prev".into(), Value::String(self.prev.to_hex()));
-        object.insert("tenant".into(), Value::String(self.tenant.clone()));
-        object.insert("time".into(), Value::String(self.time.clone()));
-        object.insert("type".into(), Value::String(self.entry_type.clone()));
-        object.insert("v".into(), Value::from(ENTRY_VERSION));
         if self.index > json::SAFE_INTEGER_MAX {
-            return Err(EntryError::InvalidField { field: "index", reason: "beyond 2^53 - 1".into() });
+            return Err(invalid("index", "beyond 2^53 - 1"));
         }
-        let bytes = json::canonicalize(&Value::Object(object))?;
+        self.body.values().try_for_each(json::check_numbers)?;
+        // Only the body needs a JSON serializer: the other fields were just
+        // checked to hold nothing that canonical form escapes, and the keys
+        // below are in RFC 8785 order (body, index, prev, tenant, time, type, v).
+        let body = json::canonicalize_object(&self.body)?;
+        let mut bytes = Vec::with_capacity(body.len() + 200);
+        bytes.extend_from_slice(b"{\"body\":");
+        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(b",\"index\":");
+        bytes.extend_from_slice(self.index.to_string().as_bytes());
+        bytes.extend_from_slice(b",\"prev\":\"");
+        bytes.extend_from_slice(self.prev.to_hex().as_bytes());
+        for (key, value) in [("tenant", &self.tenant), ("time", &self.time), ("type", &self.entry_type)] {
+            bytes.extend_from_slice(format!("\",\"{key}\":\"").as_bytes());
+            bytes.extend_from_slice(value.as_bytes());
+        }
+        bytes.extend_from_slice(format!("\",\"v\":{ENTRY_VERSION}}}").as_bytes());
         if bytes.len() > ENTRY_BYTES_MAX {
             return Err(EntryError::TooLarge { bytes: bytes.len() });
         }

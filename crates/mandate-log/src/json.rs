@@ -63,6 +63,11 @@ pub fn canonicalize(value: &Value) -> Result<Vec<u8>, JsonError> {
     serde_json_canonicalizer::to_vec(value).map_err(|error| JsonError::Syntax { message: error.to_string() })
 }
 
+/// The RFC 8785 canonical bytes of an object.
+pub fn canonicalize_object(object: &Map<String, Value>) -> Result<Vec<u8>, JsonError> {
+    serde_json_canonicalizer::to_vec(object).map_err(|error| JsonError::Syntax { message: error.to_string() })
+}
+
 /// Checks that a value built in code (not parsed) obeys I-JSON's number range,
 /// so that what Mandate writes it would also accept back.
 pub fn check_numbers(value: &Value) -> Result<(), JsonError> {
