@@ -57,15 +57,112 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, JsonError> {
     }
 }
 
-/// The RFC 8785 canonical bytes of a value. Values built by [`parse_strict`]
-/// (or from integers and strings) always canonicalize.
+/// The RFC 8785 canonical bytes of a value.
+///
+/// Written here rather than taken from `serde_json_canonicalizer` because it
+/// is on every append's path and the crate allocates per key and per value
+/// (it measured ~10x slower on a decision entry; see docs/benchmarks.md). The
+/// crate stays as the test oracle: a property test holds the two to the same
+/// bytes on random values.
 pub fn canonicalize(value: &Value) -> Result<Vec<u8>, JsonError> {
-    serde_json_canonicalizer::to_vec(value).map_err(|error| JsonError::Syntax { message: error.to_string() })
+    let mut out = Vec::with_capacity(256);
+    write_value(&mut out, value)?;
+    Ok(out)
 }
 
 /// The RFC 8785 canonical bytes of an object.
 pub fn canonicalize_object(object: &Map<String, Value>) -> Result<Vec<u8>, JsonError> {
-    serde_json_canonicalizer::to_vec(object).map_err(|error| JsonError::Syntax { message: error.to_string() })
+    let mut out = Vec::with_capacity(256);
+    write_object(&mut out, object)?;
+    Ok(out)
+}
+
+fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), JsonError> {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(true) => out.extend_from_slice(b"true"),
+        Value::Bool(false) => out.extend_from_slice(b"false"),
+        Value::Number(number) => write_number(out, number)?,
+        Value::String(text) => write_string(out, text),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_value(out, item)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(object) => write_object(out, object)?,
+    }
+    Ok(())
+}
+
+fn write_object(out: &mut Vec<u8>, object: &Map<String, Value>) -> Result<(), JsonError> {
+    // serde_json's map iterates in UTF-8 (code point) order. RFC 8785 sorts by
+    // UTF-16 code units, which differs only when a key holds a character at or
+    // above U+E000 (surrogate pairs sort below U+E000..U+FFFF in UTF-16).
+    let mut entries: Vec<(&String, &Value)> = object.iter().collect();
+    if entries.iter().any(|(key, _)| key.chars().any(|c| c >= '\u{e000}')) {
+        entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    }
+    out.push(b'{');
+    for (i, (key, value)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_string(out, key);
+        out.push(b':');
+        write_value(out, value)?;
+    }
+    out.push(b'}');
+    Ok(())
+}
+
+fn write_number(out: &mut Vec<u8>, number: &Number) -> Result<(), JsonError> {
+    // Integers a double holds exactly print as themselves; everything else is
+    // a double printed as ECMAScript's Number.prototype.toString does
+    // (RFC 8785 §3.2.2.3), which is what JSON numbers mean to RFC 8785.
+    match (number.as_u64(), number.as_i64()) {
+        (Some(n), _) if n <= SAFE_INTEGER_MAX + 1 => out.extend_from_slice(n.to_string().as_bytes()),
+        (_, Some(n)) if n.unsigned_abs() <= SAFE_INTEGER_MAX + 1 => out.extend_from_slice(n.to_string().as_bytes()),
+        _ => {
+            let n = number.as_f64().filter(|n| n.is_finite()).ok_or_else(|| JsonError::NumberOutOfRange {
+                number: number.to_string(),
+            })?;
+            out.extend_from_slice(ryu_js::Buffer::new().format_finite(n).as_bytes());
+        }
+    }
+    Ok(())
+}
+
+fn write_string(out: &mut Vec<u8>, text: &str) {
+    out.push(b'"');
+    let bytes = text.as_bytes();
+    let mut clean_from = 0;
+    for (i, &byte) in bytes.iter().enumerate() {
+        let escape: &[u8] = match byte {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x00..=0x1f => b"",
+            _ => continue,
+        };
+        out.extend_from_slice(bytes.get(clean_from..i).unwrap_or_default());
+        if escape.is_empty() {
+            out.extend_from_slice(format!("\\u{byte:04x}").as_bytes());
+        } else {
+            out.extend_from_slice(escape);
+        }
+        clean_from = i + 1;
+    }
+    out.extend_from_slice(bytes.get(clean_from..).unwrap_or_default());
+    out.push(b'"');
 }
 
 /// Checks that a value built in code (not parsed) obeys I-JSON's number range,
@@ -190,8 +287,8 @@ impl<'de> Visitor<'de> for StrictSeed<'_> {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::unwrap_used)]
     use super::*;
+    use proptest::prelude::*;
 
     fn canonical(text: &str) -> String {
         String::from_utf8(canonicalize(&parse_strict(text.as_bytes()).unwrap()).unwrap()).unwrap()
@@ -220,6 +317,37 @@ mod tests {
     fn canonicalization_is_idempotent() {
         let once = canonical(r#"{ "b": [1, 2.5, "x"], "a": {"z": null, "y": true} }"#);
         assert_eq!(canonical(&once), once);
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(Value::from),
+            "[\\PC\u{0}-\u{1f}\u{7f}\u{2028}\u{fffd}\u{e000}\u{1F600}\"\\\\]{0,8}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                prop::collection::btree_map("[a-z\u{e9}\u{1F600}\u{fb33}\u{e000}\u{0}\"]{0,4}", inner, 0..6)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        /// serde_json_canonicalizer is the independent oracle for RFC 8785.
+        #[test]
+        fn canonical_bytes_match_the_reference_implementation(value in json_value()) {
+            let ours = canonicalize(&value).unwrap();
+            prop_assert_eq!(&ours, &serde_json_canonicalizer::to_vec(&value).unwrap());
+            // And what we write, we read back to the same value (idempotent).
+            if check_numbers(&value).is_ok() {
+                prop_assert_eq!(canonicalize(&parse_strict(&ours).unwrap()).unwrap(), ours);
+            }
+        }
     }
 
     #[test]
