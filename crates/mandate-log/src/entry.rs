@@ -98,36 +98,87 @@ pub enum EntryError {
     },
 }
 
-impl Entry {
-    /// The canonical bytes and leaf hash of this entry.
-    pub fn to_canonical(&self) -> Result<CanonicalEntry, EntryError> {
-        check_name("tenant", &self.tenant)?;
-        check_name("type", &self.entry_type)?;
-        check_time(&self.time)?;
+/// An entry body already in canonical form: made once, on the caller's
+/// thread, so that the log's single writer only splices bytes and hashes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CanonicalBody(Vec<u8>);
+
+impl CanonicalBody {
+    /// Checks the body's numbers (I-JSON) and writes its RFC 8785 bytes.
+    pub fn new(body: &Map<String, Value>) -> Result<CanonicalBody, EntryError> {
+        body.values().try_for_each(json::check_numbers)?;
+        let bytes = json::canonicalize_object(body)?;
+        if bytes.len() > ENTRY_BYTES_MAX {
+            return Err(EntryError::TooLarge { bytes: bytes.len() });
+        }
+        Ok(CanonicalBody(bytes))
+    }
+
+    /// The canonical bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// Everything of an entry but its body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EntryHead<'a> {
+    /// The tenant.
+    pub tenant: &'a str,
+    /// The index.
+    pub index: u64,
+    /// RFC 3339 UTC time.
+    pub time: &'a str,
+    /// The entry type.
+    pub entry_type: &'a str,
+    /// The leaf hash of the entry before.
+    pub prev: Hash,
+}
+
+impl EntryHead<'_> {
+    /// The canonical bytes and leaf hash of the entry with this head and body.
+    pub fn encode(&self, body: &CanonicalBody) -> Result<CanonicalEntry, EntryError> {
+        check_name("tenant", self.tenant)?;
+        check_name("type", self.entry_type)?;
+        check_time(self.time)?;
         if self.index > json::SAFE_INTEGER_MAX {
             return Err(invalid("index", "beyond 2^53 - 1"));
         }
-        self.body.values().try_for_each(json::check_numbers)?;
-        // Only the body needs a JSON serializer: the other fields were just
-        // checked to hold nothing that canonical form escapes, and the keys
-        // below are in RFC 8785 order (body, index, prev, tenant, time, type, v).
-        let body = json::canonicalize_object(&self.body)?;
-        let mut bytes = Vec::with_capacity(body.len() + 200);
+        // The fields were just checked to hold nothing that canonical form
+        // escapes, and the keys are written in RFC 8785 order.
+        let mut bytes = Vec::with_capacity(body.0.len() + 220);
         bytes.extend_from_slice(b"{\"body\":");
-        bytes.extend_from_slice(&body);
+        bytes.extend_from_slice(&body.0);
         bytes.extend_from_slice(b",\"index\":");
         bytes.extend_from_slice(self.index.to_string().as_bytes());
         bytes.extend_from_slice(b",\"prev\":\"");
         bytes.extend_from_slice(self.prev.to_hex().as_bytes());
-        for (key, value) in [("tenant", &self.tenant), ("time", &self.time), ("type", &self.entry_type)] {
-            bytes.extend_from_slice(format!("\",\"{key}\":\"").as_bytes());
-            bytes.extend_from_slice(value.as_bytes());
-        }
-        bytes.extend_from_slice(format!("\",\"v\":{ENTRY_VERSION}}}").as_bytes());
+        bytes.extend_from_slice(b"\",\"tenant\":\"");
+        bytes.extend_from_slice(self.tenant.as_bytes());
+        bytes.extend_from_slice(b"\",\"time\":\"");
+        bytes.extend_from_slice(self.time.as_bytes());
+        bytes.extend_from_slice(b"\",\"type\":\"");
+        bytes.extend_from_slice(self.entry_type.as_bytes());
+        bytes.extend_from_slice(b"\",\"v\":1}");
+        const _: () = assert!(ENTRY_VERSION == 1, "the literal above writes version 1");
         if bytes.len() > ENTRY_BYTES_MAX {
             return Err(EntryError::TooLarge { bytes: bytes.len() });
         }
         Ok(CanonicalEntry { leaf_hash: leaf_hash(&bytes), bytes })
+    }
+}
+
+impl Entry {
+    /// The canonical bytes and leaf hash of this entry.
+    pub fn to_canonical(&self) -> Result<CanonicalEntry, EntryError> {
+        let head = EntryHead {
+            tenant: &self.tenant,
+            index: self.index,
+            time: &self.time,
+            entry_type: &self.entry_type,
+            prev: self.prev,
+        };
+        head.encode(&CanonicalBody::new(&self.body)?)
     }
 
     /// Parses an entry from its canonical bytes (without a trailing newline).

@@ -43,11 +43,13 @@ impl Hash {
 
     /// Lowercase hex, as entries write `prev`.
     pub fn to_hex(&self) -> String {
-        use std::fmt::Write as _;
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let mut out = String::with_capacity(HASH_BYTES * 2);
         for byte in self.0 {
-            // Writing to a String cannot fail.
-            let _ = write!(out, "{byte:02x}");
+            for nibble in [byte >> 4, byte & 0x0f] {
+                // A nibble is below 16: the fallback is never taken.
+                out.push(char::from(*DIGITS.get(usize::from(nibble)).unwrap_or(&b'0')));
+            }
         }
         out
     }

@@ -128,9 +128,10 @@ fn write_number(out: &mut Vec<u8>, number: &Number) -> Result<(), JsonError> {
         (Some(n), _) if n <= SAFE_INTEGER_MAX + 1 => out.extend_from_slice(n.to_string().as_bytes()),
         (_, Some(n)) if n.unsigned_abs() <= SAFE_INTEGER_MAX + 1 => out.extend_from_slice(n.to_string().as_bytes()),
         _ => {
-            let n = number.as_f64().filter(|n| n.is_finite()).ok_or_else(|| JsonError::NumberOutOfRange {
-                number: number.to_string(),
-            })?;
+            let n = number
+                .as_f64()
+                .filter(|n| n.is_finite())
+                .ok_or_else(|| JsonError::NumberOutOfRange { number: number.to_string() })?;
             out.extend_from_slice(ryu_js::Buffer::new().format_finite(n).as_bytes());
         }
     }

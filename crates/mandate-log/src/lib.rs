@@ -25,7 +25,7 @@ pub mod tree;
 pub mod verify;
 
 pub use checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
-pub use entry::{CanonicalEntry, Entry, EntryError};
+pub use entry::{CanonicalBody, CanonicalEntry, Entry, EntryError, EntryHead};
 pub use hash::{Hash, leaf_hash, node_hash};
 pub use note::{NoteError, SignerKey, VerifierKey};
 pub use receipt::{Receipt, ReceiptError};

@@ -494,7 +494,7 @@ fn go_verifies_mandates_checkpoints_and_proofs() {
     for (name, expect) in &cases.expected {
         match (report.get(name), expect) {
             (None, _) => problems.push(format!("{name}: Go did not report it")),
-            (Some((false, detail)), _) => problems.push(format!("{name}: Go says FAIL{detail}")),
+            (Some((false, detail)), _) => problems.push(format!("{name}: Go says FAIL:{detail}")),
             (Some((true, detail)), Expect::Valid) if !detail.is_empty() => {
                 problems.push(format!("{name}: expected plain ok, Go says `{detail}`"));
             }

@@ -34,7 +34,7 @@ fn decision(n: u64) -> EntryDraft {
     }) else {
         unreachable!()
     };
-    EntryDraft { entry_type: "decision".into(), time: "2026-11-22T12:00:00.123456Z".into(), body }
+    EntryDraft::new("decision", "2026-11-22T12:00:00.123456Z", &body).unwrap()
 }
 
 fn concurrent_appends(c: &mut Criterion) {
@@ -60,6 +60,36 @@ fn concurrent_appends(c: &mut Criterion) {
                     }
                 });
                 started.elapsed().mul_f64(iters as f64 / (per_writer * writers) as f64)
+            });
+        });
+    }
+    // The server's shape: many tasks awaiting their tickets on a small runtime.
+    for tasks in [64u64, 512] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("durable_concurrent_tasks", tasks), &tasks, |b, &tasks| {
+            let dir = tempfile::tempdir().unwrap();
+            let ledger = Arc::new(SqliteLedger::open(dir.path().join("bench.db")).unwrap());
+            ledger.create_log("bench").unwrap();
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+            b.iter_custom(|iters| {
+                let per_task = iters.div_ceil(tasks);
+                let started = Instant::now();
+                runtime.block_on(async {
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|task| {
+                            let ledger = ledger.clone();
+                            tokio::spawn(async move {
+                                for i in 0..per_task {
+                                    ledger.append("bench", vec![decision(task * per_task + i)]).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for handle in handles {
+                        handle.await.unwrap();
+                    }
+                });
+                started.elapsed().mul_f64(iters as f64 / (per_task * tasks) as f64)
             });
         });
     }

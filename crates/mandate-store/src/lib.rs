@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use mandate_log::tree::ProofRangeError;
-use mandate_log::{EntryError, Hash, SignedCheckpoint, SignerKey};
+use mandate_log::{CanonicalBody, EntryError, Hash, SignedCheckpoint, SignerKey};
 use serde_json::{Map, Value};
 
 pub use sqlite::{SqliteLedger, SqliteOptions};
@@ -31,15 +31,31 @@ pub const ENTRIES_PAGE_MAX: u64 = 10_000;
 pub const APPEND_ENTRIES_MAX: usize = 1_000;
 
 /// An entry to append: the ledger assigns its index and `prev`.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// A draft is checked and its body canonicalized when it is made, on the
+/// caller's thread, so that a bad draft fails before it reaches the writer and
+/// the writer only splices bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EntryDraft {
-    /// What happened (`decision`, `identity.created`, …).
-    pub entry_type: String,
-    /// When, as RFC 3339 UTC. The caller reads the clock so that the core and
-    /// tests control time.
-    pub time: String,
-    /// The content.
-    pub body: Map<String, Value>,
+    entry_type: String,
+    time: String,
+    body: CanonicalBody,
+}
+
+impl EntryDraft {
+    /// A draft of type `entry_type` (`decision`, `identity.created`, …) at
+    /// `time` (RFC 3339 UTC; the caller reads the clock so that the core and
+    /// tests control time) with `body`.
+    pub fn new(
+        entry_type: impl Into<String>,
+        time: impl Into<String>,
+        body: &Map<String, Value>,
+    ) -> Result<EntryDraft, EntryError> {
+        let (entry_type, time) = (entry_type.into(), time.into());
+        mandate_log::entry::check_entry_type(&entry_type)?;
+        mandate_log::entry::check_time(&time)?;
+        Ok(EntryDraft { entry_type, time, body: CanonicalBody::new(body)? })
+    }
 }
 
 /// Where an appended entry landed.

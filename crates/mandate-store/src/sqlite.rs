@@ -24,7 +24,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mandate_log::tree::{self, NodeId, ProveError};
-use mandate_log::{Checkpoint, Entry, Frontier, Hash, SignedCheckpoint, SignerKey};
+use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
@@ -43,6 +43,12 @@ const READERS_IDLE_MAX: usize = 8;
 
 /// How long a connection waits for a lock before failing.
 const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// How often the checkpointer copies the WAL into the database file.
+const WAL_CHECKPOINT_INTERVAL_MS: u64 = 200;
+
+/// The page cache of each connection, in KiB.
+const PAGE_CACHE_KIB: i64 = 16 * 1024;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS logs (
@@ -109,6 +115,9 @@ pub struct SqliteLedger {
     path: PathBuf,
     commands: Option<SyncSender<Command>>,
     writer: Option<JoinHandle<()>>,
+    /// Dropping this sender stops the checkpointer.
+    checkpointer_stop: Option<SyncSender<()>>,
+    checkpointer: Option<JoinHandle<()>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -134,6 +143,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // every commit, so a committed append survives power loss.
     connection.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
     connection.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
+    connection.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(db_error)?;
+    // The checkpointer thread moves the WAL into the database, so the writer
+    // never stalls on it.
+    connection.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_error)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
@@ -201,7 +214,20 @@ impl SqliteLedger {
             .name("mandate-ledger-writer".into())
             .spawn(move || writer.run(queue))
             .map_err(|error| StoreError::Database { message: format!("starting the writer thread: {error}") })?;
-        Ok(SqliteLedger { path, commands: Some(commands), writer: Some(handle), readers: Mutex::new(Vec::new()) })
+        let (checkpointer_stop, stop) = mpsc::sync_channel(0);
+        let checkpointer_connection = open_connection(&path)?;
+        let checkpointer = std::thread::Builder::new()
+            .name("mandate-ledger-checkpointer".into())
+            .spawn(move || checkpoint_wal_until_stopped(&checkpointer_connection, &stop))
+            .map_err(|error| StoreError::Database { message: format!("starting the checkpointer thread: {error}") })?;
+        Ok(SqliteLedger {
+            path,
+            commands: Some(commands),
+            writer: Some(handle),
+            checkpointer_stop: Some(checkpointer_stop),
+            checkpointer: Some(checkpointer),
+            readers: Mutex::new(Vec::new()),
+        })
     }
 
     /// The database file.
@@ -251,7 +277,23 @@ impl Drop for SqliteLedger {
         if let Some(writer) = self.writer.take() {
             let _ = writer.join();
         }
+        self.checkpointer_stop.take();
+        if let Some(checkpointer) = self.checkpointer.take() {
+            let _ = checkpointer.join();
+        }
     }
+}
+
+/// Copies committed WAL frames into the database file every
+/// [`WAL_CHECKPOINT_INTERVAL_MS`] without blocking the writer (PASSIVE), and
+/// once more, truncating the WAL, when the ledger closes.
+fn checkpoint_wal_until_stopped(connection: &Connection, stop: &Receiver<()>) {
+    let interval = Duration::from_millis(WAL_CHECKPOINT_INTERVAL_MS);
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
+        // A failed checkpoint loses nothing: the frames stay in the WAL.
+        let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+    }
+    let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
 fn migrate(connection: &Connection) -> Result<(), StoreError> {
@@ -585,15 +627,9 @@ fn stage(
             nodes.truncate(nodes_before);
             return Err(StoreError::Corrupt { reason: format!("tenant `{tenant}`'s log is full ({index} entries)") });
         }
-        let entry = Entry {
-            tenant: tenant.to_owned(),
-            index,
-            time: draft.time,
-            entry_type: draft.entry_type,
-            prev: head.last_leaf,
-            body: draft.body,
-        };
-        let canonical = match entry.to_canonical() {
+        let entry_head =
+            EntryHead { tenant, index, time: &draft.time, entry_type: &draft.entry_type, prev: head.last_leaf };
+        let canonical = match entry_head.encode(&draft.body) {
             Ok(canonical) => canonical,
             Err(error) => {
                 // All or nothing per append: drop the rows staged for it.

@@ -11,7 +11,7 @@ use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
     let serde_json::Value::Object(body) = json!({"n": n, "note": "conformance"}) else { unreachable!() };
-    EntryDraft { entry_type: "test.append".into(), time: "2026-11-22T12:00:00Z".into(), body }
+    EntryDraft::new("test.append", "2026-11-22T12:00:00Z", &body).unwrap()
 }
 
 fn signer(tenant: &str) -> Arc<SignerKey> {
@@ -98,16 +98,29 @@ fn concurrent_appends_are_all_committed_contiguously(ledger: &dyn Ledger) {
 fn a_bad_append_fails_alone_and_leaves_nothing(ledger: &dyn Ledger) {
     ledger.create_log("t").unwrap();
     ledger.append("t", vec![draft(0)]).wait().unwrap();
-    let mut bad = draft(1);
-    bad.time = "yesterday".into();
-    let failed = ledger.append("t", vec![draft(1), bad]).wait();
-    assert!(matches!(failed, Err(StoreError::InvalidEntry { position: 1, .. })), "{failed:?}");
-    let mut huge = draft(1);
-    huge.body.insert("x".into(), json!("y".repeat(70_000)));
-    assert!(matches!(ledger.append("t", vec![huge]).wait(), Err(StoreError::InvalidEntry { .. })));
+    // Bad drafts are refused when made, before they reach the writer.
+    let body = serde_json::Map::new();
+    assert!(EntryDraft::new("test", "yesterday", &body).is_err());
+    assert!(EntryDraft::new("Not A Type", "2026-11-22T12:00:00Z", &body).is_err());
+    let mut huge = serde_json::Map::new();
+    huge.insert("x".into(), json!("y".repeat(70_000)));
+    assert!(EntryDraft::new("test", "2026-11-22T12:00:00Z", &huge).is_err());
+    let mut unsafe_number = serde_json::Map::new();
+    unsafe_number.insert("x".into(), json!(1u64 << 60));
+    assert!(EntryDraft::new("test", "2026-11-22T12:00:00Z", &unsafe_number).is_err());
     assert!(matches!(ledger.append("t", vec![]).wait(), Err(StoreError::AppendSize { count: 0 })));
-    assert_eq!(ledger.size("t").unwrap(), 1);
-    assert_eq!(ledger.append("t", vec![draft(1)]).wait().unwrap()[0].index, 1);
+    let too_many = (0..=mandate_store::APPEND_ENTRIES_MAX as u64).map(draft).collect();
+    assert!(matches!(ledger.append("t", too_many).wait(), Err(StoreError::AppendSize { .. })));
+    // An append that fails in the writer does not take its batch down with it.
+    std::thread::scope(|scope| {
+        let failing = scope.spawn(|| ledger.append("nobody", vec![draft(1)]).wait());
+        let fine: Vec<_> = (1..9).map(|n| scope.spawn(move || ledger.append("t", vec![draft(n)]).wait())).collect();
+        assert!(matches!(failing.join().unwrap(), Err(StoreError::UnknownTenant { .. })));
+        for append in fine {
+            append.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(ledger.size("t").unwrap(), 9);
     verify_all(ledger, "t");
 }
 

@@ -125,7 +125,7 @@ fn append_until_killed(db: &Path) {
                             else {
                                 unreachable!()
                             };
-                            EntryDraft { entry_type: "test.crash".into(), time: "2026-11-22T12:00:00Z".into(), body }
+                            EntryDraft::new("test.crash", "2026-11-22T12:00:00Z", &body).unwrap()
                         })
                         .collect();
                     let appended = ledger.append(TENANT, drafts).wait().unwrap();

@@ -10,7 +10,7 @@ use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
     let serde_json::Value::Object(body) = json!({"n": n}) else { unreachable!() };
-    EntryDraft { entry_type: "test.append".into(), time: "2026-11-22T12:00:00Z".into(), body }
+    EntryDraft::new("test.append", "2026-11-22T12:00:00Z", &body).unwrap()
 }
 
 fn signer() -> Arc<SignerKey> {

@@ -200,7 +200,7 @@ fn append_concurrently(ledger: &Arc<SqliteLedger>, entries: u64) -> Result<()> {
                     for seq in first..(first + per_writer).min(entries) {
                         let (entry_type, body) = body(writer, seq);
                         let time = jiff::Timestamp::now().to_string();
-                        ledger.append(TENANT, vec![EntryDraft { entry_type, time, body }]).wait()?;
+                        ledger.append(TENANT, vec![EntryDraft::new(entry_type, time, &body)?]).wait()?;
                     }
                     Ok(())
                 })

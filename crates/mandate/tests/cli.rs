@@ -64,7 +64,7 @@ fn draft(n: u64) -> EntryDraft {
     }) else {
         unreachable!()
     };
-    EntryDraft { entry_type: "decision".into(), time: "2026-11-22T12:00:00.5Z".into(), body }
+    EntryDraft::new("decision", "2026-11-22T12:00:00.5Z", &body).unwrap()
 }
 
 /// A real ledger's export, with checkpoints at 600 and 1,200 entries.
