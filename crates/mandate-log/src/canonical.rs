@@ -70,6 +70,32 @@ fn plain_string(raw: &str) -> Option<&str> {
     (!inner.contains('\\')).then_some(inner)
 }
 
+/// The position of the first `"`, `\` or control character, eight bytes at a
+/// time (SWAR): string contents are most of an entry's bytes.
+fn special_byte(bytes: &[u8]) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = bytes.chunks_exact(8);
+    let mut offset = 0;
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let v = u64::from_le_bytes(word);
+        // A byte is flagged when it is zero after the xor (a quote or a
+        // backslash) or below 0x20. The lowest flag is exact; borrows can only
+        // add false flags above it.
+        let zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+        let flags = zero(v ^ (ONES * u64::from(b'"')))
+            | zero(v ^ (ONES * u64::from(b'\\')))
+            | (v.wrapping_sub(ONES * 0x20) & !v & HIGHS);
+        if flags != 0 {
+            return Some(offset + (flags.trailing_zeros() / 8) as usize);
+        }
+        offset += 8;
+    }
+    chunks.remainder().iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20).map(|i| offset + i)
+}
+
 /// The entry's top-level fields, in canonical key order.
 const FIELDS: [&[u8]; 7] = [b"body", b"index", b"prev", b"tenant", b"time", b"type", b"v"];
 
@@ -177,38 +203,46 @@ impl Scanner<'_> {
         self.eat(b'"')?;
         let mut plain_ascii = true;
         loop {
+            // Skip ordinary bytes in one pass; stop at a quote, a backslash or
+            // a control character.
+            let rest = self.bytes.get(self.at..)?;
+            let run = special_byte(rest)?;
+            plain_ascii &= rest.get(..run)?.is_ascii();
+            self.at += run;
             let byte = self.peek()?;
             self.at += 1;
             match byte {
                 b'"' => return Some(plain_ascii),
                 b'\\' => {
                     plain_ascii = false;
-                    let escape = self.peek()?;
-                    self.at += 1;
-                    match escape {
-                        b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => {}
-                        b'u' => {
-                            // Only control characters without a short escape.
-                            let hex = self.bytes.get(self.at..self.at + 4)?;
-                            self.at += 4;
-                            let [b'0', b'0', high @ (b'0' | b'1'), low] = *hex else { return None };
-                            let low = match low {
-                                b'0'..=b'9' => low - b'0',
-                                b'a'..=b'f' => low - b'a' + 10,
-                                _ => return None,
-                            };
-                            let code = (high - b'0') * 16 + low;
-                            if matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d) {
-                                return None;
-                            }
-                        }
-                        _ => return None,
-                    }
+                    self.escape()?;
                 }
-                0x00..=0x1f => return None,
-                0x80..=0xff => plain_ascii = false,
-                _ => {}
+                _ => return None,
             }
+        }
+    }
+
+    /// The rest of an escape after its backslash: only the forms RFC 8785
+    /// writes.
+    fn escape(&mut self) -> Option<()> {
+        let escape = self.peek()?;
+        self.at += 1;
+        match escape {
+            b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => Some(()),
+            b'u' => {
+                // Only control characters without a short escape.
+                let hex = self.bytes.get(self.at..self.at + 4)?;
+                self.at += 4;
+                let [b'0', b'0', high @ (b'0' | b'1'), low] = *hex else { return None };
+                let low = match low {
+                    b'0'..=b'9' => low - b'0',
+                    b'a'..=b'f' => low - b'a' + 10,
+                    _ => return None,
+                };
+                let code = (high - b'0') * 16 + low;
+                (!matches!(code, 0x08 | 0x09 | 0x0a | 0x0c | 0x0d)).then_some(())
+            }
+            _ => None,
         }
     }
 
@@ -350,6 +384,11 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn special_byte_finds_the_first_quote_backslash_or_control(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
+            prop_assert_eq!(special_byte(&bytes), bytes.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20));
+        }
+
         #[test]
         fn fast_and_slow_paths_agree_on_random_entries(body in json_value(), cut in 0usize..600, byte in any::<u8>()) {
             let bytes = entry_with(json!({"x": body}));

@@ -57,15 +57,19 @@ impl Hash {
     /// Parses exactly 64 lowercase hex digits: the only spelling a canonical
     /// entry may use, so that one hash has one text.
     pub fn from_hex(text: &str) -> Result<Hash, HashParseError> {
-        let error = || HashParseError { text: clip(text), encoding: "hex" };
-        let bytes = text.as_bytes();
-        if bytes.len() != HASH_BYTES * 2 {
-            return Err(error());
-        }
+        let bytes: &[u8; HASH_BYTES * 2] =
+            text.as_bytes().try_into().map_err(|_| HashParseError { text: clip(text), encoding: "hex" })?;
         let mut out = [0u8; HASH_BYTES];
+        let mut valid = true;
         for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-            let [high, low] = pair else { return Err(error()) };
-            *slot = (hex_value(*high).ok_or_else(error)? << 4) | hex_value(*low).ok_or_else(error)?;
+            if let [high, low] = pair {
+                let (high, low) = (hex_value(*high), hex_value(*low));
+                valid &= high != INVALID_HEX && low != INVALID_HEX;
+                *slot = (high << 4) | (low & 0x0f);
+            }
+        }
+        if !valid {
+            return Err(HashParseError { text: clip(text), encoding: "hex" });
         }
         Ok(Hash(out))
     }
@@ -119,11 +123,16 @@ pub fn empty_root() -> Hash {
     Hash::digest(&[])
 }
 
-fn hex_value(digit: u8) -> Option<u8> {
+/// The marker [`hex_value`] returns for a byte that is not a lowercase hex digit.
+const INVALID_HEX: u8 = 0xff;
+
+/// The value of a lowercase hex digit, or [`INVALID_HEX`]. Branch-free on the
+/// hot path: every entry's `prev` passes through here.
+fn hex_value(digit: u8) -> u8 {
     match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        _ => None,
+        b'0'..=b'9' => digit - b'0',
+        b'a'..=b'f' => digit - b'a' + 10,
+        _ => INVALID_HEX,
     }
 }
 

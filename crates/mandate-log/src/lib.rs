@@ -30,4 +30,4 @@ pub use hash::{Hash, leaf_hash, node_hash};
 pub use note::{NoteError, SignerKey, VerifierKey};
 pub use receipt::{Receipt, ReceiptError};
 pub use tree::{Frontier, MemoryTree, NodeId};
-pub use verify::{FaultKind, LogFault, LogVerifier, VerifiedLog};
+pub use verify::{CheckedLine, FaultKind, LogFault, LogVerifier, VerifiedLog, check_line};

@@ -10,6 +10,7 @@
 //! *which* entry was altered: if the next entry's `prev` matches this entry,
 //! the earlier entry was changed; otherwise this entry's `prev` was.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use crate::canonical;
@@ -123,6 +124,34 @@ impl fmt::Display for LogFault {
 
 impl std::error::Error for LogFault {}
 
+/// What one line says about itself, checked without the rest of the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckedLine<'a> {
+    /// The entry's `index`.
+    pub index: u64,
+    /// The entry's `tenant`.
+    pub tenant: Cow<'a, str>,
+    /// The entry's `prev`.
+    pub prev: Hash,
+    /// The line's leaf hash.
+    pub leaf_hash: Hash,
+}
+
+/// Checks one line alone: a canonical entry, with its header and leaf hash.
+///
+/// The fast path reads the header without building a JSON tree; the slow
+/// path decides (and words the error) whenever the fast one is unsure.
+pub fn check_line(line: &[u8]) -> Result<CheckedLine<'_>, EntryError> {
+    let (index, tenant, prev) = match canonical::scan_entry(line) {
+        Some(header) => (header.index, Cow::Borrowed(header.tenant), header.prev),
+        None => {
+            let entry = Entry::parse(line)?;
+            (entry.index, Cow::Owned(entry.tenant), entry.prev)
+        }
+    };
+    Ok(CheckedLine { index, tenant, prev, leaf_hash: leaf_hash(line) })
+}
+
 /// What a successful verification established.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifiedLog {
@@ -172,17 +201,16 @@ impl LogVerifier {
 
     /// Checks the next line (without its newline).
     pub fn push(&mut self, line: &[u8]) -> Result<(), LogFault> {
+        self.push_checked(check_line(line))
+    }
+
+    /// Takes the next line already checked alone by [`check_line`] (which a
+    /// caller may run on several threads) and checks its place in the log.
+    pub fn push_checked(&mut self, checked: Result<CheckedLine<'_>, EntryError>) -> Result<(), LogFault> {
         let position = self.size();
-        // The fast path reads the header without building a JSON tree; the
-        // slow path decides (and words the error) whenever it is unsure.
-        let parsed;
-        let (index, tenant, prev) = match canonical::scan_entry(line) {
-            Some(header) => (header.index, header.tenant, header.prev),
-            None => {
-                parsed = Entry::parse(line).map_err(|error| self.fault_here(error.into()))?;
-                (parsed.index, parsed.tenant.as_str(), parsed.prev)
-            }
-        };
+        let CheckedLine { index, tenant, prev, leaf_hash: leaf } =
+            checked.map_err(|error| self.fault_here(error.into()))?;
+        let tenant = tenant.as_ref();
         if index != position {
             return Err(self.misplaced(index));
         }
@@ -209,7 +237,6 @@ impl LogVerifier {
             }
             self.suspect = Some(position);
         }
-        let leaf = leaf_hash(line);
         self.frontier.push(leaf, |_, _| {});
         self.last_leaf = leaf;
         let size = self.frontier.size();

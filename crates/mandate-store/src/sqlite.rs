@@ -92,22 +92,21 @@ impl Default for SqliteOptions {
     }
 }
 
+/// Where an append's outcome goes.
+type AppendReply = tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+/// An append waiting for the writer.
+struct PendingAppend {
+    tenant: String,
+    drafts: Vec<EntryDraft>,
+    reply: AppendReply,
+}
+
 /// Work for the writer thread.
 enum Command {
-    Append {
-        tenant: String,
-        drafts: Vec<EntryDraft>,
-        reply: tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>,
-    },
-    CreateLog {
-        tenant: String,
-        reply: mpsc::SyncSender<Result<(), StoreError>>,
-    },
-    Sign {
-        tenant: String,
-        signer: Arc<SignerKey>,
-        reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>>,
-    },
+    Append(PendingAppend),
+    CreateLog { tenant: String, reply: mpsc::SyncSender<Result<(), StoreError>> },
+    Sign { tenant: String, signer: Arc<SignerKey>, reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>> },
 }
 
 /// The embedded ledger. Cloning is not needed: share it behind an `Arc`.
@@ -319,7 +318,7 @@ impl Ledger for SqliteLedger {
             return AppendTicket::done(Err(StoreError::AppendSize { count: drafts.len() }));
         }
         let (reply, receiver) = tokio::sync::oneshot::channel();
-        match self.send(Command::Append { tenant: tenant.to_owned(), drafts, reply }) {
+        match self.send(Command::Append(PendingAppend { tenant: tenant.to_owned(), drafts, reply })) {
             Ok(()) => AppendTicket::waiting(receiver),
             Err(error) => AppendTicket::done(Err(error)),
         }
@@ -431,7 +430,7 @@ struct Writer {
 
 /// One append inside a batch, with the rows it will write.
 struct Staged {
-    reply: tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>,
+    reply: AppendReply,
     result: Result<Vec<Appended>, StoreError>,
 }
 
@@ -444,9 +443,9 @@ impl Writer {
             // Group commit: take everything already waiting, up to the batch limit.
             while let Some(command) = next.take() {
                 match command {
-                    Command::Append { tenant, drafts, reply } => {
-                        entries += drafts.len();
-                        appends.push((tenant, drafts, reply));
+                    Command::Append(append) => {
+                        entries += append.drafts.len();
+                        appends.push(append);
                     }
                     Command::CreateLog { tenant, reply } => {
                         self.commit_appends(std::mem::take(&mut appends));
@@ -494,10 +493,7 @@ impl Writer {
     }
 
     /// Writes every append of a batch in one transaction, then answers them.
-    fn commit_appends(
-        &mut self,
-        appends: Vec<(String, Vec<EntryDraft>, tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>)>,
-    ) {
+    fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
         if appends.is_empty() {
             return;
         }
@@ -517,15 +513,11 @@ impl Writer {
         }
     }
 
-    fn write_batch(
-        &mut self,
-        appends: Vec<(String, Vec<EntryDraft>, tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>)>,
-        staged: &mut Vec<Staged>,
-    ) -> Result<(), StoreError> {
+    fn write_batch(&mut self, appends: Vec<PendingAppend>, staged: &mut Vec<Staged>) -> Result<(), StoreError> {
         let mut moved: HashMap<String, Head> = HashMap::new();
         let mut rows = Vec::new();
         let mut nodes = Vec::new();
-        for (tenant, drafts, reply) in appends {
+        for PendingAppend { tenant, drafts, reply } in appends {
             let head = match moved.get(&tenant) {
                 Some(head) => Ok(head.clone()),
                 None => self.head(&tenant),

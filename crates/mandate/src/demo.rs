@@ -21,7 +21,7 @@ use crate::verify;
 
 const TENANT: &str = "default";
 const ORIGIN: &str = "mandate.local/default";
-const WRITERS: u64 = 8;
+const WRITERS: u64 = 32;
 
 /// Terminal styling, only when stdout is a terminal.
 struct Style {
