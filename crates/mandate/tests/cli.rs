@@ -365,3 +365,41 @@ fn the_demo_tells_its_story_and_leaves_verifiable_files() {
     // A second run refuses to mix with the first.
     assert_fails(&mandate(&["demo", "--data", data.to_str().unwrap()]), "already holds a demo store");
 }
+
+#[test]
+fn a_log_larger_than_one_read_block_verifies_and_faults_are_still_located() {
+    // ~12 MB: several of `verify`'s 4 MiB blocks, with lines straddling them.
+    let dir = tempfile::tempdir().unwrap();
+    let key = signer(1);
+    let mut tree = mandate_log::MemoryTree::new();
+    let mut prev = Hash::ZERO;
+    let mut lines = Vec::new();
+    let serde_json::Value::Object(body) = json!({"pad": "p".repeat(300)}) else { unreachable!() };
+    for index in 0..30_000u64 {
+        let entry = Entry {
+            tenant: "default".into(),
+            index,
+            time: "2026-11-22T12:00:00Z".into(),
+            entry_type: "test".into(),
+            prev,
+            body: body.clone(),
+        };
+        let canonical = entry.to_canonical().unwrap();
+        tree.push(canonical.leaf_hash);
+        prev = canonical.leaf_hash;
+        lines.push(String::from_utf8(canonical.bytes).unwrap());
+    }
+    let checkpoint = mandate_log::Checkpoint { origin: ORIGIN.into(), size: 30_000, root: tree.root() };
+    std::fs::write(dir.path().join("checkpoint"), checkpoint.sign(&key).unwrap().note).unwrap();
+    std::fs::write(dir.path().join("log.pub"), key.verifier().to_string()).unwrap();
+    let fixture = Fixture { dir, lines };
+    let log = fixture.write_log("big.jsonl", &fixture.lines);
+    let output = fixture.verify(&log, true, false);
+    assert!(output.status.success(), "{}", stderr(&output));
+    let mut altered = fixture.lines.clone();
+    altered[29_000] = altered[29_000].replacen("ppp", "ppq", 1);
+    assert_fails(
+        &fixture.verify(&fixture.write_log("altered.jsonl", &altered), true, false),
+        "index 29000: entry was altered",
+    );
+}
