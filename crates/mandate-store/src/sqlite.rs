@@ -12,8 +12,10 @@
 //!   committed entries.
 //! - `entries(key, leaf, bytes)`: `key = log id << 40 | index`, so the rowid
 //!   B-tree is the (log, index) index and costs nothing extra.
-//! - `nodes(log, level, idx, hash)`: every complete subtree of level ≥ 1
-//!   (level 0 is `entries.leaf`).
+//! - `nodes(log, at, hash)`: every complete subtree of level ≥ 1 (level 0 is
+//!   `entries.leaf`), keyed by the leaf that completes it and its level
+//!   (`at = last leaf << 6 | level`), so that nodes are inserted in key order
+//!   and the B-tree fills its pages instead of splitting them in half.
 //! - `checkpoints(log, size, root, note)`: the last checkpoint signed.
 
 use std::collections::HashMap;
@@ -63,10 +65,9 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE TABLE IF NOT EXISTS nodes (
     log INTEGER NOT NULL,
-    level INTEGER NOT NULL,
-    idx INTEGER NOT NULL,
+    at INTEGER NOT NULL,
     hash BLOB NOT NULL CHECK (length(hash) = 32),
-    PRIMARY KEY (log, level, idx)
+    PRIMARY KEY (log, at)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (
     log INTEGER PRIMARY KEY,
@@ -158,6 +159,14 @@ fn entry_key(log: i64, index: u64) -> i64 {
     (log << INDEX_BITS) | index as i64
 }
 
+/// A node's key: the index of its last leaf, then its level. Nodes are
+/// completed in this order, so inserts always go to the end of the log's range.
+fn node_key(id: NodeId) -> i64 {
+    // In u128 so that no id can overflow; a key past i64 is simply not found.
+    let last_leaf = ((u128::from(id.index) + 1) << id.level) - 1;
+    i64::try_from((last_leaf << 6) | u128::from(id.level)).unwrap_or(i64::MAX)
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -169,9 +178,9 @@ fn read_node(connection: &Connection, log: i64, id: NodeId) -> Result<Hash, Stor
             statement.query_row(params![entry_key(log, id.index)], |row| row.get(0)).optional()
         })
     } else {
-        connection.prepare_cached("SELECT hash FROM nodes WHERE log = ?1 AND level = ?2 AND idx = ?3").and_then(
-            |mut statement| statement.query_row(params![log, id.level, to_i64(id.index)], |row| row.get(0)).optional(),
-        )
+        connection
+            .prepare_cached("SELECT hash FROM nodes WHERE log = ?1 AND at = ?2")
+            .and_then(|mut statement| statement.query_row(params![log, node_key(id)], |row| row.get(0)).optional())
     }
     .map_err(db_error)?;
     hash_from_blob(blob.ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))?)
@@ -542,10 +551,10 @@ impl Writer {
                 insert_entry.execute(params![key, leaf.as_bytes(), bytes]).map_err(db_error)?;
             }
             let mut insert_node = transaction
-                .prepare_cached("INSERT INTO nodes (log, level, idx, hash) VALUES (?1, ?2, ?3, ?4)")
+                .prepare_cached("INSERT INTO nodes (log, at, hash) VALUES (?1, ?2, ?3)")
                 .map_err(db_error)?;
             for (log, id, hash) in &nodes {
-                insert_node.execute(params![log, id.level, to_i64(id.index), hash.as_bytes()]).map_err(db_error)?;
+                insert_node.execute(params![log, node_key(*id), hash.as_bytes()]).map_err(db_error)?;
             }
             let mut update_size =
                 transaction.prepare_cached("UPDATE logs SET size = ?1 WHERE id = ?2").map_err(db_error)?;
