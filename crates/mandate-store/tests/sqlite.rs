@@ -54,10 +54,10 @@ fn an_edited_tree_is_never_signed() {
         ledger.sign_checkpoint("t", signer()).unwrap();
         ledger.append("t", (6..12).map(draft).collect()).wait().unwrap();
     }
-    // An operator rewrites the tree node over entries 0..8, which the new root
-    // uses and the checkpoint of size 6 constrains.
+    // An operator rewrites the tree node over entries 0..8 (level 3, completed
+    // by leaf 7), which the new root uses and the checkpoint of size 6 constrains.
     let raw = rusqlite::Connection::open(&path).unwrap();
-    assert_eq!(raw.execute("UPDATE nodes SET hash = zeroblob(32) WHERE level = 3 AND idx = 0", []).unwrap(), 1);
+    assert_eq!(raw.execute("UPDATE nodes SET hash = zeroblob(32) WHERE at = (7 << 6) | 3", []).unwrap(), 1);
     drop(raw);
     let ledger = SqliteLedger::open(&path).unwrap();
     let refused = ledger.sign_checkpoint("t", signer());
