@@ -18,9 +18,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install cargo-fuzz --locked
 fi
 
-targets=(entry_parse json_strict note_parse checkpoint_parse receipt_parse log_verify)
-
 cargo +nightly fuzz build
+mapfile -t targets < <(cargo +nightly fuzz list)
 
 for target in "${targets[@]}"; do
     echo "=== $target (${seconds}s)"

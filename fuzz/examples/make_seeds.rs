@@ -28,8 +28,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The test vector of Go's golang.org/x/mod/sumdb/note.
     let go_note = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
 
-    let targets: [(&str, Seeds); 6] = [
+    let targets: [(&str, Seeds); 7] = [
         ("entry_parse", vec![("identity", line(0)), ("decision", line(1)), ("deny", line(3))]),
+        (
+            "entry_fast_path",
+            vec![("identity", line(0)), ("integers_only", line(2)), ("with_float", line(1))],
+        ),
         (
             "json_strict",
             vec![

@@ -7,7 +7,7 @@
 use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
-use mandate_log::note::{self, Note, NOTE_BYTES_MAX, SignerKey, VerifierKey};
+use mandate_log::note::{self, NOTE_BYTES_MAX, Note, SignerKey, VerifierKey};
 
 static SIGNER: LazyLock<SignerKey> = LazyLock::new(mandate_fuzz::signer);
 static KEYS: LazyLock<[VerifierKey; 1]> = LazyLock::new(|| [mandate_fuzz::verifier()]);

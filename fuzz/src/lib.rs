@@ -39,24 +39,28 @@ pub fn verifier() -> VerifierKey {
 }
 
 /// A realistic body for entry `index`: decisions, with an identity entry first.
+/// Odd entries hold a float, which sends them down the verifier's slow path.
 pub fn body(index: u64) -> Map<String, Value> {
     let value = if index == 0 {
         json!({"id": "agent:invoice-bot", "kind": "agent", "owner": "user:alice@example.com", "scopes": ["payments.transfer"]})
     } else {
         json!({
             "action": "payments.transfer",
-            "amounts": {"currency": "EUR", "limit_minor": 500_000, "requested_minor": 1_000 * index, "rate": 1.0825},
+            "amounts": {"currency": "EUR", "limit_minor": 500_000, "requested_minor": 1_000 * index},
             "chain": ["user:alice@example.com", "agent:procurement", "agent:invoice-bot"],
-            "decision": if index % 3 == 0 { "deny" } else { "allow" },
+            "decision": if index.is_multiple_of(3) { "deny" } else { "allow" },
             "identity": {"id": "agent:invoice-bot", "kind": "agent"},
             "reasons": ["within daily limit", "payee on allowlist", "caf\u{e9} \u{1f600} \"quoted\"\n"],
             "resource": format!("vendor:acme-{index}"),
         })
     };
-    match value {
-        Value::Object(map) => map,
-        _ => Map::new(),
+    let Value::Object(mut map) = value else { return Map::new() };
+    if index % 2 == 1
+        && let Some(Value::Object(amounts)) = map.get_mut("amounts")
+    {
+        amounts.insert("rate".into(), json!(1.0825));
     }
+    map
 }
 
 /// The canonical lines of the fixture log, hash-chained, without newlines.

@@ -7,9 +7,11 @@
 //! ```
 //!
 //! The product target is whole-log verification at 1,000,000 entries/s or
-//! more: `verify/push` reports it in elements (entries) per second. The
-//! `json/*` benches split `entry/parse` into its parts, and `entry/scan_entry`
-//! and `entry/leaf_hash` are most of what `verify/push` spends per line.
+//! more: `verify/push` reports it in elements (entries) per second, and
+//! `verify/check_line` and `verify/push_checked` split it into the part a
+//! caller can spread over threads and the part it cannot. `entry/scan_entry`
+//! and `entry/leaf_hash` are most of `check_line`; the `json/*` benches split
+//! the slow path, `entry/parse`, into its parts.
 
 // Setup that fails is a broken benchmark: stop at once, loudly.
 #![allow(clippy::expect_used)]
@@ -21,7 +23,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use mandate_log::canonical::scan_entry;
 use mandate_log::tree::{verify_consistency, verify_inclusion};
-use mandate_log::{Entry, Frontier, Hash, LogVerifier, MemoryTree, NodeId, json, leaf_hash};
+use mandate_log::{Entry, Frontier, Hash, LogVerifier, MemoryTree, NodeId, check_line, json, leaf_hash};
 use serde_json::{Map, Value, json};
 
 /// The tenant of every benchmark entry.
@@ -127,6 +129,32 @@ fn verifier(c: &mut Criterion) {
             }
             verifier.finish(None, None).expect("the benchmark log is valid")
         });
+    });
+    // The two halves of `push`: what each line needs alone (which a caller
+    // may spread over threads), and the sequential rest (index, tenant, the
+    // `prev` chain, the frontier), whose rate bounds a parallel verifier.
+    group.bench_function("check_line", |b| {
+        b.iter(|| {
+            for line in lines.iter() {
+                check_line(black_box(line)).expect("the benchmark log is valid");
+            }
+        });
+    });
+    let checked = LazyLock::new(|| {
+        lines.iter().map(|line| check_line(line).expect("the benchmark log is valid")).collect::<Vec<_>>()
+    });
+    group.bench_function("push_checked", |b| {
+        b.iter_batched(
+            || checked.clone(),
+            |checked| {
+                let mut verifier = LogVerifier::new(&[VERIFY_LINES / 2, VERIFY_LINES]);
+                for line in checked {
+                    verifier.push_checked(Ok(black_box(line))).expect("the benchmark log is valid");
+                }
+                verifier.finish(None, None).expect("the benchmark log is valid")
+            },
+            BatchSize::PerIteration,
+        );
     });
     group.finish();
 }

@@ -40,10 +40,7 @@ pub fn scan_entry(bytes: &[u8]) -> Option<EntryHeader<'_>> {
     if scanner.at != bytes.len() {
         return None;
     }
-    let [Some(body), Some(index), Some(prev), Some(tenant), Some(time), Some(entry_type), Some(version)] = fields
-    else {
-        return None;
-    };
+    let [body, index, prev, tenant, time, entry_type, version] = fields;
     let raw = |range: (usize, usize)| text.get(range.0..range.1);
     if !raw(body)?.starts_with('{') || integer(raw(version)?)? != ENTRY_VERSION {
         return None;
@@ -60,8 +57,27 @@ pub fn scan_entry(bytes: &[u8]) -> Option<EntryHeader<'_>> {
 /// A non-negative integer in canonical form (the slow path reads `index` and
 /// `v` with `as_u64`, so negatives are not entries).
 fn integer(text: &str) -> Option<u64> {
-    let value: u64 = text.parse().ok()?;
-    (value <= SAFE_INTEGER_MAX && value.to_string() == text).then_some(value)
+    let digits = text.as_bytes();
+    let canonical = match digits {
+        [] => false,
+        [b'0'] => true,
+        [first, ..] => *first != b'0' && digits.len() <= 16 && digits.iter().all(u8::is_ascii_digit),
+    };
+    let value = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d.wrapping_sub(b'0')));
+    (canonical && value <= SAFE_INTEGER_MAX).then_some(value)
+}
+
+/// Byte equality for the short keys of entries, without a call to `memcmp`.
+fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// `a < b` for short keys, without a call to `memcmp`.
+fn bytes_less(a: &[u8], b: &[u8]) -> bool {
+    match a.iter().zip(b).find(|(x, y)| x != y) {
+        Some((x, y)) => x < y,
+        None => a.len() < b.len(),
+    }
 }
 
 /// The content of a string value with no escapes.
@@ -114,29 +130,25 @@ impl Scanner<'_> {
     }
 
     /// The top-level object: exactly the entry's fields, each value's byte range.
-    fn top_object(&mut self) -> Option<[Option<(usize, usize)>; 7]> {
-        let mut fields = [None; 7];
+    fn top_object(&mut self) -> Option<[(usize, usize); 7]> {
+        let mut fields = [(0, 0); 7];
         self.eat(b'{')?;
-        let mut next_field = 0;
-        loop {
-            let key = self.plain_key()?;
-            // Fields must come in FIELDS order, each once: that is both the
-            // canonical order and the set the slow path demands.
-            let slot = FIELDS.iter().skip(next_field).position(|field| *field == key)? + next_field;
-            next_field = slot + 1;
+        // Exactly the entry's fields, in FIELDS order: that is both the
+        // canonical order and the set the slow path demands.
+        for (i, (field, slot)) in FIELDS.iter().zip(fields.iter_mut()).enumerate() {
+            if i > 0 {
+                self.eat(b',')?;
+            }
+            if !bytes_equal(self.plain_key()?, field) {
+                return None;
+            }
             self.eat(b':')?;
             let start = self.at;
             self.value(1)?;
-            *fields.get_mut(slot)? = Some((start, self.at));
-            match self.peek()? {
-                b',' => self.at += 1,
-                b'}' => {
-                    self.at += 1;
-                    return Some(fields);
-                }
-                _ => return None,
-            }
+            *slot = (start, self.at);
         }
+        self.eat(b'}')?;
+        Some(fields)
     }
 
     /// A key made only of printable ASCII with no escapes (what entries use).
@@ -160,7 +172,7 @@ impl Scanner<'_> {
         match self.peek()? {
             b'{' => self.object(depth),
             b'[' => self.array(depth),
-            b'"' => self.string().map(|_| ()),
+            b'"' => self.string(false).map(|_| ()),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
             b'n' => self.literal(b"null"),
@@ -197,9 +209,9 @@ impl Scanner<'_> {
         Some(())
     }
 
-    /// A canonical string; returns whether its content is plain ASCII without
-    /// escapes (so that keys compare as bytes).
-    fn string(&mut self) -> Option<bool> {
+    /// A canonical string. For a key (`is_key`), returns whether its content is
+    /// plain ASCII without escapes (so that keys compare as bytes).
+    fn string(&mut self, is_key: bool) -> Option<bool> {
         self.eat(b'"')?;
         let mut plain_ascii = true;
         loop {
@@ -207,7 +219,9 @@ impl Scanner<'_> {
             // a control character.
             let rest = self.bytes.get(self.at..)?;
             let run = special_byte(rest)?;
-            plain_ascii &= rest.get(..run)?.is_ascii();
+            if is_key {
+                plain_ascii &= rest.get(..run)?.is_ascii();
+            }
             self.at += run;
             let byte = self.peek()?;
             self.at += 1;
@@ -279,13 +293,13 @@ impl Scanner<'_> {
         loop {
             let start = self.at;
             // Keys with escapes or non-ASCII need UTF-16 ordering: slow path.
-            if !self.string()? {
+            if !self.string(true)? {
                 return None;
             }
             let key = (start + 1, self.at - 1);
             if let Some(previous) = previous {
                 let (a, b) = (self.bytes.get(previous.0..previous.1)?, self.bytes.get(key.0..key.1)?);
-                if a >= b {
+                if !bytes_less(a, b) {
                     return None;
                 }
             }

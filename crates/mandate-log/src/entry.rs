@@ -246,8 +246,8 @@ pub fn check_entry_type(name: &str) -> Result<(), EntryError> {
 /// Tenant names and entry types: 1–128 bytes of `a-z0-9._-` (and `:` `/` `@`
 /// for tenants' sake), so that they read the same in every tool.
 fn check_name(field: &'static str, name: &str) -> Result<(), EntryError> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-:/@".contains(c);
-    if name.is_empty() || name.len() > NAME_BYTES_MAX || !name.chars().all(allowed) {
+    let allowed = |b: &u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'-' | b':' | b'/' | b'@');
+    if name.is_empty() || name.len() > NAME_BYTES_MAX || !name.as_bytes().iter().all(allowed) {
         return Err(invalid(field, format!("`{}` is not 1-{NAME_BYTES_MAX} of a-z 0-9 . _ - : / @", clip(name))));
     }
     Ok(())

@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use mandate_log::entry::{ENTRY_BYTES_MAX, EntryError};
-use mandate_log::{CheckedLine, FaultKind, LogFault, LogVerifier, Receipt, SignedCheckpoint, VerifierKey};
+use mandate_log::{CheckedLine, FaultKind, LogFault, LogVerifier, Receipt, SignedCheckpoint, VerifierKey, check_line};
 
 /// How much of the log is read and checked at a time.
-const BLOCK_BYTES: usize = 4 << 20;
+const BLOCK_BYTES: usize = 1 << 20;
 
 /// The most threads that check lines.
 const THREADS_MAX: usize = 8;
@@ -108,40 +108,24 @@ fn verify_log(
     checkpoint: Option<&SignedCheckpoint>,
     previous: Option<&SignedCheckpoint>,
 ) -> Result<String> {
-    let mut file = File::open(path).with_context(|| format!("opening the log `{}`", path.display()))?;
+    let file = File::open(path).with_context(|| format!("opening the log `{}`", path.display()))?;
     let progress = progress_bar(file.metadata().map(|m| m.len()).unwrap_or(0));
     let sizes: Vec<u64> = checkpoint.iter().chain(previous.iter()).map(|signed| signed.checkpoint.size).collect();
     let mut verifier = LogVerifier::new(&sizes);
-    let threads = std::thread::available_parallelism().map_or(1, usize::from).min(THREADS_MAX);
-    // INVARIANT (constant-memory): the buffer holds at most one block plus
-    // one partial line, whatever the file's size.
-    let mut buffer: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + ENTRY_BYTES_MAX + 2);
-    let mut bytes_read = 0u64;
-    loop {
-        let kept = buffer.len();
-        buffer.resize(kept + BLOCK_BYTES, 0);
-        let read = read_full(&mut file, buffer.get_mut(kept..).unwrap_or_default())?;
-        buffer.truncate(kept + read);
-        bytes_read += read as u64;
-        let complete = buffer.iter().rposition(|&b| b == b'\n').map_or(0, |last| last + 1);
-        let lines: Vec<&[u8]> = buffer.get(..complete).unwrap_or_default().split(|&b| b == b'\n').collect();
-        let lines = lines.split_last().map_or(&[][..], |(_, lines)| lines);
-        for checked in check_in_parallel(lines, threads) {
-            verifier.push_checked(checked).map_err(|fault| fail(&progress, fault))?;
+    let threads = std::thread::available_parallelism().map_or(1, usize::from).clamp(1, THREADS_MAX);
+    let mut reader = BlockReader { file, leftover: Vec::new(), bytes_read: 0 };
+    let ending = check_pipelined(&mut reader, threads, &progress, |checked| verifier.push_checked(checked)).map_err(
+        |error| match error {
+            PipelineError::Fault(fault) => fail(&progress, fault),
+            PipelineError::Io(error) => anyhow::Error::new(error).context("reading the log"),
+        },
+    )?;
+    match ending {
+        Ending::Clean => {}
+        Ending::TornLine => return Err(fail(&progress, verifier.fault_here(FaultKind::TornLine))),
+        Ending::Oversized { bytes } => {
+            return Err(fail(&progress, verifier.fault_here(EntryError::TooLarge { bytes }.into())));
         }
-        buffer.drain(..complete);
-        if read == 0 {
-            if !buffer.is_empty() {
-                return Err(fail(&progress, verifier.fault_here(FaultKind::TornLine)));
-            }
-            break;
-        }
-        if buffer.len() > ENTRY_BYTES_MAX + 1 {
-            // A line longer than any entry can be: stop before it grows.
-            let fault = verifier.fault_here(EntryError::TooLarge { bytes: buffer.len() }.into());
-            return Err(fail(&progress, fault));
-        }
-        progress.set_position(bytes_read);
     }
     let verified = verifier
         .finish(checkpoint.map(|s| &s.checkpoint), previous.map(|s| &s.checkpoint))
@@ -164,6 +148,134 @@ fn verify_log(
     Ok(summary)
 }
 
+/// How the file ended, once every whole line was checked.
+enum Ending {
+    /// After a newline.
+    Clean,
+    /// In the middle of a line.
+    TornLine,
+    /// In a line longer than any entry can be (reading stopped there).
+    Oversized { bytes: usize },
+}
+
+enum PipelineError {
+    Fault(LogFault),
+    Io(std::io::Error),
+}
+
+/// Reads the log as blocks of whole lines.
+struct BlockReader {
+    file: File,
+    /// The start of a line that the last block cut.
+    leftover: Vec<u8>,
+    bytes_read: u64,
+}
+
+/// What the reader found next.
+enum Next {
+    /// Whole lines, each ending in a newline.
+    Lines(Vec<u8>),
+    /// The end of the file, or a line too long to be an entry.
+    End(Ending),
+}
+
+impl BlockReader {
+    fn next(&mut self) -> std::io::Result<Next> {
+        loop {
+            // INVARIANT (constant-memory): a block is at most BLOCK_BYTES plus
+            // one partial line, whatever the file's size.
+            let mut block = std::mem::take(&mut self.leftover);
+            let kept = block.len();
+            block.resize(kept + BLOCK_BYTES, 0);
+            let read = read_full(&mut self.file, block.get_mut(kept..).unwrap_or_default())?;
+            block.truncate(kept + read);
+            self.bytes_read += read as u64;
+            let complete = memchr::memrchr(b'\n', &block).map_or(0, |last| last + 1);
+            self.leftover = block.split_off(complete);
+            if complete > 0 {
+                return Ok(Next::Lines(block));
+            }
+            if read == 0 {
+                let ending = if self.leftover.is_empty() { Ending::Clean } else { Ending::TornLine };
+                return Ok(Next::End(ending));
+            }
+            if self.leftover.len() > ENTRY_BYTES_MAX + 1 {
+                return Ok(Next::End(Ending::Oversized { bytes: self.leftover.len() }));
+            }
+        }
+    }
+}
+
+/// Checks the log's lines on `threads` worker threads while this thread reads
+/// blocks and hands each line's result, in order, to `push`.
+fn check_pipelined(
+    reader: &mut BlockReader,
+    threads: usize,
+    progress: &ProgressBar,
+    mut push: impl FnMut(Result<CheckedLine<'_>, EntryError>) -> Result<(), LogFault>,
+) -> Result<Ending, PipelineError> {
+    type Checked = (u64, Vec<Result<CheckedLine<'static>, EntryError>>);
+    let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
+    let jobs = std::sync::Mutex::new(jobs);
+    let (done, results) = std::sync::mpsc::channel::<Checked>();
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let (jobs, done) = (&jobs, done.clone());
+            scope.spawn(move || {
+                while let Ok((sequence, block)) =
+                    jobs.lock().map_err(|_| ()).and_then(|jobs| jobs.recv().map_err(|_| ()))
+                {
+                    let mut start = 0;
+                    let checked = memchr::memchr_iter(b'\n', &block)
+                        .map(|end| {
+                            let line = block.get(start..end).unwrap_or_default();
+                            start = end + 1;
+                            check_line(line).map(CheckedLine::into_owned)
+                        })
+                        .collect();
+                    if done.send((sequence, checked)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(done);
+        // Blocks in flight are bounded, so memory is too.
+        let in_flight_max = 2 * threads as u64;
+        let (mut sent, mut pushed) = (0u64, 0u64);
+        let mut waiting: std::collections::BTreeMap<u64, Vec<Result<CheckedLine<'static>, EntryError>>> =
+            std::collections::BTreeMap::new();
+        let mut ending = None;
+        loop {
+            while ending.is_none() && sent - pushed < in_flight_max {
+                match reader.next().map_err(PipelineError::Io)? {
+                    Next::Lines(block) => {
+                        if work.send((sent, block)).is_err() {
+                            break;
+                        }
+                        sent += 1;
+                    }
+                    Next::End(end) => ending = Some(end),
+                }
+            }
+            if sent == pushed {
+                break;
+            }
+            let Ok((sequence, checked)) = results.recv() else { break };
+            waiting.insert(sequence, checked);
+            while let Some(checked) = waiting.remove(&pushed) {
+                for line in checked {
+                    push(line).map_err(PipelineError::Fault)?;
+                }
+                pushed += 1;
+            }
+            progress.set_position(reader.bytes_read);
+        }
+        drop(work);
+        Ok(ending.unwrap_or(Ending::Clean))
+    })
+}
+
 /// Reads until `buffer` is full or the file ends.
 fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
     let mut filled = 0;
@@ -176,30 +288,6 @@ fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
         }
     }
     Ok(filled)
-}
-
-/// Checks each line alone (canonical form, header, leaf hash) on `threads`
-/// threads; the results come back in line order.
-fn check_in_parallel<'a>(lines: &[&'a [u8]], threads: usize) -> Vec<Result<CheckedLine<'a>, EntryError>> {
-    let per_thread = lines.len().div_ceil(threads.max(1)).max(1);
-    let check = |chunk: &[&'a [u8]]| -> Vec<Result<CheckedLine<'a>, EntryError>> {
-        chunk.iter().map(|line| mandate_log::check_line(line)).collect()
-    };
-    std::thread::scope(|scope| {
-        let mut chunks = lines.chunks(per_thread);
-        let first = chunks.next().unwrap_or_default();
-        let others: Vec<_> = chunks.map(|chunk| scope.spawn(move || check(chunk))).collect();
-        let mut results = check(first);
-        for other in others {
-            // Checking cannot panic on input (the log crate's lints and fuzz
-            // targets hold it to that); were it to, the line is refused.
-            match other.join() {
-                Ok(more) => results.extend(more),
-                Err(_) => results.push(Err(EntryError::NotCanonical)),
-            }
-        }
-        results
-    })
 }
 
 fn fail(progress: &ProgressBar, fault: LogFault) -> anyhow::Error {
