@@ -272,9 +272,16 @@ pub fn sign(text: &str, signers: &[&SignerKey]) -> Result<String, NoteError> {
     if text.ends_with("\n\n") || text == "\n" {
         return Err(NoteError::MalformedNote { reason: "the text ends with an empty line".into() });
     }
+    if signers.len() > NOTE_SIGNATURES_MAX {
+        return Err(NoteError::MalformedNote { reason: format!("more than {NOTE_SIGNATURES_MAX} signatures") });
+    }
     let mut note = format!("{text}\n");
     for signer in signers {
         note.push_str(&signer.signature_line(text));
+    }
+    // What is signed here must open again: hold the whole note to the limit.
+    if note.len() > NOTE_BYTES_MAX {
+        return Err(NoteError::MalformedNote { reason: "the signed note would be larger than 64 KiB".into() });
     }
     Ok(note)
 }
@@ -394,6 +401,19 @@ mod tests {
             Err(NoteError::BadSignature { name: "stranger".into() })
                 .or(Err(NoteError::BadSignature { name: "example.com/log".into() }))
         );
+    }
+
+    #[test]
+    fn what_is_signed_opens_again_even_near_the_size_limit() {
+        let signer = signer("k", 1);
+        let keys = [signer.verifier().clone()];
+        for length in [NOTE_BYTES_MAX - 200, NOTE_BYTES_MAX - 100, NOTE_BYTES_MAX - 1] {
+            let text = "a".repeat(length) + "\n";
+            if let Ok(note) = sign(&text, &[&signer]) {
+                assert_eq!(open(note.as_bytes(), &keys).unwrap().text, text);
+            }
+        }
+        assert!(sign(&("a".repeat(NOTE_BYTES_MAX - 10) + "\n"), &[&signer]).is_err());
     }
 
     #[test]
