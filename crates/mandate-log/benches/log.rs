@@ -104,6 +104,10 @@ fn entries(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes.len() as u64));
     group.bench_function("parse_strict", |b| b.iter(|| json::parse_strict(black_box(&bytes))));
     group.bench_function("canonicalize", |b| b.iter(|| json::canonicalize(black_box(&value))));
+    // The crate Mandate's writer is tested against, for scale.
+    group.bench_function("canonicalize_serde_json_canonicalizer", |b| {
+        b.iter(|| serde_json_canonicalizer::to_vec(black_box(&value)))
+    });
     group.bench_function("drop_value", |b| b.iter_batched(|| value.clone(), drop, BatchSize::SmallInput));
     group.finish();
 }

@@ -126,14 +126,23 @@ pub fn empty_root() -> Hash {
 /// The marker [`hex_value`] returns for a byte that is not a lowercase hex digit.
 const INVALID_HEX: u8 = 0xff;
 
-/// The value of a lowercase hex digit, or [`INVALID_HEX`]. Branch-free on the
-/// hot path: every entry's `prev` passes through here.
-fn hex_value(digit: u8) -> u8 {
-    match digit {
-        b'0'..=b'9' => digit - b'0',
-        b'a'..=b'f' => digit - b'a' + 10,
-        _ => INVALID_HEX,
+/// The value of each byte as a lowercase hex digit, or [`INVALID_HEX`].
+#[expect(clippy::indexing_slicing, reason = "evaluated at compile time: an out-of-range index fails the build")]
+const HEX_VALUES: [u8; 256] = {
+    let mut table = [INVALID_HEX; 256];
+    let mut digit = 0;
+    while digit < 16 {
+        table[b"0123456789abcdef"[digit] as usize] = digit as u8;
+        digit += 1;
     }
+    table
+};
+
+/// The value of a lowercase hex digit, or [`INVALID_HEX`]. A table lookup:
+/// every entry's `prev` passes through here.
+#[expect(clippy::indexing_slicing, reason = "a u8 always indexes a 256-entry table")]
+fn hex_value(digit: u8) -> u8 {
+    HEX_VALUES[usize::from(digit)]
 }
 
 /// User input quoted in an error is cut short so that an error stays one line.

@@ -137,13 +137,6 @@ pub struct CheckedLine<'a> {
     pub leaf_hash: Hash,
 }
 
-impl CheckedLine<'_> {
-    /// The same, owning its tenant (to cross threads).
-    pub fn into_owned(self) -> CheckedLine<'static> {
-        CheckedLine { tenant: Cow::Owned(self.tenant.into_owned()), ..self }
-    }
-}
-
 /// Checks one line alone: a canonical entry, with its header and leaf hash.
 ///
 /// The fast path reads the header without building a JSON tree; the slow

@@ -5,6 +5,7 @@
 //! constant however long the log is. The first fault ends the run with one
 //! line naming the index (or the checkpoint) and why.
 
+use std::borrow::Cow;
 use std::fs::File;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use mandate_log::entry::{ENTRY_BYTES_MAX, EntryError};
-use mandate_log::{CheckedLine, FaultKind, LogFault, LogVerifier, Receipt, SignedCheckpoint, VerifierKey, check_line};
+use mandate_log::{
+    CheckedLine, FaultKind, Hash, LogFault, LogVerifier, Receipt, SignedCheckpoint, VerifierKey, check_line,
+};
 
 /// How much of the log is read and checked at a time.
 const BLOCK_BYTES: usize = 1 << 20;
@@ -180,18 +183,18 @@ enum Next {
 }
 
 impl BlockReader {
-    fn next(&mut self) -> std::io::Result<Next> {
+    /// Fills `block` (a recycled buffer) with the next whole lines.
+    fn next(&mut self, mut block: Vec<u8>) -> std::io::Result<Next> {
+        block.clear();
         loop {
             // INVARIANT (constant-memory): a block is at most BLOCK_BYTES plus
             // one partial line, whatever the file's size.
-            let mut block = std::mem::take(&mut self.leftover);
-            let kept = block.len();
-            block.resize(kept + BLOCK_BYTES, 0);
-            let read = read_full(&mut self.file, block.get_mut(kept..).unwrap_or_default())?;
-            block.truncate(kept + read);
+            block.append(&mut self.leftover);
+            let read = (&mut self.file).take(BLOCK_BYTES as u64).read_to_end(&mut block)?;
             self.bytes_read += read as u64;
             let complete = memchr::memrchr(b'\n', &block).map_or(0, |last| last + 1);
-            self.leftover = block.split_off(complete);
+            self.leftover.extend_from_slice(block.get(complete..).unwrap_or_default());
+            block.truncate(complete);
             if complete > 0 {
                 return Ok(Next::Lines(block));
             }
@@ -206,6 +209,47 @@ impl BlockReader {
     }
 }
 
+/// One line checked by a worker. The tenant is carried only when it differs
+/// from the line before, which spares an allocation per line.
+struct Checked {
+    index: u64,
+    prev: Hash,
+    leaf_hash: Hash,
+    new_tenant: Option<Box<str>>,
+}
+
+/// A block's lines checked, with the block's buffer to reuse.
+struct CheckedBlock {
+    sequence: u64,
+    buffer: Vec<u8>,
+    lines: Vec<Result<Checked, EntryError>>,
+}
+
+/// Checks every line of a block alone (canonical form, header, leaf hash).
+fn check_block(sequence: u64, buffer: Vec<u8>) -> CheckedBlock {
+    let mut lines = Vec::with_capacity(buffer.len() / 256);
+    let mut last_tenant: Option<&str> = None;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\n', &buffer) {
+        let line = buffer.get(start..end).unwrap_or_default();
+        start = end + 1;
+        lines.push(check_line(line).map(|checked| {
+            let new_tenant = match (last_tenant, &checked.tenant) {
+                (Some(last), tenant) if last == tenant.as_ref() => None,
+                (_, tenant) => Some(Box::from(tenant.as_ref())),
+            };
+            if new_tenant.is_some() {
+                last_tenant = match checked.tenant {
+                    Cow::Borrowed(tenant) => Some(tenant),
+                    Cow::Owned(_) => None,
+                };
+            }
+            Checked { index: checked.index, prev: checked.prev, leaf_hash: checked.leaf_hash, new_tenant }
+        }));
+    }
+    CheckedBlock { sequence, buffer, lines }
+}
+
 /// Checks the log's lines on `threads` worker threads while this thread reads
 /// blocks and hands each line's result, in order, to `push`.
 fn check_pipelined(
@@ -214,10 +258,9 @@ fn check_pipelined(
     progress: &ProgressBar,
     mut push: impl FnMut(Result<CheckedLine<'_>, EntryError>) -> Result<(), LogFault>,
 ) -> Result<Ending, PipelineError> {
-    type Checked = (u64, Vec<Result<CheckedLine<'static>, EntryError>>);
     let (work, jobs) = std::sync::mpsc::sync_channel::<(u64, Vec<u8>)>(threads);
     let jobs = std::sync::Mutex::new(jobs);
-    let (done, results) = std::sync::mpsc::channel::<Checked>();
+    let (done, results) = std::sync::mpsc::channel::<CheckedBlock>();
     std::thread::scope(|scope| {
         for _ in 0..threads {
             let (jobs, done) = (&jobs, done.clone());
@@ -225,30 +268,25 @@ fn check_pipelined(
                 while let Ok((sequence, block)) =
                     jobs.lock().map_err(|_| ()).and_then(|jobs| jobs.recv().map_err(|_| ()))
                 {
-                    let mut start = 0;
-                    let checked = memchr::memchr_iter(b'\n', &block)
-                        .map(|end| {
-                            let line = block.get(start..end).unwrap_or_default();
-                            start = end + 1;
-                            check_line(line).map(CheckedLine::into_owned)
-                        })
-                        .collect();
-                    if done.send((sequence, checked)).is_err() {
+                    if done.send(check_block(sequence, block)).is_err() {
                         break;
                     }
                 }
             });
         }
         drop(done);
-        // Blocks in flight are bounded, so memory is too.
+        // Blocks in flight are bounded, so memory is too; their buffers are
+        // reused rather than freed and faulted in again.
         let in_flight_max = 2 * threads as u64;
         let (mut sent, mut pushed) = (0u64, 0u64);
-        let mut waiting: std::collections::BTreeMap<u64, Vec<Result<CheckedLine<'static>, EntryError>>> =
-            std::collections::BTreeMap::new();
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut spare: Vec<Vec<u8>> = Vec::new();
+        let mut tenant = String::new();
         let mut ending = None;
         loop {
             while ending.is_none() && sent - pushed < in_flight_max {
-                match reader.next().map_err(PipelineError::Io)? {
+                let buffer = spare.pop().unwrap_or_else(|| Vec::with_capacity(BLOCK_BYTES + ENTRY_BYTES_MAX + 2));
+                match reader.next(buffer).map_err(PipelineError::Io)? {
                     Next::Lines(block) => {
                         if work.send((sent, block)).is_err() {
                             break;
@@ -261,12 +299,24 @@ fn check_pipelined(
             if sent == pushed {
                 break;
             }
-            let Ok((sequence, checked)) = results.recv() else { break };
-            waiting.insert(sequence, checked);
-            while let Some(checked) = waiting.remove(&pushed) {
-                for line in checked {
+            let Ok(block) = results.recv() else { break };
+            waiting.insert(block.sequence, block);
+            while let Some(block) = waiting.remove(&pushed) {
+                for line in block.lines {
+                    let line = line.map(|checked| {
+                        if let Some(new_tenant) = checked.new_tenant {
+                            tenant = new_tenant.into();
+                        }
+                        CheckedLine {
+                            index: checked.index,
+                            tenant: Cow::Borrowed(tenant.as_str()),
+                            prev: checked.prev,
+                            leaf_hash: checked.leaf_hash,
+                        }
+                    });
                     push(line).map_err(PipelineError::Fault)?;
                 }
+                spare.push(block.buffer);
                 pushed += 1;
             }
             progress.set_position(reader.bytes_read);
@@ -274,20 +324,6 @@ fn check_pipelined(
         drop(work);
         Ok(ending.unwrap_or(Ending::Clean))
     })
-}
-
-/// Reads until `buffer` is full or the file ends.
-fn read_full(file: &mut File, buffer: &mut [u8]) -> std::io::Result<usize> {
-    let mut filled = 0;
-    while let Some(rest) = buffer.get_mut(filled..).filter(|rest| !rest.is_empty()) {
-        match file.read(rest) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(filled)
 }
 
 fn fail(progress: &ProgressBar, fault: LogFault) -> anyhow::Error {
