@@ -437,7 +437,7 @@ struct Writer {
     batch_entries_max: usize,
 }
 
-/// One append inside a batch, with the rows it will write.
+/// One append of a batch and its outcome, to be sent after the commit.
 struct Staged {
     reply: AppendReply,
     result: Result<Vec<Appended>, StoreError>,
