@@ -380,23 +380,6 @@ mod tests {
         }
     }
 
-    fn json_value() -> impl Strategy<Value = Value> {
-        let leaf = prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            (-(SAFE_INTEGER_MAX as i64)..=SAFE_INTEGER_MAX as i64).prop_map(Value::from),
-            any::<f64>().prop_filter("finite", |f| f.is_finite() && f.abs() < 1e15).prop_map(Value::from),
-            "[\\PC\u{0}-\u{1f}\u{fffd}\u{1F600}]{0,8}".prop_map(Value::String),
-        ];
-        leaf.prop_recursive(4, 32, 6, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-                prop::collection::btree_map("[a-z\u{e9}\u{1F600}\u{fb33}]{0,4}", inner, 0..5)
-                    .prop_map(|map| Value::Object(map.into_iter().collect())),
-            ]
-        })
-    }
-
     proptest! {
         #[test]
         fn special_byte_finds_the_first_quote_backslash_or_control(bytes in prop::collection::vec(any::<u8>(), 0..40)) {
@@ -404,7 +387,7 @@ mod tests {
         }
 
         #[test]
-        fn fast_and_slow_paths_agree_on_random_entries(body in json_value(), cut in 0usize..600, byte in any::<u8>()) {
+        fn fast_and_slow_paths_agree_on_random_entries(body in crate::json::tests::arbitrary_json(true), cut in 0usize..600, byte in any::<u8>()) {
             let bytes = entry_with(json!({"x": body}));
             agrees(&bytes);
             // And on damaged copies of them.

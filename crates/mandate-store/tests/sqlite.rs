@@ -43,17 +43,23 @@ fn the_log_and_its_checkpoint_survive_a_reopen_and_keep_chaining() {
     verifier.finish(Some(&next.checkpoint), Some(&checkpoint.checkpoint)).unwrap();
 }
 
-#[test]
-fn an_edited_tree_is_never_signed() {
+/// A closed ledger with `signed` entries under a checkpoint and `more` after it.
+fn closed_ledger(signed: u64, more: u64) -> (tempfile::TempDir, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
-    {
-        let ledger = SqliteLedger::open(&path).unwrap();
-        ledger.create_log("t").unwrap();
-        ledger.append("t", (0..6).map(draft).collect()).wait().unwrap();
-        ledger.sign_checkpoint("t", signer()).unwrap();
-        ledger.append("t", (6..12).map(draft).collect()).wait().unwrap();
+    let ledger = SqliteLedger::open(&path).unwrap();
+    ledger.create_log("t").unwrap();
+    ledger.append("t", (0..signed).map(draft).collect()).wait().unwrap();
+    ledger.sign_checkpoint("t", signer()).unwrap();
+    if more > 0 {
+        ledger.append("t", (signed..signed + more).map(draft).collect()).wait().unwrap();
     }
+    (dir, path)
+}
+
+#[test]
+fn an_edited_tree_is_never_signed() {
+    let (_dir, path) = closed_ledger(6, 6);
     // An operator rewrites the tree node over entries 0..8 (level 3, completed
     // by leaf 7), which the new root uses and the checkpoint of size 6 constrains.
     let raw = rusqlite::Connection::open(&path).unwrap();
@@ -67,14 +73,7 @@ fn an_edited_tree_is_never_signed() {
 
 #[test]
 fn a_rolled_back_log_is_never_signed() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("mandate.db");
-    {
-        let ledger = SqliteLedger::open(&path).unwrap();
-        ledger.create_log("t").unwrap();
-        ledger.append("t", (0..6).map(draft).collect()).wait().unwrap();
-        ledger.sign_checkpoint("t", signer()).unwrap();
-    }
+    let (_dir, path) = closed_ledger(6, 0);
     let raw = rusqlite::Connection::open(&path).unwrap();
     raw.execute("UPDATE logs SET size = 4", []).unwrap();
     drop(raw);
