@@ -100,12 +100,16 @@ fn write_value(out: &mut Vec<u8>, value: &Value) -> Result<(), JsonError> {
 }
 
 fn write_object(out: &mut Vec<u8>, object: &Map<String, Value>) -> Result<(), JsonError> {
-    // serde_json's map iterates in UTF-8 (code point) order. RFC 8785 sorts by
-    // UTF-16 code units, which differs only when a key holds a character at or
-    // above U+E000 (surrogate pairs sort below U+E000..U+FFFF in UTF-16).
+    // Sort here whatever order the map keeps: serde_json's `preserve_order`
+    // feature (which any crate in the build may turn on) keeps insertion
+    // order. RFC 8785 sorts by UTF-16 code units, which equals byte order
+    // unless a key holds a character at or above U+E000 (surrogate pairs sort
+    // below U+E000..U+FFFF in UTF-16).
     let mut entries: Vec<(&String, &Value)> = object.iter().collect();
     if entries.iter().any(|(key, _)| key.chars().any(|c| c >= '\u{e000}')) {
         entries.sort_by(|(a, _), (b, _)| a.encode_utf16().cmp(b.encode_utf16()));
+    } else if !entries.is_sorted_by(|(a, _), (b, _)| a <= b) {
+        entries.sort_unstable_by_key(|(key, _)| *key);
     }
     out.push(b'{');
     for (i, (key, value)) in entries.into_iter().enumerate() {
@@ -400,6 +404,20 @@ pub(crate) mod tests {
                 prop_assert_eq!(canonicalize(&parse_strict(&ours).unwrap()).unwrap(), ours);
             }
         }
+    }
+
+    #[test]
+    fn keys_are_sorted_whatever_order_the_map_keeps() {
+        // Built in reverse: with serde_json's `preserve_order` the map keeps it.
+        let mut object = Map::new();
+        for key in ["z", "b", "a", "\u{e000}", "\u{1f600}"] {
+            object.insert(key.to_owned(), Value::from(1));
+        }
+        let text = String::from_utf8(canonicalize_object(&object).unwrap()).unwrap();
+        assert_eq!(text, "{\"a\":1,\"b\":1,\"z\":1,\"\u{1f600}\":1,\"\u{e000}\":1}");
+        let ascii: Map<String, Value> =
+            ["z", "b", "a"].into_iter().map(|key| (key.to_owned(), Value::from(1))).collect();
+        assert_eq!(canonicalize_object(&ascii).unwrap(), b"{\"a\":1,\"b\":1,\"z\":1}");
     }
 
     #[test]
