@@ -132,12 +132,68 @@ pub struct Settings {
 pub struct Authority {
     /// The identities.
     pub directory: Directory,
-    /// Grants by grantee.
-    pub grants: BTreeMap<IdentityId, Vec<Grant>>,
+    /// Grants by grantee, each with its signature checked once.
+    pub grants: BTreeMap<IdentityId, Vec<HeldGrant>>,
     /// The current policy set.
     pub policies: PolicySet,
     /// The tenant's settings.
     pub settings: Settings,
+}
+
+/// What a grant's signature says, checked against the grantor's registered
+/// key when the grant is stored (and again whenever that key changes), not on
+/// every decision: an Ed25519 verification costs more than the rest of a
+/// decision together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureCheck {
+    /// No signature.
+    Unsigned,
+    /// Signed, and the signature verifies under the grantor's key.
+    Valid,
+    /// Signed, but it does not verify, or the grantor has no key.
+    Invalid,
+}
+
+/// A grant as the authority holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldGrant {
+    /// The grant.
+    pub grant: Grant,
+    /// Its signature, checked.
+    pub signature: SignatureCheck,
+}
+
+impl HeldGrant {
+    /// Checks `grant`'s signature against its grantor's key in `directory`.
+    pub fn new(grant: Grant, directory: &Directory) -> HeldGrant {
+        // The server verifies only against the key it holds for the grantor.
+        let key = directory.get(&grant.grantor).and_then(|identity| identity.public_key);
+        let signature = match (&grant.signature, key) {
+            (None, _) => SignatureCheck::Unsigned,
+            (Some(_), Some(key)) if grant.verify_signature(&key) => SignatureCheck::Valid,
+            (Some(_), _) => SignatureCheck::Invalid,
+        };
+        HeldGrant { grant, signature }
+    }
+}
+
+impl Authority {
+    /// Stores a grant, checking its signature once.
+    pub fn add_grant(&mut self, grant: Grant) {
+        let held = HeldGrant::new(grant, &self.directory);
+        self.grants.entry(held.grant.grantee.clone()).or_default().push(held);
+    }
+
+    /// Checks again the signatures of every grant by `grantor`: call it
+    /// whenever the grantor's public key changes.
+    ///
+    /// INVARIANT (checked-signatures): every [`HeldGrant::signature`] reflects
+    /// the grantor's current key.
+    pub fn recheck_signatures_by(&mut self, grantor: &IdentityId) {
+        for held in self.grants.values_mut().flatten().filter(|held| held.grant.grantor == *grantor) {
+            *held = HeldGrant::new(held.grant.clone(), &self.directory);
+        }
+    }
 }
 
 /// A question put to [`decide`].
@@ -307,18 +363,17 @@ fn quoted_list(items: &[String]) -> String {
 /// `no_grant`.
 fn check_hop(authority: &Authority, hop: &IdentityId, grantor: &IdentityId, request: &Request<'_>) -> Option<Reason> {
     let grants = authority.grants.get(hop).map(Vec::as_slice).unwrap_or_default();
-    // The server verifies only against the key it holds for the grantor.
-    let grantor_key = authority.directory.get(grantor).and_then(|identity| identity.public_key);
     let (mut over_limit, mut bad_signature, mut expired) = (None, false, false);
-    for grant in grants.iter().filter(|grant| !grant.revoked && grant.grantor == *grantor) {
+    for held in grants.iter().filter(|held| !held.grant.revoked && held.grant.grantor == *grantor) {
+        let grant = &held.grant;
         let coverage = grant.covers(request.action, request.resource, request.amounts);
         if matches!(coverage, Coverage::NotCovered) {
             continue;
         }
-        let signature_ok = match (&grant.signature, grantor_key) {
-            (Some(_), Some(key)) => grant.verify_signature(&key),
-            (Some(_), None) => false,
-            (None, _) => !authority.settings.require_signed_grants,
+        let signature_ok = match held.signature {
+            SignatureCheck::Valid => true,
+            SignatureCheck::Invalid => false,
+            SignatureCheck::Unsigned => !authority.settings.require_signed_grants,
         };
         if !signature_ok {
             bad_signature = true;

@@ -176,6 +176,9 @@ struct Compiled {
     identity_type: EntityTypeName,
     action_type: EntityTypeName,
     resource_type: EntityTypeName,
+    /// The ids of permits annotated `@approval("required")`, read once here
+    /// rather than from Cedar's annotations on every decision.
+    approval_required: std::collections::BTreeSet<String>,
 }
 
 /// What [`PolicySet::evaluate`] asks: one request, with its chain resolved.
@@ -483,12 +486,17 @@ impl PolicySet {
                 version_hash: version_hash(policies, schema)?,
                 policies_text: policies.to_owned(),
                 schema_text: schema.map(str::to_owned),
-                cedar,
                 schema: schema_parsed,
                 authorizer: Authorizer::new(),
                 identity_type: type_name(IDENTITY_ENTITY_TYPE)?,
                 action_type: type_name(ACTION_ENTITY_TYPE)?,
                 resource_type: type_name(RESOURCE_ENTITY_TYPE)?,
+                approval_required: cedar
+                    .policies()
+                    .filter(|policy| policy.annotation(APPROVAL_ANNOTATION) == Some(APPROVAL_REQUIRED))
+                    .map(|policy| policy.id().to_string())
+                    .collect(),
+                cedar,
             }),
         })
     }
@@ -621,10 +629,8 @@ impl Compiled {
             }
         };
         determining.sort_unstable();
-        let approval_required = decision == PolicyDecision::Permit
-            && determining
-                .iter()
-                .any(|id| self.cedar.annotation(&PolicyId::new(id), APPROVAL_ANNOTATION) == Some(APPROVAL_REQUIRED));
+        let approval_required =
+            decision == PolicyDecision::Permit && determining.iter().any(|id| self.approval_required.contains(id));
         PolicyOutcome { decision, determining, errors, approval_required }
     }
 }

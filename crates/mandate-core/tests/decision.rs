@@ -61,12 +61,21 @@ fn authority(policies: &str) -> Authority {
     to_buyer.sign(&alice_key()).unwrap();
     let mut to_sub = grant("agent:sub", "agent:buyer", &["payments.charge"], &["merchant://books/*"], Some(3_000));
     to_sub.sign(&buyer_key()).unwrap();
-    Authority {
+    let mut authority = Authority {
         directory,
-        grants: BTreeMap::from([(id("agent:buyer"), vec![to_buyer]), (id("agent:sub"), vec![to_sub])]),
+        grants: BTreeMap::new(),
         policies: PolicySet::new(policies, None).unwrap(),
         settings: Settings { require_signed_grants: true },
-    }
+    };
+    authority.add_grant(to_buyer);
+    authority.add_grant(to_sub);
+    authority
+}
+
+/// Replaces every grant held by `grantee`.
+fn regrant(authority: &mut Authority, grantee: &str, grant: Grant) {
+    authority.grants.remove(&id(grantee));
+    authority.add_grant(grant);
 }
 
 const PERMIT_ALL: &str = r#"@id("permit-all") permit(principal, action, resource);"#;
@@ -152,7 +161,7 @@ fn a_limit_on_an_upper_hop_binds_the_whole_chain() {
     // Widen sub's own limit beyond buyer's (as a forged grant would).
     let mut wide = grant("agent:sub", "agent:buyer", &["payments.charge"], &["merchant://books/*"], Some(9_000));
     wide.sign(&buyer_key()).unwrap();
-    authority.grants.insert(id("agent:sub"), vec![wide]);
+    regrant(&mut authority, "agent:sub", wide);
     let over = ask(&authority, Ask { usd_cents: 6_000, ..ASK }, &NoBudgets);
     assert_eq!(denied_for(&over), (ReasonCode::LimitExceeded, Some("agent:buyer")));
 }
@@ -161,29 +170,45 @@ fn a_limit_on_an_upper_hop_binds_the_whole_chain() {
 fn unsigned_or_badly_signed_grants_do_not_count_when_signatures_are_required() {
     let mut authority = authority(PERMIT_ALL);
     let unsigned = grant("agent:sub", "agent:buyer", &["payments.charge"], &["merchant://books/*"], Some(3_000));
-    authority.grants.insert(id("agent:sub"), vec![unsigned.clone()]);
+    regrant(&mut authority, "agent:sub", unsigned.clone());
     let decision = ask(&authority, ASK, &NoBudgets);
     assert_eq!(denied_for(&decision), (ReasonCode::GrantSignatureInvalid, Some("agent:sub")));
     // Signed by a key that is not the grantor's registered key.
     let mut forged = unsigned.clone();
     forged.sign(&SigningKey::from_bytes(&[9; 32])).unwrap();
-    authority.grants.insert(id("agent:sub"), vec![forged.clone()]);
+    regrant(&mut authority, "agent:sub", forged.clone());
     assert_eq!(denied_for(&ask(&authority, ASK, &NoBudgets)).0, ReasonCode::GrantSignatureInvalid);
     // Without the setting an unsigned grant counts, a badly signed one never does.
     authority.settings.require_signed_grants = false;
-    authority.grants.insert(id("agent:sub"), vec![unsigned]);
+    regrant(&mut authority, "agent:sub", unsigned);
     assert_eq!(ask(&authority, ASK, &NoBudgets).outcome, Outcome::Allow);
-    authority.grants.insert(id("agent:sub"), vec![forged]);
+    regrant(&mut authority, "agent:sub", forged);
     assert_eq!(denied_for(&ask(&authority, ASK, &NoBudgets)).0, ReasonCode::GrantSignatureInvalid);
+}
+
+#[test]
+fn a_changed_grantor_key_is_rechecked() {
+    let mut authority = authority(PERMIT_ALL);
+    assert_eq!(ask(&authority, ASK, &NoBudgets).outcome, Outcome::Allow);
+    // buyer's key rotates: grants it signed with the old key no longer count.
+    let mut directory = Directory::new();
+    for name in ["user:alice", "agent:buyer", "agent:sub"] {
+        let mut identity = authority.directory.get(&id(name)).unwrap().clone();
+        if identity.id.as_str() == "agent:buyer" {
+            identity.public_key = Some(SigningKey::from_bytes(&[42; 32]).verifying_key());
+        }
+        directory.insert(identity).unwrap();
+    }
+    authority.directory = directory;
+    authority.recheck_signatures_by(&id("agent:buyer"));
+    assert_eq!(denied_for(&ask(&authority, ASK, &NoBudgets)), (ReasonCode::GrantSignatureInvalid, Some("agent:sub")));
 }
 
 #[test]
 fn a_revoked_grant_is_absent() {
     let mut authority = authority(PERMIT_ALL);
-    for grants in authority.grants.values_mut() {
-        for grant in grants {
-            grant.revoked = grant.grantee.as_str() == "agent:buyer";
-        }
+    for held in authority.grants.values_mut().flatten() {
+        held.grant.revoked = held.grant.grantee.as_str() == "agent:buyer";
     }
     assert_eq!(denied_for(&ask(&authority, ASK, &NoBudgets)), (ReasonCode::NoGrant, Some("agent:buyer")));
 }
