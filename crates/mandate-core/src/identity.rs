@@ -201,17 +201,6 @@ pub enum ChainError {
     },
 }
 
-impl ChainError {
-    /// The decision's reason code (SPEC §3): `identity_unknown` or
-    /// `identity_revoked`.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ChainError::Unknown { .. } => "identity_unknown",
-            ChainError::Revoked { .. } => "identity_revoked",
-        }
-    }
-}
-
 /// An effective identity's chain: the acting identity, then each parent up to
 /// the human. Only [`Directory::chain`] makes one, so it is never empty, ends
 /// at a human and was effective when made.

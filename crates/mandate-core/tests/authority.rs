@@ -187,7 +187,6 @@ fn a_human_alone_is_a_chain_without_hops() {
 fn chain_of_an_unknown_identity_is_identity_unknown() {
     let error = directory().chain(&id("agent:ghost")).unwrap_err();
     assert_eq!(error, ChainError::Unknown { id: id("agent:ghost") });
-    assert_eq!(error.code(), "identity_unknown");
     assert_eq!(error.to_string(), "identity `agent:ghost` does not exist");
 }
 
@@ -198,7 +197,6 @@ fn revoking_an_ancestor_makes_every_descendant_ineffective() {
     for below in ["agent:buyer", "agent:sub", "service:tool"] {
         let error = directory.chain(&id(below)).unwrap_err();
         assert_eq!(error, ChainError::Revoked { id: id(below), revoked: id("agent:buyer") });
-        assert_eq!(error.code(), "identity_revoked");
     }
     assert!(directory.chain(&id("user:alice")).is_ok(), "revocation does not go up");
     assert_eq!(directory.get(&id("agent:sub")).unwrap().status, Status::Active, "descendants keep their own status");
