@@ -1,12 +1,12 @@
 //! Store benchmarks: durable appends from concurrent writers (group commit),
-//! and proofs on a large log.
+//! and proofs and searches on a large log.
 //!
 //! ```sh
 //! cargo bench -p mandate-store --bench store
-//! MANDATE_BENCH_PROOF_SIZE=10000000 cargo bench -p mandate-store --bench store -- proof
+//! MANDATE_BENCH_PROOF_SIZE=10000000 cargo bench -p mandate-store --bench store -- 'proof|search'
 //! ```
 //!
-//! The proof benchmark builds its log once and keeps it in
+//! The proof and search benchmarks build their log once and keep it in
 //! `target/bench-data/proofs-<size>.db` for later runs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
@@ -15,15 +15,23 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use mandate_store::{EntryDraft, Ledger, SqliteLedger};
+use mandate_log::SignerKey;
+use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger};
 use serde_json::json;
 
-/// A decision entry of about 400 bytes, as the authority engine will write.
+fn signer() -> SignerKey {
+    SignerKey::from_seed("mandate.bench/bench", [1; 32]).unwrap()
+}
+
+/// A decision entry of about 560 bytes, as the authority engine will write,
+/// with its search terms: one of 16 identities, and one decision in 100 a deny.
 fn decision(n: u64) -> EntryDraft {
+    let identity = format!("agent:buyer{:02}", n % 16);
+    let decision = if n.is_multiple_of(100) { "deny" } else { "allow" };
     let serde_json::Value::Object(body) = json!({
-        "decision": "allow",
+        "decision": decision,
         "decision_id": format!("01JD7Q8R3T{n:016}"),
-        "identity": "agent:buyer",
+        "identity": identity,
         "chain": ["agent:buyer", "agent:planner", "user:alice"],
         "action": "payments.charge",
         "resource": format!("merchant://books/{n}"),
@@ -34,7 +42,9 @@ fn decision(n: u64) -> EntryDraft {
     }) else {
         unreachable!()
     };
-    EntryDraft::new("decision", "2026-11-22T12:00:00.123456Z", &body).unwrap()
+    EntryDraft::new("decision", "2026-11-22T12:00:00.123456Z", &body)
+        .unwrap()
+        .with_terms(Some(&identity), Some(decision))
 }
 
 fn concurrent_appends(c: &mut Criterion) {
@@ -45,7 +55,7 @@ fn concurrent_appends(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("durable_concurrent_writers", writers), &writers, |b, &writers| {
             let dir = tempfile::tempdir().unwrap();
             let ledger = Arc::new(SqliteLedger::open(dir.path().join("bench.db")).unwrap());
-            ledger.create_log("bench").unwrap();
+            ledger.create_log("bench", &signer()).unwrap();
             b.iter_custom(|iters| {
                 let per_writer = iters.div_ceil(writers);
                 let started = Instant::now();
@@ -69,7 +79,7 @@ fn concurrent_appends(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("durable_concurrent_tasks", tasks), &tasks, |b, &tasks| {
             let dir = tempfile::tempdir().unwrap();
             let ledger = Arc::new(SqliteLedger::open(dir.path().join("bench.db")).unwrap());
-            ledger.create_log("bench").unwrap();
+            ledger.create_log("bench", &signer()).unwrap();
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
             b.iter_custom(|iters| {
                 let per_task = iters.div_ceil(tasks);
@@ -101,7 +111,7 @@ fn proof_log(size: u64) -> SqliteLedger {
     std::fs::create_dir_all(&dir).unwrap();
     let ledger = SqliteLedger::open(dir.join(format!("proofs-{size}.db"))).unwrap();
     if ledger.size("bench").is_err() {
-        ledger.create_log("bench").unwrap();
+        ledger.create_log("bench", &signer()).unwrap();
     }
     let have = ledger.size("bench").unwrap();
     if have < size {
@@ -130,8 +140,7 @@ fn proof_log(size: u64) -> SqliteLedger {
 }
 
 fn proofs(c: &mut Criterion) {
-    let size: u64 = std::env::var("MANDATE_BENCH_PROOF_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
-    let ledger = proof_log(size);
+    let ledger = proof_log(proof_log_size());
     let size = ledger.size("bench").unwrap();
     let mut group = c.benchmark_group("proof");
     let mut n = 0u64;
@@ -150,5 +159,43 @@ fn proofs(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, concurrent_appends, proofs);
+fn proof_log_size() -> u64 {
+    std::env::var("MANDATE_BENCH_PROOF_SIZE").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000)
+}
+
+/// Searches from random cursors: a dense page (one identity in 16), a sparse
+/// one (that identity's denies, one entry in 400), and the worst cases, filters
+/// that match nothing, with and without an identity, where one call examines
+/// about `SEARCH_EXAMINED_MAX` candidates and returns none.
+fn searches(c: &mut Criterion) {
+    let ledger = proof_log(proof_log_size());
+    let size = ledger.size("bench").unwrap();
+    let mut group = c.benchmark_group("search");
+    let text = |s: &str| Some(s.to_owned());
+    let cases = [
+        ("identity_page_100", SearchQuery { identity: text("agent:buyer07"), ..SearchQuery::default() }),
+        (
+            "identity_sparse_page_100",
+            SearchQuery { identity: text("agent:buyer04"), decision: text("deny"), ..SearchQuery::default() },
+        ),
+        (
+            // n ≡ 7 (mod 16) is odd, never a multiple of 100: no denies.
+            "identity_no_match",
+            SearchQuery { identity: text("agent:buyer07"), decision: text("deny"), ..SearchQuery::default() },
+        ),
+        ("no_match", SearchQuery { decision: text("pending"), ..SearchQuery::default() }),
+    ];
+    let mut n = 0u64;
+    for (name, query) in cases {
+        group.bench_function(BenchmarkId::new(name, size), |b| {
+            b.iter(|| {
+                n = (n + 7_919_993) % size;
+                ledger.search("bench", &SearchQuery { after: Some(n), limit: 100, ..query.clone() }).unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, concurrent_appends, proofs, searches);
 criterion_main!(benches);

@@ -10,6 +10,13 @@
 //! the Merkle tree ([`mandate_log::NodeId`]), so any inclusion or consistency
 //! proof costs O(log n) reads, and it persists the last checkpoint it signed,
 //! so it never signs two checkpoints that are not consistent with each other.
+//!
+//! Each log keeps its tenant's signing key beside it ([`Ledger::create_log`]),
+//! so a tenant never exists without its key and several processes sharing one
+//! database sign with the same key. Each entry also leaves a few search terms
+//! (type, time, and the identity and decision the caller names with
+//! [`EntryDraft::with_terms`]), written in the same transaction as the entry,
+//! which [`Ledger::search`] reads a bounded page at a time.
 
 mod sqlite;
 
@@ -30,6 +37,17 @@ pub const ENTRIES_PAGE_MAX: u64 = 10_000;
 /// The most entries one append may carry.
 pub const APPEND_ENTRIES_MAX: usize = 1_000;
 
+/// The most entries one [`Ledger::search`] page holds; larger limits are
+/// clamped to it.
+pub const SEARCH_PAGE_MAX: usize = 1_000;
+
+/// About how many candidate entries one [`Ledger::search`] call examines at
+/// most, so that a filter that rarely matches costs a bounded amount of work
+/// per call (a few milliseconds) rather than a scan of the whole log. The
+/// caller continues from [`SearchPage::next`]. A backend may overshoot it by a
+/// small constant (the SQLite one by under 4,096 entries).
+pub const SEARCH_EXAMINED_MAX: u64 = 50_000;
+
 /// An entry to append: the ledger assigns its index and `prev`.
 ///
 /// A draft is checked and its body canonicalized when it is made, on the
@@ -39,13 +57,21 @@ pub const APPEND_ENTRIES_MAX: usize = 1_000;
 pub struct EntryDraft {
     entry_type: String,
     time: String,
+    /// `time` in microseconds since the Unix epoch, for search.
+    time_us: i64,
     body: CanonicalBody,
+    /// The acting identity, for search; not part of the entry's bytes.
+    identity: Option<String>,
+    /// The decision (`allow`, `deny`, `pending`), for search; not part of the
+    /// entry's bytes.
+    decision: Option<String>,
 }
 
 impl EntryDraft {
     /// A draft of type `entry_type` (`decision`, `identity.created`, …) at
     /// `time` (RFC 3339 UTC; the caller reads the clock so that the core and
-    /// tests control time) with `body`.
+    /// tests control time) with `body`. The time must also be a real instant
+    /// (no 31 February), since search filters by it.
     pub fn new(
         entry_type: impl Into<String>,
         time: impl Into<String>,
@@ -53,9 +79,31 @@ impl EntryDraft {
     ) -> Result<EntryDraft, EntryError> {
         let (entry_type, time) = (entry_type.into(), time.into());
         mandate_log::entry::check_entry_type(&entry_type)?;
-        mandate_log::entry::check_time(&time)?;
-        Ok(EntryDraft { entry_type, time, body: CanonicalBody::new(body)? })
+        let time_us = time_us(&time)?;
+        Ok(EntryDraft { entry_type, time, time_us, body: CanonicalBody::new(body)?, identity: None, decision: None })
     }
+
+    /// The same draft, findable by [`Ledger::search`] under `identity` (the
+    /// acting identity) and `decision` (`allow`, `deny`, `pending`). Terms are
+    /// stored beside the entry, not in its bytes; keep them short (an identity
+    /// id is at most 128 characters), since they cost storage per entry. A
+    /// draft has no terms until given some; its type and time are always
+    /// searchable.
+    pub fn with_terms(self, identity: Option<&str>, decision: Option<&str>) -> EntryDraft {
+        EntryDraft { identity: identity.map(str::to_owned), decision: decision.map(str::to_owned), ..self }
+    }
+}
+
+/// An entry time (RFC 3339 UTC, as [`mandate_log::entry::check_time`]
+/// accepts) in microseconds since the Unix epoch. Digits beyond the
+/// microsecond are truncated; a leap second (`:60`) counts as `:59`.
+pub(crate) fn time_us(time: &str) -> Result<i64, EntryError> {
+    mandate_log::entry::check_time(time)?;
+    let timestamp: jiff::Timestamp = time.parse().map_err(|error: jiff::Error| EntryError::InvalidField {
+        field: "time",
+        reason: format!("`{time}` is not an instant: {error}"),
+    })?;
+    Ok(timestamp.as_microsecond())
 }
 
 /// Where an appended entry landed.
@@ -78,6 +126,41 @@ pub struct StoredEntry {
     pub bytes: Vec<u8>,
 }
 
+/// What [`Ledger::search`] looks for: every filter given must hold (AND);
+/// filters left `None` match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SearchQuery {
+    /// Entries appended with this identity term ([`EntryDraft::with_terms`]).
+    pub identity: Option<String>,
+    /// Entries of this type (`decision`, `identity.created`, …).
+    pub entry_type: Option<String>,
+    /// Entries appended with this decision term.
+    pub decision: Option<String>,
+    /// Entries whose `time` is at or after this instant, in microseconds since
+    /// the Unix epoch (inclusive).
+    pub since_us: Option<i64>,
+    /// Entries whose `time` is before this instant (exclusive).
+    pub until_us: Option<i64>,
+    /// The cursor: only entries with an index greater than this. `None`
+    /// starts at the beginning of the log; pass the previous page's
+    /// [`SearchPage::next`] to continue.
+    pub after: Option<u64>,
+    /// The most entries to return, clamped to 1 to [`SEARCH_PAGE_MAX`] (so the
+    /// default, 0, returns one).
+    pub limit: usize,
+}
+
+/// One page of [`Ledger::search`] results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SearchPage {
+    /// The matching entries, in ascending index order.
+    pub entries: Vec<StoredEntry>,
+    /// Where to continue (as [`SearchQuery::after`]) when there may be more:
+    /// the last index this call returned or examined. `None` when the search
+    /// reached the end of the log as of this call.
+    pub next: Option<u64>,
+}
+
 /// Why a ledger operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -90,6 +173,13 @@ pub enum StoreError {
     /// The tenant's log exists already.
     #[error("tenant `{tenant}` already has a log")]
     TenantExists {
+        /// The tenant.
+        tenant: String,
+    },
+    /// The tenant's log has no signing key: it was created before logs kept
+    /// their keys (schema version 1). It needs an operator to set one.
+    #[error("tenant `{tenant}` has no signing key stored with its log")]
+    NoSigner {
         /// The tenant.
         tenant: String,
     },
@@ -143,8 +233,20 @@ pub enum StoreError {
 /// INVARIANT (ack-after-commit): an [`AppendTicket`] resolves only after the
 /// batch holding its entries is committed durably.
 pub trait Ledger: Send + Sync {
-    /// Creates an empty log for `tenant`.
-    fn create_log(&self, tenant: &str) -> Result<(), StoreError>;
+    /// Creates an empty log for `tenant`, whose checkpoints `signer` signs:
+    /// the key's private text is stored with the log, in one statement, so a
+    /// tenant never exists without its key and every process sharing the
+    /// store signs with the same one. The store therefore holds secrets.
+    ///
+    /// Another process sharing the store may create a log (and append to it)
+    /// while this one runs; this one sees it on first use.
+    fn create_log(&self, tenant: &str, signer: &SignerKey) -> Result<(), StoreError>;
+
+    /// The signing key stored with `tenant`'s log.
+    fn signer(&self, tenant: &str) -> Result<SignerKey, StoreError>;
+
+    /// Every tenant that has a log, sorted (by bytes).
+    fn tenants(&self) -> Result<Vec<String>, StoreError>;
 
     /// Appends `drafts` as consecutive entries of `tenant`'s log. Concurrent
     /// appends are committed together; each append's entries stay contiguous.
@@ -164,6 +266,17 @@ pub trait Ledger: Send + Sync {
 
     /// The consistency proof between the trees of `from` and `to` entries.
     fn consistency_proof(&self, tenant: &str, from: u64, to: u64) -> Result<Vec<Hash>, StoreError>;
+
+    /// The committed entries of `tenant` that match `query`, in ascending
+    /// index order, read from one snapshot.
+    ///
+    /// One call examines about [`SEARCH_EXAMINED_MAX`] candidate entries at
+    /// most (those of the identity, when one is given, found through an
+    /// index; otherwise every entry after the cursor), so a page may hold
+    /// fewer than `limit` entries, even none, while more matches lie further
+    /// on: continue with `after = page.next` while `next` is `Some`. Paging
+    /// this way returns every match exactly once.
+    fn search(&self, tenant: &str, query: &SearchQuery) -> Result<SearchPage, StoreError>;
 
     /// The last checkpoint signed, if any.
     fn latest_checkpoint(&self, tenant: &str) -> Result<Option<SignedCheckpoint>, StoreError>;

@@ -3,13 +3,22 @@
 //! One writer thread owns the only write connection. Appends reach it through
 //! a bounded queue; it drains whatever is waiting (up to
 //! [`SqliteOptions::batch_entries_max`]), assigns indexes and `prev` hashes,
-//! writes entries and tree nodes in one transaction, commits (one fsync), and
-//! only then answers every append of the batch. Readers use their own
-//! connections: WAL lets them read the last commit while the writer works.
+//! writes entries, tree nodes and search rows in one transaction, commits (one
+//! fsync), and only then answers every append of the batch. Readers use their
+//! own connections: WAL lets them read the last commit while the writer works.
+//!
+//! The file holds every tenant's signing key, so it is created readable by
+//! its owner only. Several processes may share it (a server, and a command
+//! creating a tenant while the server runs): every write takes SQLite's write
+//! lock, and the writer re-reads a log's size under that lock before building
+//! on its cached head, so it never appends on top of a stale one
+//! (`INVARIANT (fresh-head)`).
 //!
 //! Tables:
-//! - `logs(id, tenant, size)`: one row per tenant log; `size` is the number of
-//!   committed entries.
+//! - `logs(id, tenant, size, signer, indexed)`: one row per tenant log;
+//!   `size` is the number of committed entries, `signer` the tenant's signer
+//!   key text (empty for logs created before schema version 2), `indexed` how
+//!   many entries `search_identity` covers.
 //! - `entries(key, leaf, bytes)`: `key = log id << 40 | index`, so the rowid
 //!   B-tree is the (log, index) index and costs nothing extra.
 //! - `nodes(log, at, hash)`: every complete subtree of level ≥ 1 (level 0 is
@@ -17,6 +26,22 @@
 //!   (`at = last leaf << 6 | level`), so that nodes are inserted in key order
 //!   and the B-tree fills its pages instead of splitting them in half.
 //! - `checkpoints(log, size, root, note)`: the last checkpoint signed.
+//! - `search(key, type, identity, decision, time_us)`: one narrow row per
+//!   entry (same key), written in the entry's transaction, so that a search
+//!   scans ~50-byte rows rather than whole entries.
+//! - `search_identity(segment, identity, key, type, decision, time_us)`: the
+//!   same rows (those with an identity) ordered by `(identity, key)` within
+//!   segments of [`SEGMENT_ENTRIES`] entries (`segment = key >> SEGMENT_BITS`).
+//!
+//! Why segments: an index ordered by identity alone takes every append to a
+//! different leaf page per identity, and SQLite writes whole pages to the WAL
+//! at each commit, so with a thousand active identities appends cost about
+//! twice the CPU. Instead the writer copies a segment's rows into
+//! `search_identity`, sorted, when the segment is complete, in the transaction
+//! of the batch that completes it: the rows land together, in order, and each
+//! page is written about once. A search by identity seeks the identity in
+//! each complete segment after the cursor and scans the unfolded tail (fewer
+//! than [`SEGMENT_ENTRIES`] rows of `search`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,19 +51,34 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use mandate_log::tree::{self, NodeId, ProveError};
-use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
+use mandate_log::{Checkpoint, Entry, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    APPEND_ENTRIES_MAX, AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, StoreError, StoredEntry,
+    APPEND_ENTRIES_MAX, AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX,
+    SEARCH_PAGE_MAX, SearchPage, SearchQuery, StoreError, StoredEntry,
 };
 
 /// Indexes occupy the low 40 bits of an entry's key: 1.1 trillion entries per
 /// tenant log.
 const INDEX_BITS: u32 = 40;
 
-/// The schema version in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+/// The schema version in `PRAGMA user_version`. Version 2 added
+/// `logs.signer` and the `search` table.
+const SCHEMA_VERSION: i64 = 2;
+
+/// Entries per segment of `search_identity`, as a power of two: 4,096, so
+/// that the unfolded tail a search by identity scans stays under a
+/// millisecond, and a scan of a 10-million-entry log probes 2,442 segments.
+const SEGMENT_BITS: u32 = 12;
+
+/// Entries per segment of `search_identity`.
+const SEGMENT_ENTRIES: u64 = 1 << SEGMENT_BITS;
+
+/// What seeking one segment of `search_identity` counts for against
+/// [`SEARCH_EXAMINED_MAX`], in candidates: a seek costs about as much as
+/// stepping through a dozen rows.
+const SEGMENT_PROBE_COST: u64 = 16;
 
 /// How many idle read connections are kept.
 const READERS_IDLE_MAX: usize = 8;
@@ -52,30 +92,75 @@ const WAL_CHECKPOINT_INTERVAL_MS: u64 = 200;
 /// The page cache of each connection, in KiB.
 const PAGE_CACHE_KIB: i64 = 16 * 1024;
 
+/// A new database.
 const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS logs (
+CREATE TABLE logs (
     id INTEGER PRIMARY KEY,
     tenant TEXT NOT NULL UNIQUE,
-    size INTEGER NOT NULL CHECK (size >= 0)
+    size INTEGER NOT NULL CHECK (size >= 0),
+    signer TEXT NOT NULL,
+    indexed INTEGER NOT NULL DEFAULT 0
 );
-CREATE TABLE IF NOT EXISTS entries (
+CREATE TABLE entries (
     key INTEGER PRIMARY KEY,
     leaf BLOB NOT NULL CHECK (length(leaf) = 32),
     bytes BLOB NOT NULL
 );
-CREATE TABLE IF NOT EXISTS nodes (
+CREATE TABLE nodes (
     log INTEGER NOT NULL,
     at INTEGER NOT NULL,
     hash BLOB NOT NULL CHECK (length(hash) = 32),
     PRIMARY KEY (log, at)
 ) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS checkpoints (
+CREATE TABLE checkpoints (
     log INTEGER PRIMARY KEY,
     size INTEGER NOT NULL,
     root BLOB NOT NULL,
     note TEXT NOT NULL
 );
 ";
+
+/// The search table, in new databases and when migrating from version 1.
+const SEARCH_SCHEMA: &str = "
+CREATE TABLE search (
+    key INTEGER PRIMARY KEY,
+    type TEXT NOT NULL,
+    identity TEXT,
+    decision TEXT,
+    time_us INTEGER NOT NULL
+);
+CREATE TABLE search_identity (
+    segment INTEGER NOT NULL,
+    identity TEXT NOT NULL,
+    key INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    decision TEXT,
+    time_us INTEGER NOT NULL,
+    PRIMARY KEY (segment, identity, key)
+) WITHOUT ROWID;
+";
+
+/// Copies the search rows with an identity of keys `[?1, ?2)`, one complete
+/// segment, into `search_identity` as segment `?3`, in index order.
+const FOLD_SEGMENT_SQL: &str = "INSERT INTO search_identity (segment, identity, key, type, decision, time_us)
+SELECT ?3, identity, key, type, decision, time_us FROM search
+WHERE key >= ?1 AND key < ?2 AND identity IS NOT NULL ORDER BY identity, key";
+
+/// The first `?8` matches in the key range `[?1, ?2)` of `search`, filtered
+/// inside SQLite (about twice as fast as stepping every row out).
+const SEARCH_RANGE_SQL: &str = "SELECT key FROM search WHERE key >= ?1 AND key < ?2
+  AND (?3 IS NULL OR type = ?3) AND (?4 IS NULL OR decision = ?4)
+  AND (?5 IS NULL OR time_us >= ?5) AND (?6 IS NULL OR time_us < ?6)
+  AND (?7 IS NULL OR identity = ?7)
+ORDER BY key LIMIT ?8";
+
+/// The entries of identity `?2` in segment `?1` from key `?3` on, each with
+/// whether it matches the other filters: every candidate comes out, so that
+/// the caller can count them.
+const SEARCH_SEGMENT_SQL: &str = "SELECT key,
+  (?4 IS NULL OR type = ?4) AND (?5 IS NULL OR decision = ?5)
+  AND (?6 IS NULL OR time_us >= ?6) AND (?7 IS NULL OR time_us < ?7)
+FROM search_identity WHERE segment = ?1 AND identity = ?2 AND key >= ?3 ORDER BY key";
 
 /// Tuning for [`SqliteLedger`].
 #[derive(Debug, Clone)]
@@ -106,8 +191,17 @@ struct PendingAppend {
 /// Work for the writer thread.
 enum Command {
     Append(PendingAppend),
-    CreateLog { tenant: String, reply: mpsc::SyncSender<Result<(), StoreError>> },
-    Sign { tenant: String, signer: Arc<SignerKey>, reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>> },
+    /// `signer` is the key's private text.
+    CreateLog {
+        tenant: String,
+        signer: String,
+        reply: mpsc::SyncSender<Result<(), StoreError>>,
+    },
+    Sign {
+        tenant: String,
+        signer: Arc<SignerKey>,
+        reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>>,
+    },
 }
 
 /// The embedded ledger. Cloning is not needed: share it behind an `Arc`.
@@ -159,6 +253,11 @@ fn entry_key(log: i64, index: u64) -> i64 {
     (log << INDEX_BITS) | index as i64
 }
 
+/// The index part of an entry's key.
+fn key_index(key: i64) -> u64 {
+    (key as u64) & ((1 << INDEX_BITS) - 1)
+}
+
 /// A node's key: the index of its last leaf, then its level. Nodes are
 /// completed in this order, so inserts always go to the end of the log's range.
 fn node_key(id: NodeId) -> i64 {
@@ -197,6 +296,15 @@ fn log_row(connection: &Connection, tenant: &str) -> Result<(i64, u64), StoreErr
         .ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })
 }
 
+/// How many entries of log `log` `search_identity` covers.
+fn indexed_size(connection: &Connection, log: i64) -> Result<u64, StoreError> {
+    let indexed: i64 = connection
+        .prepare_cached("SELECT indexed FROM logs WHERE id = ?1")
+        .and_then(|mut statement| statement.query_row(params![log], |row| row.get(0)))
+        .map_err(db_error)?;
+    Ok(u64::try_from(indexed).unwrap_or(0))
+}
+
 fn prove_error(error: ProveError<StoreError>) -> StoreError {
     match error {
         ProveError::Range(range) => StoreError::Range(range),
@@ -213,8 +321,9 @@ impl SqliteLedger {
     /// Opens the ledger with explicit tuning.
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteLedger, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let connection = open_connection(&path)?;
-        migrate(&connection)?;
+        create_owner_only(&path)?;
+        let mut connection = open_connection(&path)?;
+        migrate(&mut connection)?;
         let (commands, queue) = mpsc::sync_channel(options.queue_appends_max.max(1));
         let mut writer =
             Writer { connection, heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
@@ -301,25 +410,132 @@ fn checkpoint_wal_until_stopped(connection: &Connection, stop: &Receiver<()>) {
         // A failed checkpoint loses nothing: the frames stay in the WAL.
         let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
     }
+    // Without waiting: another process using the file would make it wait
+    // for that process's writes, and a WAL left behind loses nothing.
+    let _ = connection.busy_timeout(Duration::ZERO);
     let _ = connection.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
 }
 
-fn migrate(connection: &Connection) -> Result<(), StoreError> {
-    let version: i64 = connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_error)?;
-    if version > SCHEMA_VERSION {
-        return Err(StoreError::Database {
-            message: format!("the database schema is version {version}, newer than this mandate ({SCHEMA_VERSION})"),
-        });
+/// Creates the database file readable and writable by its owner only (it
+/// holds signing keys); SQLite gives its WAL and shared-memory files the same
+/// mode. An existing file is left as it is.
+fn create_owner_only(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(error) => Err(StoreError::Database { message: format!("creating `{}`: {error}", path.display()) }),
     }
-    connection.execute_batch(SCHEMA).map_err(db_error)?;
-    connection.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_error)
+}
+
+fn schema_version(connection: &Connection) -> Result<i64, StoreError> {
+    connection.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(db_error)
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, holding the
+/// write lock so that two processes opening the file at once migrate it once.
+fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
+    if schema_version(connection)? == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let transaction = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+    let mut version = schema_version(&transaction)?;
+    if version == 0 {
+        // Version 1 created its tables before setting the version.
+        let has_logs: bool = transaction
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'logs')",
+                [],
+                |row| row.get(0),
+            )
+            .map_err(db_error)?;
+        if has_logs {
+            version = 1;
+        }
+    }
+    match version {
+        0 => transaction
+            .execute_batch(SCHEMA)
+            .and_then(|()| transaction.execute_batch(SEARCH_SCHEMA))
+            .map_err(db_error)?,
+        1 => {
+            transaction
+                .execute_batch(
+                    "ALTER TABLE logs ADD COLUMN signer TEXT NOT NULL DEFAULT '';
+                     ALTER TABLE logs ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;",
+                )
+                .map_err(db_error)?;
+            transaction.execute_batch(SEARCH_SCHEMA).map_err(db_error)?;
+            index_existing_entries(&transaction)?;
+            // Those rows have no identity: whole segments count as folded.
+            transaction
+                .execute("UPDATE logs SET indexed = size - size % ?1", params![to_i64(SEGMENT_ENTRIES)])
+                .map_err(db_error)?;
+        }
+        SCHEMA_VERSION => return Ok(()), // another process migrated it meanwhile
+        newer => {
+            return Err(StoreError::Database {
+                message: format!("the database schema is version {newer}, newer than this mandate ({SCHEMA_VERSION})"),
+            });
+        }
+    }
+    transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_error)?;
+    transaction.commit().map_err(db_error)
+}
+
+/// Gives every entry written before schema version 2 its search row: its type
+/// and time, read back from its bytes. Those entries have no identity or
+/// decision terms (nobody gave them), so only type and time find them.
+fn index_existing_entries(connection: &Connection) -> Result<(), StoreError> {
+    let mut select = connection.prepare("SELECT key, bytes FROM entries ORDER BY key").map_err(db_error)?;
+    let mut insert =
+        connection.prepare("INSERT INTO search (key, type, time_us) VALUES (?1, ?2, ?3)").map_err(db_error)?;
+    let mut rows = select.query([]).map_err(db_error)?;
+    while let Some(row) = rows.next().map_err(db_error)? {
+        let key: i64 = row.get(0).map_err(db_error)?;
+        let bytes = row.get_ref(1).and_then(|value| Ok(value.as_blob()?)).map_err(db_error)?;
+        let unreadable = |error: mandate_log::EntryError| corrupt(format!("entry key {key} does not parse: {error}"));
+        let entry = Entry::parse(bytes).map_err(unreadable)?;
+        let time_us = crate::time_us(&entry.time).map_err(unreadable)?;
+        insert.execute(params![key, entry.entry_type, time_us]).map_err(db_error)?;
+    }
+    Ok(())
 }
 
 impl Ledger for SqliteLedger {
-    fn create_log(&self, tenant: &str) -> Result<(), StoreError> {
+    fn create_log(&self, tenant: &str, signer: &SignerKey) -> Result<(), StoreError> {
+        mandate_log::entry::check_tenant(tenant).map_err(|error| StoreError::InvalidEntry { position: 0, error })?;
         let (reply, result) = mpsc::sync_channel(1);
-        self.send(Command::CreateLog { tenant: tenant.to_owned(), reply })?;
+        self.send(Command::CreateLog { tenant: tenant.to_owned(), signer: signer.to_private_text(), reply })?;
         result.recv().unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    fn signer(&self, tenant: &str) -> Result<SignerKey, StoreError> {
+        let text: String = self
+            .read(|connection| {
+                connection
+                    .prepare_cached("SELECT signer FROM logs WHERE tenant = ?1")
+                    .and_then(|mut statement| statement.query_row(params![tenant], |row| row.get(0)).optional())
+                    .map_err(db_error)
+            })?
+            .ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })?;
+        if text.is_empty() {
+            return Err(StoreError::NoSigner { tenant: tenant.to_owned() });
+        }
+        SignerKey::parse(&text)
+            .map_err(|error| corrupt(format!("the signing key stored for tenant `{tenant}` does not parse: {error}")))
+    }
+
+    fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|connection| {
+            let mut statement =
+                connection.prepare_cached("SELECT tenant FROM logs ORDER BY tenant").map_err(db_error)?;
+            let tenants = statement.query_map([], |row| row.get(0)).map_err(db_error)?;
+            tenants.collect::<Result<Vec<String>, _>>().map_err(db_error)
+        })
     }
 
     fn append(&self, tenant: &str, drafts: Vec<EntryDraft>) -> AppendTicket {
@@ -392,6 +608,10 @@ impl Ledger for SqliteLedger {
         })
     }
 
+    fn search(&self, tenant: &str, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        self.read_log(tenant, |connection, log, size| search_log(connection, log, size, query))
+    }
+
     fn latest_checkpoint(&self, tenant: &str) -> Result<Option<SignedCheckpoint>, StoreError> {
         self.read_log(tenant, |connection, log, _| read_checkpoint(connection, log))
     }
@@ -401,6 +621,135 @@ impl Ledger for SqliteLedger {
         self.send(Command::Sign { tenant: tenant.to_owned(), signer, reply })?;
         result.recv().unwrap_or(Err(StoreError::WriterStopped))
     }
+}
+
+/// One page of a search in the log `log` of `size` committed entries.
+///
+/// Without an identity the candidates are the next [`SEARCH_EXAMINED_MAX`]
+/// entries after the cursor, filtered inside SQLite; with one, see
+/// [`identity_candidates`]. Then it reads the matching entries.
+fn search_log(connection: &Connection, log: i64, size: u64, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+    let limit = query.limit.clamp(1, SEARCH_PAGE_MAX);
+    let start = query.after.map_or(0, |after| after.saturating_add(1));
+    if start >= size {
+        return Ok(SearchPage { entries: Vec::new(), next: None });
+    }
+    let found = match &query.identity {
+        None => {
+            let end = size.min(start.saturating_add(SEARCH_EXAMINED_MAX));
+            let matches = range_matches(connection, query, entry_key(log, start), entry_key(log, end), limit)?;
+            Candidates { matches, last_examined: end - 1 }
+        }
+        Some(identity) => identity_candidates(connection, log, size, start, identity, query, limit)?,
+    };
+    let mut read_entry =
+        connection.prepare_cached("SELECT leaf, bytes FROM entries WHERE key = ?1").map_err(db_error)?;
+    let mut entries = Vec::with_capacity(found.matches.len());
+    for key in found.matches {
+        let (leaf, bytes) = read_entry
+            .query_row(params![key], |row| Ok((row.get::<_, Vec<u8>>(0)?, row.get::<_, Vec<u8>>(1)?)))
+            .optional()
+            .map_err(db_error)?
+            .ok_or_else(|| corrupt(format!("entry {} has a search row but no entry", key_index(key))))?;
+        entries.push(StoredEntry { index: key_index(key), leaf_hash: hash_from_blob(leaf)?, bytes });
+    }
+    let next = match entries.last() {
+        Some(entry) if entries.len() == limit => Some(entry.index),
+        // The page is not full: everything up to the last candidate examined
+        // has been seen, and there is more only if the log goes on.
+        _ => Some(found.last_examined).filter(|&last| last + 1 < size),
+    };
+    Ok(SearchPage { entries, next })
+}
+
+/// What one search call found.
+struct Candidates {
+    /// The keys of the matches, ascending.
+    matches: Vec<i64>,
+    /// The index of the last entry examined: every entry from the cursor up
+    /// to it that matches is in `matches` (unless the page filled first).
+    last_examined: u64,
+}
+
+/// The first `limit` matches of `query` (its identity included, if any) in
+/// the key range `[from, to)` of `search`.
+fn range_matches(
+    connection: &Connection,
+    query: &SearchQuery,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<i64>, StoreError> {
+    let mut statement = connection.prepare_cached(SEARCH_RANGE_SQL).map_err(db_error)?;
+    statement
+        .query_map(
+            params![
+                from,
+                to,
+                query.entry_type,
+                query.decision,
+                query.since_us,
+                query.until_us,
+                query.identity,
+                to_i64(limit as u64)
+            ],
+            |row| row.get(0),
+        )
+        .and_then(Iterator::collect)
+        .map_err(db_error)
+}
+
+/// The candidates of a search by identity from index `start`: the identity's
+/// entries in each complete segment of `search_identity` (each seek counting
+/// [`SEGMENT_PROBE_COST`]), until `limit` matches or [`SEARCH_EXAMINED_MAX`]
+/// candidates, then the unfolded tail of `search`, filtered inside SQLite.
+fn identity_candidates(
+    connection: &Connection,
+    log: i64,
+    size: u64,
+    start: u64,
+    identity: &str,
+    query: &SearchQuery,
+    limit: usize,
+) -> Result<Candidates, StoreError> {
+    let indexed = indexed_size(connection, log)?.min(size);
+    let mut probe = connection.prepare_cached(SEARCH_SEGMENT_SQL).map_err(db_error)?;
+    let mut matches = Vec::new();
+    let mut examined = 0;
+    let mut position = start;
+    while position < indexed {
+        if examined >= SEARCH_EXAMINED_MAX {
+            return Ok(Candidates { matches, last_examined: position - 1 });
+        }
+        examined += SEGMENT_PROBE_COST;
+        let from = entry_key(log, position);
+        let mut rows = probe
+            .query(params![
+                from >> SEGMENT_BITS,
+                identity,
+                from,
+                query.entry_type,
+                query.decision,
+                query.since_us,
+                query.until_us
+            ])
+            .map_err(db_error)?;
+        while let Some(row) = rows.next().map_err(db_error)? {
+            let key: i64 = row.get(0).map_err(db_error)?;
+            // NULL (a filter on a term the entry lacks) is no match.
+            if row.get::<_, Option<bool>>(1).map_err(db_error)? == Some(true) {
+                matches.push(key);
+            }
+            examined += 1;
+            if matches.len() == limit || examined >= SEARCH_EXAMINED_MAX {
+                return Ok(Candidates { matches, last_examined: key_index(key) });
+            }
+        }
+        position = ((position >> SEGMENT_BITS) + 1) << SEGMENT_BITS;
+    }
+    let tail = range_matches(connection, query, entry_key(log, position), entry_key(log, size), limit - matches.len())?;
+    matches.extend(tail);
+    Ok(Candidates { matches, last_examined: size - 1 })
 }
 
 fn read_checkpoint(connection: &Connection, log: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
@@ -428,6 +777,8 @@ struct Head {
     log: i64,
     frontier: Frontier,
     last_leaf: Hash,
+    /// How many entries `search_identity` covers: whole segments.
+    indexed: u64,
 }
 
 /// The writer thread's state.
@@ -456,9 +807,9 @@ impl Writer {
                         entries += append.drafts.len();
                         appends.push(append);
                     }
-                    Command::CreateLog { tenant, reply } => {
+                    Command::CreateLog { tenant, signer, reply } => {
                         self.commit_appends(std::mem::take(&mut appends));
-                        let _ = reply.send(self.create_log(&tenant));
+                        let _ = reply.send(self.create_log(&tenant, &signer));
                     }
                     Command::Sign { tenant, signer, reply } => {
                         self.commit_appends(std::mem::take(&mut appends));
@@ -473,32 +824,20 @@ impl Writer {
         }
     }
 
-    fn create_log(&mut self, tenant: &str) -> Result<(), StoreError> {
-        mandate_log::entry::check_tenant(tenant).map_err(|error| StoreError::InvalidEntry { position: 0, error })?;
+    /// Inserts the log row with its signer key in one statement, so that the
+    /// log never exists without its key.
+    fn create_log(&mut self, tenant: &str, signer: &str) -> Result<(), StoreError> {
         let inserted = self
             .connection
-            .execute("INSERT INTO logs (tenant, size) VALUES (?1, 0) ON CONFLICT (tenant) DO NOTHING", params![tenant])
+            .execute(
+                "INSERT INTO logs (tenant, size, signer) VALUES (?1, 0, ?2) ON CONFLICT (tenant) DO NOTHING",
+                params![tenant, signer],
+            )
             .map_err(db_error)?;
         if inserted == 0 {
             return Err(StoreError::TenantExists { tenant: tenant.to_owned() });
         }
         Ok(())
-    }
-
-    fn head(&mut self, tenant: &str) -> Result<Head, StoreError> {
-        if let Some(head) = self.heads.get(tenant) {
-            return Ok(head.clone());
-        }
-        let connection = &self.connection;
-        let (log, size) = log_row(connection, tenant)?;
-        let frontier = Frontier::load(size, &mut |id| read_node(connection, log, id))?;
-        let last_leaf = match size.checked_sub(1) {
-            Some(last) => read_node(connection, log, NodeId { level: 0, index: last })?,
-            None => Hash::ZERO,
-        };
-        let head = Head { log, frontier, last_leaf };
-        self.heads.insert(tenant.to_owned(), head.clone());
-        Ok(head)
     }
 
     /// Writes every append of a batch in one transaction, then answers them.
@@ -523,13 +862,24 @@ impl Writer {
     }
 
     fn write_batch(&mut self, appends: Vec<PendingAppend>, staged: &mut Vec<Staged>) -> Result<(), StoreError> {
+        // The write lock first: heads are checked against the database under
+        // it, so no other process can move a log between check and commit.
+        let transaction = match self.connection.transaction_with_behavior(TransactionBehavior::Immediate) {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                // Every append of the batch gets this error (the result is
+                // replaced by it).
+                staged.extend(appends.into_iter().map(|append| Staged { reply: append.reply, result: Ok(Vec::new()) }));
+                return Err(db_error(error));
+            }
+        };
         let mut moved: HashMap<String, Head> = HashMap::new();
         let mut rows = Vec::new();
         let mut nodes = Vec::new();
         for PendingAppend { tenant, drafts, reply } in appends {
             let head = match moved.get(&tenant) {
                 Some(head) => Ok(head.clone()),
-                None => self.head(&tenant),
+                None => current_head(&transaction, &mut self.heads, &tenant),
             };
             let result = head.and_then(|head| stage(&tenant, head, drafts, &mut rows, &mut nodes));
             let result = match result {
@@ -541,25 +891,35 @@ impl Writer {
             };
             staged.push(Staged { reply, result });
         }
-        let transaction =
-            self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
         {
             let mut insert_entry = transaction
                 .prepare_cached("INSERT INTO entries (key, leaf, bytes) VALUES (?1, ?2, ?3)")
                 .map_err(db_error)?;
-            for (key, leaf, bytes) in &rows {
-                insert_entry.execute(params![key, leaf.as_bytes(), bytes]).map_err(db_error)?;
+            for row in &rows {
+                insert_entry.execute(params![row.key, row.leaf.as_bytes(), row.bytes]).map_err(db_error)?;
             }
+            insert_search_rows(&transaction, &rows)?;
             let mut insert_node = transaction
                 .prepare_cached("INSERT INTO nodes (log, at, hash) VALUES (?1, ?2, ?3)")
                 .map_err(db_error)?;
             for (log, id, hash) in &nodes {
                 insert_node.execute(params![log, node_key(*id), hash.as_bytes()]).map_err(db_error)?;
             }
-            let mut update_size =
-                transaction.prepare_cached("UPDATE logs SET size = ?1 WHERE id = ?2").map_err(db_error)?;
-            for head in moved.values() {
-                update_size.execute(params![to_i64(head.frontier.size()), head.log]).map_err(db_error)?;
+            let mut fold = transaction.prepare_cached(FOLD_SEGMENT_SQL).map_err(db_error)?;
+            let mut update_log = transaction
+                .prepare_cached("UPDATE logs SET size = ?1, indexed = ?2 WHERE id = ?3")
+                .map_err(db_error)?;
+            for head in moved.values_mut() {
+                // Every segment the batch completed goes into search_identity.
+                while head.indexed + SEGMENT_ENTRIES <= head.frontier.size() {
+                    let (from, to) =
+                        (entry_key(head.log, head.indexed), entry_key(head.log, head.indexed + SEGMENT_ENTRIES));
+                    fold.execute(params![from, to, from >> SEGMENT_BITS]).map_err(db_error)?;
+                    head.indexed += SEGMENT_ENTRIES;
+                }
+                update_log
+                    .execute(params![to_i64(head.frontier.size()), to_i64(head.indexed), head.log])
+                    .map_err(db_error)?;
             }
         }
         transaction.commit().map_err(db_error)?;
@@ -611,12 +971,78 @@ impl Writer {
     }
 }
 
+/// The head of `tenant`'s log as committed: the cached one when the log's
+/// size in the database still matches it, else loaded afresh (the first use
+/// of a log, or another process appended to it). Call it holding the write
+/// lock.
+fn current_head(connection: &Connection, heads: &mut HashMap<String, Head>, tenant: &str) -> Result<Head, StoreError> {
+    // INVARIANT (fresh-head): the size read here, under the write lock, is
+    // the committed one; another process's appends (and folds) change it.
+    let (log, size) = log_row(connection, tenant)?;
+    if let Some(head) = heads.get(tenant)
+        && head.log == log
+        && head.frontier.size() == size
+    {
+        return Ok(head.clone());
+    }
+    let frontier = Frontier::load(size, &mut |id| read_node(connection, log, id))?;
+    let last_leaf = match size.checked_sub(1) {
+        Some(last) => read_node(connection, log, NodeId { level: 0, index: last })?,
+        None => Hash::ZERO,
+    };
+    let head = Head { log, frontier, last_leaf, indexed: indexed_size(connection, log)? };
+    heads.insert(tenant.to_owned(), head.clone());
+    Ok(head)
+}
+
+/// Search rows per `INSERT` statement: one statement per row costs about as
+/// much in statement overhead as in the insert itself.
+const SEARCH_ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO search … VALUES` with [`SEARCH_ROWS_PER_INSERT`] rows.
+static INSERT_SEARCH_ROWS_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    let values = vec!["(?, ?, ?, ?, ?)"; SEARCH_ROWS_PER_INSERT].join(", ");
+    format!("INSERT INTO search (key, type, identity, decision, time_us) VALUES {values}")
+});
+
+/// Writes the search row of every entry of a batch.
+fn insert_search_rows(connection: &Connection, rows: &[Row]) -> Result<(), StoreError> {
+    fn values(row: &Row) -> [&dyn rusqlite::ToSql; 5] {
+        [&row.key, &row.entry_type, &row.identity, &row.decision, &row.time_us]
+    }
+    let mut chunks = rows.chunks_exact(SEARCH_ROWS_PER_INSERT);
+    if chunks.len() > 0 {
+        let mut insert_many = connection.prepare_cached(&INSERT_SEARCH_ROWS_SQL).map_err(db_error)?;
+        for chunk in chunks.by_ref() {
+            insert_many.execute(rusqlite::params_from_iter(chunk.iter().flat_map(values))).map_err(db_error)?;
+        }
+    }
+    let mut insert_one = connection
+        .prepare_cached("INSERT INTO search (key, type, identity, decision, time_us) VALUES (?1, ?2, ?3, ?4, ?5)")
+        .map_err(db_error)?;
+    for row in chunks.remainder() {
+        insert_one.execute(values(row)).map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// One entry of a batch, ready to insert.
+struct Row {
+    key: i64,
+    leaf: Hash,
+    bytes: Vec<u8>,
+    entry_type: String,
+    identity: Option<String>,
+    decision: Option<String>,
+    time_us: i64,
+}
+
 /// Turns one append's drafts into rows on top of `head`; returns the moved head.
 fn stage(
     tenant: &str,
     mut head: Head,
     drafts: Vec<EntryDraft>,
-    rows: &mut Vec<(i64, Hash, Vec<u8>)>,
+    rows: &mut Vec<Row>,
     nodes: &mut Vec<(i64, NodeId, Hash)>,
 ) -> Result<(Head, Vec<Appended>), StoreError> {
     let (rows_before, nodes_before) = (rows.len(), nodes.len());
@@ -628,9 +1054,9 @@ fn stage(
             nodes.truncate(nodes_before);
             return Err(StoreError::Corrupt { reason: format!("tenant `{tenant}`'s log is full ({index} entries)") });
         }
-        let entry_head =
-            EntryHead { tenant, index, time: &draft.time, entry_type: &draft.entry_type, prev: head.last_leaf };
-        let canonical = match entry_head.encode(&draft.body) {
+        let EntryDraft { entry_type, time, time_us, body, identity, decision } = draft;
+        let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
+        let canonical = match entry_head.encode(&body) {
             Ok(canonical) => canonical,
             Err(error) => {
                 // All or nothing per append: drop the rows staged for it.
@@ -646,7 +1072,15 @@ fn stage(
             }
         });
         head.last_leaf = canonical.leaf_hash;
-        rows.push((entry_key(log, index), canonical.leaf_hash, canonical.bytes));
+        rows.push(Row {
+            key: entry_key(log, index),
+            leaf: canonical.leaf_hash,
+            bytes: canonical.bytes,
+            entry_type,
+            identity,
+            decision,
+            time_us,
+        });
         appended.push(Appended { index, leaf_hash: canonical.leaf_hash });
     }
     Ok((head, appended))

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mandate_log::{Checkpoint, Entry, Hash, LogVerifier, MemoryTree, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, Ledger, SqliteLedger, StoreError};
+use mandate_store::{EntryDraft, Ledger, SearchPage, SearchQuery, SqliteLedger, StoreError};
 use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
@@ -42,7 +42,7 @@ fn verify_all(ledger: &dyn Ledger, tenant: &str) -> (Vec<Vec<u8>>, MemoryTree) {
 }
 
 fn appends_are_gapless_chained_and_readable(ledger: &dyn Ledger) {
-    ledger.create_log("acme").unwrap();
+    ledger.create_log("acme", &signer("acme")).unwrap();
     let appended = ledger.append("acme", (0..5).map(draft).collect()).wait().unwrap();
     assert_eq!(appended.iter().map(|a| a.index).collect::<Vec<_>>(), vec![0, 1, 2, 3, 4]);
     let more = ledger.append("acme", vec![draft(5)]).wait().unwrap();
@@ -54,10 +54,10 @@ fn appends_are_gapless_chained_and_readable(ledger: &dyn Ledger) {
 }
 
 fn tenants_have_separate_logs(ledger: &dyn Ledger) {
-    ledger.create_log("a").unwrap();
-    ledger.create_log("b").unwrap();
-    assert_eq!(ledger.create_log("a"), Err(StoreError::TenantExists { tenant: "a".into() }));
-    assert!(matches!(ledger.create_log("Not A Tenant"), Err(StoreError::InvalidEntry { .. })));
+    ledger.create_log("a", &signer("a")).unwrap();
+    ledger.create_log("b", &signer("b")).unwrap();
+    assert_eq!(ledger.create_log("a", &signer("a")), Err(StoreError::TenantExists { tenant: "a".into() }));
+    assert!(matches!(ledger.create_log("Not A Tenant", &signer("x")), Err(StoreError::InvalidEntry { .. })));
     ledger.append("a", vec![draft(0), draft(1)]).wait().unwrap();
     ledger.append("b", vec![draft(0)]).wait().unwrap();
     assert_eq!((ledger.size("a").unwrap(), ledger.size("b").unwrap()), (2, 1));
@@ -71,7 +71,7 @@ fn tenants_have_separate_logs(ledger: &dyn Ledger) {
 }
 
 fn concurrent_appends_are_all_committed_contiguously(ledger: &dyn Ledger) {
-    ledger.create_log("busy").unwrap();
+    ledger.create_log("busy", &signer("busy")).unwrap();
     let threads = 16;
     let appends_per_thread = 50;
     std::thread::scope(|scope| {
@@ -96,11 +96,15 @@ fn concurrent_appends_are_all_committed_contiguously(ledger: &dyn Ledger) {
 }
 
 fn a_bad_append_fails_alone_and_leaves_nothing(ledger: &dyn Ledger) {
-    ledger.create_log("t").unwrap();
+    ledger.create_log("t", &signer("t")).unwrap();
     ledger.append("t", vec![draft(0)]).wait().unwrap();
     // Bad drafts are refused when made, before they reach the writer.
     let body = serde_json::Map::new();
     assert!(EntryDraft::new("test", "yesterday", &body).is_err());
+    // The right shape, but no such instant.
+    assert!(EntryDraft::new("test", "2026-02-31T12:00:00Z", &body).is_err());
+    // A leap second is an instant (counted as :59 when searching).
+    assert!(EntryDraft::new("test", "2016-12-31T23:59:60Z", &body).is_ok());
     assert!(EntryDraft::new("Not A Type", "2026-11-22T12:00:00Z", &body).is_err());
     let mut huge = serde_json::Map::new();
     huge.insert("x".into(), json!("y".repeat(70_000)));
@@ -125,7 +129,7 @@ fn a_bad_append_fails_alone_and_leaves_nothing(ledger: &dyn Ledger) {
 }
 
 fn proofs_match_an_in_memory_tree(ledger: &dyn Ledger) {
-    ledger.create_log("p").unwrap();
+    ledger.create_log("p", &signer("p")).unwrap();
     for chunk in 0..10 {
         ledger.append("p", (0..37).map(|i| draft(chunk * 37 + i)).collect()).wait().unwrap();
     }
@@ -153,7 +157,7 @@ fn proofs_match_an_in_memory_tree(ledger: &dyn Ledger) {
 }
 
 fn checkpoints_are_signed_consistent_and_persisted(ledger: &dyn Ledger) {
-    ledger.create_log("c").unwrap();
+    ledger.create_log("c", &signer("c")).unwrap();
     let key = signer("c");
     assert_eq!(ledger.latest_checkpoint("c").unwrap(), None);
     let empty = ledger.sign_checkpoint("c", key.clone()).unwrap();
@@ -174,12 +178,248 @@ fn checkpoints_are_signed_consistent_and_persisted(ledger: &dyn Ledger) {
 }
 
 fn a_checkpoint_needs_a_matching_origin(ledger: &dyn Ledger) {
-    ledger.create_log("o").unwrap();
+    ledger.create_log("o", &signer("o")).unwrap();
     ledger.append("o", vec![draft(0)]).wait().unwrap();
     let signed = ledger.sign_checkpoint("o", signer("o")).unwrap();
     let _ = Checkpoint::parse_text(&mandate_log::note::Note::parse(signed.note.as_bytes()).unwrap().text).unwrap();
     assert!(signed.note.starts_with("mandate.test/o\n1\n"));
     assert_ne!(signed.checkpoint.root, Hash::ZERO);
+}
+
+fn signers_live_with_their_logs(ledger: &dyn Ledger) {
+    assert_eq!(ledger.tenants().unwrap(), Vec::<String>::new());
+    for tenant in ["zeta", "alpha", "mid"] {
+        ledger.create_log(tenant, &signer(tenant)).unwrap();
+    }
+    assert_eq!(ledger.tenants().unwrap(), ["alpha", "mid", "zeta"]);
+    let stored = ledger.signer("mid").unwrap();
+    assert_eq!(stored.to_private_text(), signer("mid").to_private_text());
+    // A second create neither succeeds nor replaces the key.
+    let other = SignerKey::from_seed("mandate.test/mid", [7; 32]).unwrap();
+    assert_eq!(ledger.create_log("mid", &other), Err(StoreError::TenantExists { tenant: "mid".into() }));
+    assert_eq!(ledger.signer("mid").unwrap().to_private_text(), signer("mid").to_private_text());
+    assert_eq!(ledger.signer("nobody").unwrap_err(), StoreError::UnknownTenant { tenant: "nobody".into() });
+    // A refused tenant leaves nothing behind.
+    assert!(ledger.create_log("Not A Tenant", &other).is_err());
+    assert_eq!(ledger.tenants().unwrap().len(), 3);
+    // The stored key signs checkpoints that its verifier accepts.
+    ledger.append("mid", vec![draft(0)]).wait().unwrap();
+    let signed = ledger.sign_checkpoint("mid", Arc::new(ledger.signer("mid").unwrap())).unwrap();
+    SignedCheckpoint::open(signed.note.as_bytes(), std::slice::from_ref(signer("mid").verifier())).unwrap();
+}
+
+/// What the search tests append: entry `n` of a small log with every kind of
+/// term, and times that are not in index order.
+struct Searchable {
+    entry_type: &'static str,
+    identity: Option<&'static str>,
+    decision: Option<&'static str>,
+    time_us: i64,
+}
+
+fn searchable(n: u64) -> (EntryDraft, Searchable) {
+    let entry_type = ["decision", "identity.created", "event"][(n % 3) as usize];
+    let identity = [Some("agent:a"), Some("agent:b"), Some("user:alice"), None][(n % 4) as usize];
+    let decision = (entry_type == "decision").then(|| ["allow", "deny", "pending"][(n / 3 % 3) as usize]);
+    // Minutes wander back and forth; microseconds make every time distinct.
+    let time = format!("2026-11-22T12:{:02}:00.{:06}Z", (n * 7) % 60, n);
+    let time_us = time.parse::<jiff::Timestamp>().unwrap().as_microsecond();
+    let serde_json::Value::Object(body) = json!({"n": n}) else { unreachable!() };
+    let entry = EntryDraft::new(entry_type, &time, &body).unwrap().with_terms(identity, decision);
+    (entry, Searchable { entry_type, identity, decision, time_us })
+}
+
+fn matches(entry: &Searchable, query: &SearchQuery) -> bool {
+    query.identity.as_deref().is_none_or(|identity| entry.identity == Some(identity))
+        && query.entry_type.as_deref().is_none_or(|entry_type| entry.entry_type == entry_type)
+        && query.decision.as_deref().is_none_or(|decision| entry.decision == Some(decision))
+        && query.since_us.is_none_or(|since| entry.time_us >= since)
+        && query.until_us.is_none_or(|until| entry.time_us < until)
+}
+
+/// Follows `next` from `query.after` to the end; checks every page's shape and
+/// returns the indexes found.
+fn search_all(ledger: &dyn Ledger, tenant: &str, query: &SearchQuery) -> Vec<u64> {
+    let mut query = query.clone();
+    let mut found = Vec::new();
+    let mut pages = 0;
+    loop {
+        let SearchPage { entries, next } = ledger.search(tenant, &query).unwrap();
+        assert!(entries.len() <= query.limit.clamp(1, mandate_store::SEARCH_PAGE_MAX), "{query:?}");
+        for entry in &entries {
+            assert!(query.after.is_none_or(|after| entry.index > after), "{query:?}");
+            assert_eq!(entry.leaf_hash, mandate_log::leaf_hash(&entry.bytes));
+            assert_eq!(Entry::parse(&entry.bytes).unwrap().index, entry.index);
+            found.push(entry.index);
+        }
+        if let (Some(next), Some(last)) = (next, entries.last()) {
+            assert!(next >= last.index);
+        }
+        pages += 1;
+        assert!(pages < 10_000, "search does not terminate: {query:?}");
+        match next {
+            Some(next) => {
+                assert!(query.after.is_none_or(|after| next > after), "no progress: {query:?}");
+                query.after = Some(next);
+            }
+            None => return found,
+        }
+    }
+}
+
+fn search_log(ledger: &dyn Ledger, tenant: &str, size: u64) -> Vec<Searchable> {
+    ledger.create_log(tenant, &signer(tenant)).unwrap();
+    let (drafts, model): (Vec<_>, Vec<_>) = (0..size).map(searchable).unzip();
+    for chunk in drafts.chunks(50) {
+        ledger.append(tenant, chunk.to_vec()).wait().unwrap();
+    }
+    model
+}
+
+fn expected(model: &[Searchable], query: &SearchQuery) -> Vec<u64> {
+    let start = query.after.map_or(0, |after| after.saturating_add(1));
+    (0..model.len() as u64).filter(|&n| n >= start && matches(&model[n as usize], query)).collect()
+}
+
+fn search_finds_exactly_the_matches(ledger: &dyn Ledger) {
+    let model = search_log(ledger, "s", 240);
+    let at =
+        |minute: u64| format!("2026-11-22T12:{minute:02}:00Z").parse::<jiff::Timestamp>().unwrap().as_microsecond();
+    let text = |s: &str| Some(s.to_owned());
+    let queries = [
+        SearchQuery::default(),
+        SearchQuery { identity: text("agent:a"), ..SearchQuery::default() },
+        SearchQuery { identity: text("user:alice"), ..SearchQuery::default() },
+        SearchQuery { identity: text("agent:nobody"), ..SearchQuery::default() },
+        SearchQuery { entry_type: text("decision"), ..SearchQuery::default() },
+        SearchQuery { entry_type: text("event"), ..SearchQuery::default() },
+        SearchQuery { decision: text("deny"), ..SearchQuery::default() },
+        SearchQuery { since_us: Some(at(30)), ..SearchQuery::default() },
+        SearchQuery { until_us: Some(at(10)), ..SearchQuery::default() },
+        SearchQuery { since_us: Some(at(10)), until_us: Some(at(20)), ..SearchQuery::default() },
+        // An empty and an inverted range.
+        SearchQuery { since_us: Some(at(20)), until_us: Some(at(20)), ..SearchQuery::default() },
+        SearchQuery { since_us: Some(at(30)), until_us: Some(at(20)), ..SearchQuery::default() },
+        // Combined.
+        SearchQuery { identity: text("agent:b"), entry_type: text("decision"), ..SearchQuery::default() },
+        SearchQuery { entry_type: text("decision"), decision: text("allow"), ..SearchQuery::default() },
+        SearchQuery { identity: text("agent:a"), decision: text("pending"), ..SearchQuery::default() },
+        SearchQuery {
+            identity: text("user:alice"),
+            entry_type: text("decision"),
+            decision: text("deny"),
+            since_us: Some(at(5)),
+            until_us: Some(at(50)),
+            ..SearchQuery::default()
+        },
+        // A filter that exists on no entry of its kind.
+        SearchQuery { entry_type: text("event"), decision: text("allow"), ..SearchQuery::default() },
+        // From a cursor.
+        SearchQuery { after: Some(100), ..SearchQuery::default() },
+        SearchQuery { identity: text("agent:a"), after: Some(101), ..SearchQuery::default() },
+        SearchQuery { after: Some(239), ..SearchQuery::default() },
+        SearchQuery { after: Some(u64::MAX), ..SearchQuery::default() },
+    ];
+    for query in queries {
+        for limit in [1, 7, 100, mandate_store::SEARCH_PAGE_MAX] {
+            let query = SearchQuery { limit, ..query.clone() };
+            assert_eq!(search_all(ledger, "s", &query), expected(&model, &query), "{query:?}");
+        }
+    }
+    // Every filter above finds something where it should.
+    assert!(!expected(&model, &SearchQuery { decision: text("deny"), ..SearchQuery::default() }).is_empty());
+    // The first page of a dense search is full, in order, and says where to go on.
+    let page = ledger.search("s", &SearchQuery { limit: 10, ..SearchQuery::default() }).unwrap();
+    assert_eq!(page.entries.iter().map(|e| e.index).collect::<Vec<_>>(), (0..10).collect::<Vec<_>>());
+    assert_eq!(page.next, Some(9));
+    assert_eq!(page.entries, ledger.entries("s", 0, 10).unwrap());
+    // Limits are clamped to 1..=SEARCH_PAGE_MAX.
+    assert_eq!(ledger.search("s", &SearchQuery::default()).unwrap().entries.len(), 1);
+    let page = ledger.search("s", &SearchQuery { limit: usize::MAX, ..SearchQuery::default() }).unwrap();
+    assert_eq!((page.entries.len(), page.next), (240, None));
+    assert!(matches!(ledger.search("nobody", &SearchQuery::default()), Err(StoreError::UnknownTenant { .. })));
+}
+
+fn search_in_a_larger_log_finds_exactly_the_matches(ledger: &dyn Ledger) {
+    let model = search_log(ledger, "big", 10_000);
+    let text = |s: &str| Some(s.to_owned());
+    let queries = [
+        SearchQuery { identity: text("agent:a"), ..SearchQuery::default() },
+        SearchQuery { identity: text("agent:b"), decision: text("deny"), ..SearchQuery::default() },
+        SearchQuery { identity: text("user:alice"), entry_type: text("event"), ..SearchQuery::default() },
+        SearchQuery { decision: text("pending"), ..SearchQuery::default() },
+    ];
+    for query in queries {
+        for after in [None, Some(0), Some(4_094), Some(4_095), Some(4_096), Some(8_191), Some(9_998)] {
+            for limit in [7, 1_000] {
+                let query = SearchQuery { after, limit, ..query.clone() };
+                assert_eq!(search_all(ledger, "big", &query), expected(&model, &query), "{query:?}");
+            }
+        }
+    }
+}
+
+fn search_sees_only_its_tenant(ledger: &dyn Ledger) {
+    let model = search_log(ledger, "t1", 60);
+    search_log(ledger, "t2", 90);
+    ledger.create_log("t3", &signer("t3")).unwrap();
+    for query in [
+        SearchQuery { limit: 1_000, ..SearchQuery::default() },
+        SearchQuery { identity: Some("agent:a".into()), limit: 1_000, ..SearchQuery::default() },
+        SearchQuery { entry_type: Some("decision".into()), limit: 3, ..SearchQuery::default() },
+    ] {
+        let found = search_all(ledger, "t1", &query);
+        assert_eq!(found, expected(&model, &query));
+        for entry in ledger.search("t1", &query).unwrap().entries {
+            assert_eq!(Entry::parse(&entry.bytes).unwrap().tenant, "t1");
+        }
+        assert_eq!(search_all(ledger, "t3", &query), Vec::<u64>::new());
+    }
+    assert_eq!(ledger.search("t3", &SearchQuery::default()).unwrap(), SearchPage { entries: vec![], next: None });
+}
+
+fn a_rare_match_is_reached_in_bounded_pages(ledger: &dyn Ledger) {
+    // More entries than one call examines, and the only match at the end.
+    let size = mandate_store::SEARCH_EXAMINED_MAX + 5_000;
+    ledger.create_log("r", &signer("r")).unwrap();
+    let mut start = 0;
+    while start < size {
+        let end = (start + mandate_store::APPEND_ENTRIES_MAX as u64).min(size);
+        let drafts = (start..end)
+            .map(|n| {
+                let (decision, identity) = if n == size - 1 { ("deny", "agent:rare") } else { ("allow", "agent:busy") };
+                draft(n).with_terms(Some(identity), Some(decision))
+            })
+            .collect();
+        ledger.append("r", drafts).wait().unwrap();
+        start = end;
+    }
+    for query in [
+        SearchQuery { decision: Some("deny".into()), limit: 10, ..SearchQuery::default() },
+        SearchQuery {
+            identity: Some("agent:busy".into()),
+            decision: Some("deny".into()),
+            limit: 10,
+            ..SearchQuery::default()
+        },
+    ] {
+        let first = ledger.search("r", &query).unwrap();
+        assert_eq!(first.entries, vec![], "one call examines about SEARCH_EXAMINED_MAX entries at most");
+        assert!(first.next.is_some_and(|next| next < size - 1), "{:?}", first.next);
+    }
+    let query = SearchQuery { decision: Some("deny".into()), limit: 10, ..SearchQuery::default() };
+    assert_eq!(search_all(ledger, "r", &query), vec![size - 1]);
+    // By identity, the rare identity's index leads straight to it.
+    let query = SearchQuery { identity: Some("agent:rare".into()), limit: 10, ..SearchQuery::default() };
+    let page = ledger.search("r", &query).unwrap();
+    assert_eq!((page.entries.len(), page.next), (1, None));
+    let query = SearchQuery {
+        identity: Some("agent:busy".into()),
+        decision: Some("deny".into()),
+        limit: 10,
+        ..SearchQuery::default()
+    };
+    assert_eq!(search_all(ledger, "r", &query), Vec::<u64>::new());
 }
 
 macro_rules! backend {
@@ -219,6 +459,26 @@ macro_rules! backend {
             #[test]
             fn a_checkpoint_needs_a_matching_origin() {
                 with_ledger(super::a_checkpoint_needs_a_matching_origin)
+            }
+            #[test]
+            fn signers_live_with_their_logs() {
+                with_ledger(super::signers_live_with_their_logs)
+            }
+            #[test]
+            fn search_finds_exactly_the_matches() {
+                with_ledger(super::search_finds_exactly_the_matches)
+            }
+            #[test]
+            fn search_in_a_larger_log_finds_exactly_the_matches() {
+                with_ledger(super::search_in_a_larger_log_finds_exactly_the_matches)
+            }
+            #[test]
+            fn search_sees_only_its_tenant() {
+                with_ledger(super::search_sees_only_its_tenant)
+            }
+            #[test]
+            fn a_rare_match_is_reached_in_bounded_pages() {
+                with_ledger(super::a_rare_match_is_reached_in_bounded_pages)
             }
         }
     };

@@ -6,6 +6,8 @@
 //! this same test binary as a child with `MANDATE_CRASH_CHILD_DB` set, reads
 //! the child's acknowledgements from its stdout, and kills it at a random
 //! moment. Run with that variable, it is the child: it appends until killed.
+//! Search rows are written with their entries, so after every kill search
+//! finds each entry exactly once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mandate_log::{Hash, LogVerifier};
-use mandate_store::{EntryDraft, Ledger, SqliteLedger, StoreError};
+use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StoreError};
 use serde_json::json;
 
 const CHILD_ENV: &str = "MANDATE_CRASH_CHILD_DB";
@@ -99,13 +101,32 @@ fn check_store(db: &Path, acknowledged: &BTreeMap<u64, Hash>, round: u32) {
         start = end;
     }
     verifier.finish(None, None).unwrap();
+    // Every entry has its search row: by type, and by identity (one per writer).
+    let count = |query: SearchQuery| {
+        let mut query = SearchQuery { limit: mandate_store::SEARCH_PAGE_MAX, ..query };
+        let mut found = 0;
+        loop {
+            let page = ledger.search(TENANT, &query).unwrap();
+            found += page.entries.len() as u64;
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => return found,
+            }
+        }
+    };
+    assert_eq!(count(SearchQuery { entry_type: Some("test.crash".into()), ..SearchQuery::default() }), size);
+    let by_writer: u64 = (0..WRITERS)
+        .map(|writer| count(SearchQuery { identity: Some(format!("agent:writer{writer}")), ..SearchQuery::default() }))
+        .sum();
+    assert_eq!(by_writer, size, "round {round}: identity search misses entries");
 }
 
 /// The child: append from several threads and print each acknowledgement
 /// only after `wait()` returned, which is after the commit.
 fn append_until_killed(db: &Path) {
     let ledger = Arc::new(SqliteLedger::open(db).unwrap());
-    match ledger.create_log(TENANT) {
+    let signer = mandate_log::SignerKey::from_seed("mandate.test/crash", [9; 32]).unwrap();
+    match ledger.create_log(TENANT, &signer) {
         Ok(()) | Err(StoreError::TenantExists { .. }) => {}
         Err(error) => panic!("{error}"),
     }
@@ -125,7 +146,9 @@ fn append_until_killed(db: &Path) {
                             else {
                                 unreachable!()
                             };
-                            EntryDraft::new("test.crash", "2026-11-22T12:00:00Z", &body).unwrap()
+                            EntryDraft::new("test.crash", "2026-11-22T12:00:00Z", &body)
+                                .unwrap()
+                                .with_terms(Some(&format!("agent:writer{writer}")), None)
                         })
                         .collect();
                     let appended = ledger.append(TENANT, drafts).wait().unwrap();

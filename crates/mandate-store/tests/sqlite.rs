@@ -1,11 +1,12 @@
 //! Behaviour of the SQLite backend beyond the conformance suite: what survives
-//! a reopen, and what it refuses to sign when its files were edited.
+//! a reopen, what it refuses to sign when its files were edited, two ledgers
+//! on one file, and migration from schema version 1.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
 use mandate_log::{Entry, LogVerifier, SignerKey};
-use mandate_store::{EntryDraft, Ledger, SqliteLedger, StoreError};
+use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StoreError};
 use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
@@ -23,7 +24,7 @@ fn the_log_and_its_checkpoint_survive_a_reopen_and_keep_chaining() {
     let path = dir.path().join("mandate.db");
     let (last_leaf, checkpoint) = {
         let ledger = SqliteLedger::open(&path).unwrap();
-        ledger.create_log("t").unwrap();
+        ledger.create_log("t", &signer()).unwrap();
         let appended = ledger.append("t", (0..7).map(draft).collect()).wait().unwrap();
         (appended[6].leaf_hash, ledger.sign_checkpoint("t", signer()).unwrap())
     };
@@ -48,7 +49,7 @@ fn closed_ledger(signed: u64, more: u64) -> (tempfile::TempDir, std::path::PathB
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     let ledger = SqliteLedger::open(&path).unwrap();
-    ledger.create_log("t").unwrap();
+    ledger.create_log("t", &signer()).unwrap();
     ledger.append("t", (0..signed).map(draft).collect()).wait().unwrap();
     ledger.sign_checkpoint("t", signer()).unwrap();
     if more > 0 {
@@ -85,7 +86,7 @@ fn a_rolled_back_log_is_never_signed() {
 async fn tickets_can_be_awaited() {
     let dir = tempfile::tempdir().unwrap();
     let ledger = Arc::new(SqliteLedger::open(dir.path().join("mandate.db")).unwrap());
-    ledger.create_log("t").unwrap();
+    ledger.create_log("t", &signer()).unwrap();
     let tasks: Vec<_> = (0..32)
         .map(|n| {
             let ledger = ledger.clone();
@@ -96,4 +97,194 @@ async fn tickets_can_be_awaited() {
         task.await.unwrap().unwrap();
     }
     assert_eq!(ledger.size("t").unwrap(), 32);
+}
+
+fn verify_log(ledger: &SqliteLedger, tenant: &str) -> u64 {
+    let size = ledger.size(tenant).unwrap();
+    let mut verifier = LogVerifier::new(&[]);
+    let mut start = 0;
+    while start < size {
+        let end = (start + mandate_store::ENTRIES_PAGE_MAX).min(size);
+        for entry in ledger.entries(tenant, start, end).unwrap() {
+            verifier.push(&entry.bytes).unwrap();
+        }
+        start = end;
+    }
+    let verified = verifier.finish(None, None).unwrap();
+    assert_eq!(verified.root, ledger.root(tenant, size).unwrap());
+    size
+}
+
+/// A second process (here: a second ledger on the same file) creates a
+/// tenant and appends to it while the first appends to its own; the first
+/// then uses the new tenant, and neither builds on a stale head.
+#[test]
+fn two_ledgers_share_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let a = SqliteLedger::open(&path).unwrap();
+    a.create_log("t1", &signer()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let key2 = SignerKey::from_seed("mandate.test/t2", [5; 32]).unwrap();
+    let appended_by_a = std::thread::scope(|scope| {
+        let appender = scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) || n < 20 {
+                a.append("t1", vec![draft(n), draft(n + 1)]).wait().unwrap();
+                n += 2;
+            }
+            n
+        });
+        let b = SqliteLedger::open(&path).unwrap();
+        b.create_log("t2", &key2).unwrap();
+        for n in 0..20 {
+            b.append("t2", vec![draft(n)]).wait().unwrap();
+        }
+        assert_eq!(b.tenants().unwrap(), ["t1", "t2"]);
+        drop(b);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        appender.join().unwrap()
+    });
+    // A sees B's tenant, its key and its entries, and appends after them.
+    assert_eq!(a.tenants().unwrap(), ["t1", "t2"]);
+    assert_eq!(a.signer("t2").unwrap().to_private_text(), key2.to_private_text());
+    assert_eq!(a.size("t2").unwrap(), 20);
+    assert_eq!(a.append("t2", vec![draft(20)]).wait().unwrap()[0].index, 20);
+    // B comes back and appends again: A's cached head of t2 is now stale, and
+    // A must notice instead of writing over entry 21.
+    let b = SqliteLedger::open(&path).unwrap();
+    assert_eq!(b.append("t2", vec![draft(21), draft(22)]).wait().unwrap()[0].index, 21);
+    assert_eq!(a.append("t2", vec![draft(23)]).wait().unwrap()[0].index, 23);
+    assert_eq!(b.append("t1", vec![draft(0)]).wait().unwrap()[0].index, appended_by_a);
+    assert_eq!(a.append("t1", vec![draft(1)]).wait().unwrap()[0].index, appended_by_a + 1);
+    drop(b);
+    assert_eq!(verify_log(&a, "t1"), appended_by_a + 2);
+    assert_eq!(verify_log(&a, "t2"), 24);
+    let signed = a.sign_checkpoint("t2", Arc::new(a.signer("t2").unwrap())).unwrap();
+    assert_eq!(signed.checkpoint.size, 24);
+}
+
+/// Two writers take turns on one tenant across the points where the identity
+/// index is extended: each must build on the other's entries and index.
+#[test]
+fn two_ledgers_take_turns_on_one_tenant() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let (a, b) = (SqliteLedger::open(&path).unwrap(), SqliteLedger::open(&path).unwrap());
+    a.create_log("t", &signer()).unwrap();
+    let identity = |n: u64| ["agent:a", "agent:b", "agent:c"][(n % 3) as usize];
+    let mut n = 0;
+    for (ledger, count) in [(&a, 4_000), (&b, 200), (&a, 4_000), (&b, 100), (&a, 300), (&b, 9)] {
+        let end = n + count;
+        while n < end {
+            let chunk = (end - n).min(1_000);
+            let drafts = (n..n + chunk).map(|k| draft(k).with_terms(Some(identity(k)), None)).collect();
+            assert_eq!(ledger.append("t", drafts).wait().unwrap()[0].index, n);
+            n += chunk;
+        }
+    }
+    assert_eq!(verify_log(&a, "t"), n);
+    for ledger in [&a, &b] {
+        let mut found = Vec::new();
+        let mut query = SearchQuery { identity: Some("agent:b".into()), limit: 1_000, ..SearchQuery::default() };
+        loop {
+            let page = ledger.search("t", &query).unwrap();
+            found.extend(page.entries.iter().map(|entry| entry.index));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(found, (0..n).filter(|k| k % 3 == 1).collect::<Vec<_>>());
+    }
+}
+
+/// Turns a closed version-2 database back into the version-1 shape.
+fn downgrade_to_version_1(path: &std::path::Path) {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    raw.execute_batch(
+        "DROP TABLE search;
+         DROP TABLE search_identity;
+         ALTER TABLE logs DROP COLUMN signer;
+         ALTER TABLE logs DROP COLUMN indexed;
+         PRAGMA user_version = 1;",
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_version_1_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let signed = {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        let drafts = (0..30).map(|n| draft(n).with_terms(Some("agent:a"), Some("allow"))).collect();
+        ledger.append("t", drafts).wait().unwrap();
+        ledger.sign_checkpoint("t", signer()).unwrap()
+    };
+    downgrade_to_version_1(&path);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    let version: i64 =
+        rusqlite::Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
+    assert_eq!(version, 2);
+    // The log, its checkpoint and its chain are intact; its key is not there.
+    assert_eq!(ledger.size("t").unwrap(), 30);
+    assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
+    assert_eq!(ledger.signer("t").unwrap_err(), StoreError::NoSigner { tenant: "t".into() });
+    // Old entries are found by type and time (their terms were never stored).
+    let by_type = SearchQuery { entry_type: Some("test.append".into()), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &by_type).unwrap().entries.len(), 30);
+    let since = SearchQuery { since_us: Some(0), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &since).unwrap().entries.len(), 30);
+    let by_identity = SearchQuery { identity: Some("agent:a".into()), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &by_identity).unwrap().entries.len(), 0);
+    // New entries chain on and carry their terms.
+    ledger.append("t", vec![draft(30).with_terms(Some("agent:a"), None)]).wait().unwrap();
+    let page = ledger.search("t", &by_identity).unwrap();
+    assert_eq!((page.entries.len(), page.entries[0].index), (1, 30));
+    assert_eq!(verify_log(&ledger, "t"), 31);
+    // New tenants have keys.
+    ledger.create_log("u", &signer()).unwrap();
+    assert_eq!(ledger.signer("u").unwrap().to_private_text(), signer().to_private_text());
+    // Opening again changes nothing.
+    drop(ledger);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(ledger.tenants().unwrap(), ["t", "u"]);
+    assert_eq!(ledger.search("t", &by_type).unwrap().entries.len(), 31);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    drop(SqliteLedger::open(&path).unwrap());
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
+    assert!(matches!(SqliteLedger::open(&path), Err(StoreError::Database { .. })));
+}
+
+#[test]
+fn a_corrupted_stored_key_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    ledger.create_log("t", &signer()).unwrap();
+    rusqlite::Connection::open(&path).unwrap().execute("UPDATE logs SET signer = 'PRIVATE+KEY+x'", []).unwrap();
+    assert!(matches!(ledger.signer("t"), Err(StoreError::Corrupt { .. })));
+}
+
+/// The file holds signing keys: only its owner may read it.
+#[cfg(unix)]
+#[test]
+fn the_database_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let ledger = SqliteLedger::open(&path).unwrap();
+    ledger.create_log("t", &signer()).unwrap();
+    ledger.append("t", vec![draft(0)]).wait().unwrap();
+    for file in ["mandate.db", "mandate.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(file)).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{file}");
+    }
 }
