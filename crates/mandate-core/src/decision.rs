@@ -22,7 +22,7 @@ use serde_json::{Map, Value};
 
 use crate::grant::{Coverage, Grant};
 use crate::identity::{ChainError, Directory, IdentityId};
-use crate::policy::{PolicyDecision, PolicyError, PolicyEvaluationError, PolicyRequest, PolicySet};
+use crate::policy::{ChainEntities, PolicyDecision, PolicyError, PolicyEvaluationError, PolicySet};
 
 /// What a decision answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,19 +275,25 @@ pub fn decide(authority: &Authority, request: &Request<'_>, budgets: &dyn Budget
         }
     }
 
-    // 3. Cedar.
-    let attributes: Vec<(IdentityId, &Map<String, Value>)> = chain_ids
-        .iter()
-        .filter_map(|id| authority.directory.get(id).map(|identity| (id.clone(), &identity.attributes)))
-        .collect();
-    let policy_request = PolicyRequest {
-        chain: &attributes,
-        action: request.action,
-        resource: request.resource,
-        context: request.context,
-        amounts: request.amounts,
+    // 3. Cedar, with the chain's entities the directory built when the
+    // acting identity was inserted.
+    let built;
+    let entities = match authority.directory.chain_entities(request.identity) {
+        Some(entities) => entities,
+        // Not reached: the chain resolved, so the identity is stored. Built
+        // here rather than assumed, so that it stays a decision.
+        None => {
+            let attributes: Vec<(IdentityId, &Map<String, Value>)> = chain_ids
+                .iter()
+                .filter_map(|id| authority.directory.get(id).map(|identity| (id.clone(), &identity.attributes)))
+                .collect();
+            built = ChainEntities::from_chain(&attributes);
+            &built
+        }
     };
-    let outcome = match authority.policies.evaluate(&policy_request) {
+    let evaluated =
+        authority.policies.evaluate_chain(entities, request.action, request.resource, request.context, request.amounts);
+    let outcome = match evaluated {
         Ok(outcome) => outcome,
         Err(error) => return deny(chain_ids, policy_error_reason(&error)),
     };

@@ -7,6 +7,8 @@ use std::fmt;
 use ed25519_dalek::VerifyingKey;
 use serde_json::{Map, Value};
 
+use crate::policy::ChainEntities;
+
 /// The longest identity id, in bytes.
 pub const IDENTITY_ID_BYTES_MAX: usize = 128;
 
@@ -253,11 +255,26 @@ impl Chain {
 /// never change. So parent links form a forest whose roots are humans, every
 /// walk up ends at a human within [`CHAIN_DEPTH_MAX`] steps, and there are no
 /// cycles. Kept by [`Directory::insert`], the only way in.
+///
+/// INVARIANT (cached-entities): each identity is stored with the Cedar
+/// entities of its chain, built from its parent's when it is inserted. They
+/// stay true because nothing that goes into them (parents, attributes) ever
+/// changes, and what does change (status) is not in them. Any future way of
+/// changing an identity's attributes must rebuild them for it and all its
+/// descendants.
 #[derive(Debug, Clone, Default)]
 pub struct Directory {
-    identities: BTreeMap<IdentityId, Identity>,
+    identities: BTreeMap<IdentityId, Stored>,
     /// Each identity's direct children, for reporting revocation cascades.
     children: BTreeMap<IdentityId, Vec<IdentityId>>,
+}
+
+/// An identity and what decisions need of it, prepared once.
+#[derive(Debug, Clone)]
+struct Stored {
+    identity: Identity,
+    /// Its chain as Cedar entities (see INVARIANT (cached-entities)).
+    entities: ChainEntities,
 }
 
 impl Directory {
@@ -274,8 +291,8 @@ impl Directory {
         if self.identities.contains_key(&id) {
             return Err(IdentityError::Duplicate { id });
         }
-        match (identity.kind, &identity.parent) {
-            (Kind::Human, None) => {}
+        let parent_entities = match (identity.kind, &identity.parent) {
+            (Kind::Human, None) => None,
             (Kind::Human, Some(_)) => return Err(IdentityError::HumanWithParent { id }),
             (kind @ (Kind::Agent | Kind::Service), None) => return Err(IdentityError::ParentMissing { id, kind }),
             (Kind::Agent | Kind::Service, Some(parent)) => {
@@ -290,17 +307,27 @@ impl Directory {
                 if parent_chain.len() >= CHAIN_DEPTH_MAX {
                     return Err(IdentityError::TooDeep { id });
                 }
-                self.children.entry(parent.clone()).or_default().push(id.clone());
+                let parent_entities = self.identities.get(parent).map(|stored| &stored.entities);
+                Some(
+                    parent_entities
+                        .ok_or_else(|| IdentityError::ParentUnknown { id: id.clone(), parent: parent.clone() })?,
+                )
             }
+        };
+        // INVARIANT (cached-entities): built here, from the parent's.
+        let entities = ChainEntities::extend(parent_entities, &id, &identity.attributes);
+        if let Some(parent) = &identity.parent {
+            self.children.entry(parent.clone()).or_default().push(id.clone());
         }
-        self.identities.insert(id, identity);
+        self.identities.insert(id, Stored { identity, entities });
         Ok(())
     }
 
     /// Revokes an identity, and so the authority of all its descendants.
     /// Returns whether it was active (revoking twice changes nothing).
     pub fn revoke(&mut self, id: &IdentityId) -> Result<bool, IdentityError> {
-        let identity = self.identities.get_mut(id).ok_or_else(|| IdentityError::Unknown { id: id.clone() })?;
+        let identity =
+            &mut self.identities.get_mut(id).ok_or_else(|| IdentityError::Unknown { id: id.clone() })?.identity;
         let was_active = identity.status == Status::Active;
         identity.status = Status::Revoked;
         Ok(was_active)
@@ -308,7 +335,12 @@ impl Directory {
 
     /// The identity with this id.
     pub fn get(&self, id: &IdentityId) -> Option<&Identity> {
-        self.identities.get(id)
+        self.identities.get(id).map(|stored| &stored.identity)
+    }
+
+    /// The Cedar entities of `id`'s chain, built when it was inserted.
+    pub(crate) fn chain_entities(&self, id: &IdentityId) -> Option<&ChainEntities> {
+        self.identities.get(id).map(|stored| &stored.entities)
     }
 
     /// The chain of an effective identity, acting identity first; otherwise
@@ -320,7 +352,7 @@ impl Directory {
         // INVARIANT (rooted-chains): this walk ends at a human within
         // CHAIN_DEPTH_MAX steps; a missing parent is reported, not assumed.
         loop {
-            let Some(identity) = self.identities.get(current) else {
+            let Some(Stored { identity, .. }) = self.identities.get(current) else {
                 return Err(ChainError::Unknown { id: current.clone() });
             };
             if identity.status == Status::Revoked {
@@ -351,7 +383,7 @@ impl Directory {
 
     /// All identities, in id order.
     pub fn iter(&self) -> impl Iterator<Item = &Identity> {
-        self.identities.values()
+        self.identities.values().map(|stored| &stored.identity)
     }
 
     /// How many identities there are.

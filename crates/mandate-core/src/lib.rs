@@ -13,3 +13,4 @@ pub mod grant;
 pub mod identity;
 pub mod pattern;
 pub mod policy;
+pub mod wire;

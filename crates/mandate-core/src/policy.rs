@@ -87,6 +87,24 @@
 //! cannot be evaluated at all is a [`PolicyError`], which callers answer with
 //! a deny.
 //!
+//! # What a decision costs
+//!
+//! Cedar evaluates every policy it is given, and that is most of a
+//! decision's time; the rest is prepared once rather than per request:
+//!
+//! - an identity's entities are built when the directory inserts it, from
+//!   its parent's (`ChainEntities`): parents and attributes never change, so
+//!   a decision builds only its context;
+//! - the set keeps its policies without source locations (rebuilt from
+//!   Cedar's JSON form), which Cedar's evaluator would otherwise copy onto
+//!   every intermediate value;
+//! - policies scoped `action == Mandate::Action::"…"` are kept apart by
+//!   action, with that constraint dropped, and evaluated only for requests
+//!   for their action: for any other action they could only be false.
+//!
+//! None of this changes an answer: the same policies decide, with the same
+//! errors, as if the whole text were given to Cedar with each request.
+//!
 //! # Versions
 //!
 //! [`PolicySet::version_hash`] is the SHA-256 (lowercase hex) of the RFC 8785
@@ -100,8 +118,8 @@ use std::str::FromStr as _;
 use std::sync::Arc;
 
 use cedar_policy::{
-    AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId, EntityTypeName, EntityUid,
-    Policy, PolicyId, Request, RestrictedExpression, Schema, ValidationMode, Validator,
+    ActionConstraint, AuthorizationError, Authorizer, Context, Decision, Effect, Entities, Entity, EntityId,
+    EntityTypeName, EntityUid, Policy, PolicyId, Request, RestrictedExpression, Schema, ValidationMode, Validator,
 };
 use mandate_log::hash::Hash;
 use serde_json::{Map, Value};
@@ -170,10 +188,19 @@ struct Compiled {
     policies_text: String,
     schema_text: Option<String>,
     version_hash: String,
-    cedar: cedar_policy::PolicySet,
+    /// The policies whose scope does not name one action: evaluated for
+    /// every request.
+    every_action: cedar_policy::PolicySet,
+    /// The policies scoped `action == Mandate::Action::"…"`, by action name,
+    /// each with that scope constraint dropped: evaluated only for requests
+    /// for that action, for which the constraint holds. For any other action
+    /// the constraint is false (scope constraints never error), so leaving
+    /// those policies out changes neither the decision nor the errors.
+    by_action: HashMap<String, cedar_policy::PolicySet>,
+    /// How many policies there are in all.
+    policy_count: usize,
     schema: Option<Schema>,
     authorizer: Authorizer,
-    identity_type: EntityTypeName,
     action_type: EntityTypeName,
     resource_type: EntityTypeName,
     /// The ids of permits annotated `@approval("required")`, read once here
@@ -478,9 +505,15 @@ impl PolicySet {
             }
             None => None,
         };
+        // Validation and messages above used the parsed policies, with their
+        // positions in the text; evaluation uses the same policies without
+        // them (see `without_source_locations`).
+        let stripped = without_source_locations(&cedar)?;
         let type_name = |name: &str| {
             EntityTypeName::from_str(name).map_err(|error| PolicyError::Internal { message: error.to_string() })
         };
+        let action_type = type_name(ACTION_ENTITY_TYPE)?;
+        let (every_action, by_action) = split_by_action(&stripped, &action_type)?;
         Ok(PolicySet {
             inner: Arc::new(Compiled {
                 version_hash: version_hash(policies, schema)?,
@@ -488,15 +521,16 @@ impl PolicySet {
                 schema_text: schema.map(str::to_owned),
                 schema: schema_parsed,
                 authorizer: Authorizer::new(),
-                identity_type: type_name(IDENTITY_ENTITY_TYPE)?,
-                action_type: type_name(ACTION_ENTITY_TYPE)?,
+                action_type,
                 resource_type: type_name(RESOURCE_ENTITY_TYPE)?,
                 approval_required: cedar
                     .policies()
                     .filter(|policy| policy.annotation(APPROVAL_ANNOTATION) == Some(APPROVAL_REQUIRED))
                     .map(|policy| policy.id().to_string())
                     .collect(),
-                cedar,
+                policy_count: cedar.num_of_policies(),
+                every_action,
+                by_action,
             }),
         })
     }
@@ -525,12 +559,12 @@ impl PolicySet {
 
     /// The number of policies.
     pub fn len(&self) -> usize {
-        self.inner.cedar.num_of_policies()
+        self.inner.policy_count
     }
 
     /// Whether the set has no policies (and so permits nothing).
     pub fn is_empty(&self) -> bool {
-        self.inner.cedar.is_empty()
+        self.inner.policy_count == 0
     }
 
     /// Evaluates one request, failing closed: an erroring forbid forbids.
@@ -539,20 +573,158 @@ impl PolicySet {
     /// reserved or unrepresentable context value, data that does not match
     /// the schema); the caller must deny.
     pub fn evaluate(&self, request: &PolicyRequest<'_>) -> Result<PolicyOutcome, PolicyError> {
+        let chain = ChainEntities::from_chain(request.chain);
+        self.evaluate_chain(&chain, request.action, request.resource, request.context, request.amounts)
+    }
+
+    /// [`PolicySet::evaluate`] with the chain's entities already built (the
+    /// directory keeps them per identity), so that a decision builds only
+    /// its context. Same checks, in the same order, with the same errors.
+    pub(crate) fn evaluate_chain(
+        &self,
+        chain: &ChainEntities,
+        action: &str,
+        resource: &str,
+        context: &Map<String, Value>,
+        amounts: &BTreeMap<String, u64>,
+    ) -> Result<PolicyOutcome, PolicyError> {
         let inner = &*self.inner;
-        if let Some(key) = RESERVED_CONTEXT_KEYS.iter().find(|key| request.context.contains_key(**key)) {
+        if let Some(key) = RESERVED_CONTEXT_KEYS.iter().find(|key| context.contains_key(**key)) {
             return Err(PolicyError::ReservedContextKey { key: (*key).to_owned() });
         }
-        let (principal, entities) = inner.entities(request.chain)?;
-        let context = context(request)?;
-        let action = EntityUid::from_type_name_and_id(inner.action_type.clone(), EntityId::new(request.action));
-        let resource = EntityUid::from_type_name_and_id(inner.resource_type.clone(), EntityId::new(request.resource));
-        let cedar_request = Request::new(principal, action, resource, context, inner.schema.as_ref())
+        let built = chain.built.as_ref().as_ref().map_err(Clone::clone)?;
+        // With a schema, every evaluation checks the identities against it
+        // (and adds the schema's action entities); without one, the chain's
+        // entities are used as they are, not even copied.
+        let validated;
+        let entities = match &inner.schema {
+            None => &built.entities,
+            Some(schema) => {
+                validated = Entities::from_entities(built.entities.iter().cloned(), Some(schema))
+                    .map_err(|error| PolicyError::Entities { message: message(&error) })?;
+                &validated
+            }
+        };
+        let context = self::context(context, amounts, &built.chain_set)?;
+        let action_name = action;
+        let action = EntityUid::from_type_name_and_id(inner.action_type.clone(), EntityId::new(action));
+        let resource = EntityUid::from_type_name_and_id(inner.resource_type.clone(), EntityId::new(resource));
+        let cedar_request = Request::new(built.principal.clone(), action, resource, context, inner.schema.as_ref())
             .map_err(|error| PolicyError::Request { message: message(&error) })?;
-        let response = inner.authorizer.is_authorized(&cedar_request, &inner.cedar, &entities);
-        Ok(inner.outcome(&response))
+        let mut responses = Vec::with_capacity(2);
+        for set in std::iter::once(&inner.every_action).chain(inner.by_action.get(action_name)) {
+            if !set.is_empty() {
+                responses.push((set, inner.authorizer.is_authorized(&cedar_request, set, entities)));
+            }
+        }
+        Ok(inner.outcome(&responses))
     }
 }
+
+/// One identity's chain as Cedar sees it: a `Mandate::Identity` entity per
+/// identity on the chain, each with its attributes and every identity above
+/// it as a parent; the principal's uid; and the `chain` context set. Or, if
+/// the chain cannot be put to Cedar, the error every evaluation reports.
+///
+/// An identity's parents and attributes never change once it exists, so the
+/// directory builds this once per identity, from its parent's, when the
+/// identity is inserted; a decision then builds no entities at all. Cloning
+/// is cheap: the built chain is shared.
+#[derive(Debug, Clone)]
+pub(crate) struct ChainEntities {
+    built: Arc<Result<BuiltChain, PolicyError>>,
+}
+
+#[derive(Debug)]
+struct BuiltChain {
+    /// The acting identity's uid.
+    principal: EntityUid,
+    /// The ids from the acting identity up to the human.
+    ids: Vec<IdentityId>,
+    /// `ids` as a Cedar set: the context's `chain`.
+    chain_set: RestrictedExpression,
+    /// The chain's entities, transitive closure computed, no schema applied.
+    entities: Entities,
+}
+
+impl ChainEntities {
+    /// Builds the entities of a chain given acting identity first, human last.
+    /// The checks and their order are those of the original per-request
+    /// construction: walking from the human down, a repeated identity, then
+    /// an attribute without a Cedar counterpart, is reported for the first
+    /// identity that has one.
+    pub(crate) fn from_chain(chain: &[(IdentityId, &Map<String, Value>)]) -> ChainEntities {
+        let mut built: Option<ChainEntities> = None;
+        for (id, attributes) in chain.iter().rev() {
+            built = Some(ChainEntities::extend(built.as_ref(), id, attributes));
+        }
+        built.unwrap_or_else(|| ChainEntities { built: Arc::new(Err(PolicyError::EmptyChain)) })
+    }
+
+    /// The chain of `id`, whose parent's chain is `parent` (`None` for a
+    /// human). An error of the parent's chain is the child's too.
+    pub(crate) fn extend(
+        parent: Option<&ChainEntities>,
+        id: &IdentityId,
+        attributes: &Map<String, Value>,
+    ) -> ChainEntities {
+        let above = match parent {
+            None => None,
+            Some(parent) => match parent.built.as_ref() {
+                Ok(above) => Some(above),
+                Err(_) => return parent.clone(),
+            },
+        };
+        ChainEntities { built: Arc::new(BuiltChain::extend(above, id, attributes)) }
+    }
+}
+
+impl BuiltChain {
+    fn extend(
+        above: Option<&BuiltChain>,
+        id: &IdentityId,
+        attributes: &Map<String, Value>,
+    ) -> Result<BuiltChain, PolicyError> {
+        let ids_above = above.map(|above| above.ids.as_slice()).unwrap_or_default();
+        // A linear scan: chains are at most 32 deep, and this allocates nothing.
+        if ids_above.contains(id) {
+            return Err(PolicyError::ChainRepeats { id: id.clone() });
+        }
+        let attrs = record_fields(attributes, 0).map_err(|problem| PolicyError::AttributeValue {
+            identity: id.clone(),
+            error: problem.render("attributes"),
+        })?;
+        let identity_type =
+            IDENTITY_TYPE.as_ref().map_err(|message| PolicyError::Internal { message: message.clone() })?;
+        let principal = EntityUid::from_type_name_and_id(identity_type.clone(), EntityId::new(id.as_str()));
+        let parents: HashSet<EntityUid> = above.map(|above| above.principal.clone()).into_iter().collect();
+        let entity = Entity::new(principal.clone(), attrs, parents).map_err(|error| PolicyError::AttributeValue {
+            identity: id.clone(),
+            error: ValueError {
+                path: "attributes".to_owned(),
+                problem: ValueProblem::Refused { message: error.to_string() },
+            },
+        })?;
+        // The identities above keep their entities (shared, not copied): only
+        // the new one gains ancestors when the closure is repaired.
+        let entities = match above {
+            None => Entities::from_entities([entity], None),
+            Some(above) => above.entities.clone().add_entities([entity], None),
+        }
+        .map_err(|error| PolicyError::Entities { message: message(&error) })?;
+        let mut ids = Vec::with_capacity(ids_above.len() + 1);
+        ids.push(id.clone());
+        ids.extend_from_slice(ids_above);
+        let chain_set = RestrictedExpression::new_set(
+            ids.iter().map(|id| RestrictedExpression::new_string(id.as_str().to_owned())),
+        );
+        Ok(BuiltChain { principal, ids, chain_set, entities })
+    }
+}
+
+/// `Mandate::Identity`, parsed once.
+static IDENTITY_TYPE: std::sync::LazyLock<Result<EntityTypeName, String>> =
+    std::sync::LazyLock::new(|| EntityTypeName::from_str(IDENTITY_ENTITY_TYPE).map_err(|error| error.to_string()));
 
 /// Checks that every attribute value has a Cedar counterpart (see the module
 /// documentation), so that an identity layer can refuse bad attributes when
@@ -562,71 +734,40 @@ pub fn check_attributes(attributes: &Map<String, Value>) -> Result<(), ValueErro
 }
 
 impl Compiled {
-    /// The chain's entities, each with its parent, and the principal's uid.
-    fn entities(&self, chain: &[(IdentityId, &Map<String, Value>)]) -> Result<(EntityUid, Entities), PolicyError> {
-        let uid =
-            |id: &IdentityId| EntityUid::from_type_name_and_id(self.identity_type.clone(), EntityId::new(id.as_str()));
-        let Some((acting, _)) = chain.first() else {
-            return Err(PolicyError::EmptyChain);
-        };
-        let mut entities = Vec::with_capacity(chain.len());
-        let mut parent = None;
-        // Walk from the human down, so each identity's parent uid is at hand.
-        for (index, (id, attributes)) in chain.iter().enumerate().rev() {
-            // A linear scan: chains are at most 32 deep, and this allocates nothing.
-            let above = chain.get(index + 1..).unwrap_or_default();
-            if above.iter().any(|(other, _)| other == id) {
-                return Err(PolicyError::ChainRepeats { id: id.clone() });
-            }
-            let attrs = record_fields(attributes, 0).map_err(|problem| PolicyError::AttributeValue {
-                identity: id.clone(),
-                error: problem.render("attributes"),
-            })?;
-            let me = uid(id);
-            let parents: HashSet<EntityUid> = parent.into_iter().collect();
-            let entity = Entity::new(me.clone(), attrs, parents).map_err(|error| PolicyError::AttributeValue {
-                identity: id.clone(),
-                error: ValueError {
-                    path: "attributes".to_owned(),
-                    problem: ValueProblem::Refused { message: error.to_string() },
-                },
-            })?;
-            entities.push(entity);
-            parent = Some(me);
-        }
-        let entities = Entities::from_entities(entities, self.schema.as_ref())
-            .map_err(|error| PolicyError::Entities { message: message(&error) })?;
-        Ok((uid(acting), entities))
-    }
-
-    /// Reads Cedar's response the Mandate way: errors in forbids forbid.
-    fn outcome(&self, response: &cedar_policy::Response) -> PolicyOutcome {
+    /// Reads Cedar's responses the Mandate way: errors in forbids forbid.
+    ///
+    /// Each response is for one part of the set ([`Compiled::every_action`],
+    /// the action's own part); together they answer as Cedar would for the
+    /// whole set. Cedar's reasons are the satisfied permits of an allow and
+    /// the satisfied forbids of a deny, so a forbid satisfied in any part
+    /// forbids, and otherwise a permit satisfied in any part permits.
+    fn outcome(&self, responses: &[(&cedar_policy::PolicySet, cedar_policy::Response)]) -> PolicyOutcome {
         let mut errors = Vec::new();
-        let mut erroring_forbids = Vec::new();
-        for error in response.diagnostics().errors() {
-            let AuthorizationError::PolicyEvaluationError(error) = error;
-            let id = error.policy_id();
-            errors.push(PolicyEvaluationError { policy: id.to_string(), message: error.inner().to_string() });
-            // INVARIANT (fail-closed): a policy that is not known to be a
-            // permit counts as a forbid when it errors.
-            if self.cedar.policy(id).map(Policy::effect) != Some(Effect::Permit) {
-                erroring_forbids.push(id.to_string());
+        let (mut permits, mut forbids) = (Vec::new(), Vec::new());
+        for (set, response) in responses {
+            for error in response.diagnostics().errors() {
+                let AuthorizationError::PolicyEvaluationError(error) = error;
+                let id = error.policy_id();
+                errors.push(PolicyEvaluationError { policy: id.to_string(), message: error.inner().to_string() });
+                // INVARIANT (fail-closed): a policy that is not known to be a
+                // permit counts as a forbid when it errors.
+                if set.policy(id).map(Policy::effect) != Some(Effect::Permit) {
+                    forbids.push(id.to_string());
+                }
+            }
+            let satisfied = response.diagnostics().reason().map(ToString::to_string);
+            match response.decision() {
+                Decision::Allow => permits.extend(satisfied),
+                Decision::Deny => forbids.extend(satisfied),
             }
         }
         errors.sort_by(|a, b| (&a.policy, &a.message).cmp(&(&b.policy, &b.message)));
-        let satisfied = response.diagnostics().reason();
-        let (decision, mut determining) = match response.decision() {
-            Decision::Allow if erroring_forbids.is_empty() => {
-                (PolicyDecision::Permit, satisfied.map(ToString::to_string).collect())
-            }
-            // Cedar's reasons for an allow are permits: only the errors forbid.
-            Decision::Allow => (PolicyDecision::Forbid, erroring_forbids),
-            Decision::Deny => {
-                let mut forbids: Vec<String> = satisfied.map(ToString::to_string).collect();
-                forbids.extend(erroring_forbids);
-                let decision = if forbids.is_empty() { PolicyDecision::NoPermit } else { PolicyDecision::Forbid };
-                (decision, forbids)
-            }
+        let (decision, mut determining) = if !forbids.is_empty() {
+            (PolicyDecision::Forbid, forbids)
+        } else if !permits.is_empty() {
+            (PolicyDecision::Permit, permits)
+        } else {
+            (PolicyDecision::NoPermit, Vec::new())
         };
         determining.sort_unstable();
         let approval_required =
@@ -674,6 +815,54 @@ fn rename(parsed: &cedar_policy::PolicySet) -> Result<cedar_policy::PolicySet, P
             .map_err(|error| PolicyError::Internal { message: error.to_string() })?;
     }
     Ok(renamed)
+}
+
+/// The same policies rebuilt from Cedar's JSON form, which carries no source
+/// locations. Cedar's evaluator copies an expression's location onto every
+/// intermediate value and error (a reference count taken and dropped per
+/// node); without locations that work disappears, and nothing else changes:
+/// the JSON form is Cedar's lossless exchange format, equality of values
+/// ignores locations, and Mandate reports evaluation errors by their message,
+/// which does not include one.
+fn without_source_locations(cedar: &cedar_policy::PolicySet) -> Result<cedar_policy::PolicySet, PolicyError> {
+    let mut rebuilt = cedar_policy::PolicySet::new();
+    for policy in cedar.policies() {
+        let json = policy.to_json().map_err(|error| PolicyError::Internal { message: error.to_string() })?;
+        let policy = Policy::from_json(Some(policy.id().clone()), json)
+            .map_err(|error| PolicyError::Internal { message: error.to_string() })?;
+        rebuilt.add(policy).map_err(|error| PolicyError::Internal { message: error.to_string() })?;
+    }
+    Ok(rebuilt)
+}
+
+/// Splits a set into the policies every request evaluates and those scoped
+/// to one action (see [`Compiled::by_action`]). Only `action ==` on a
+/// `Mandate::Action` is split out: `action in` depends on the schema's action
+/// groups, and an action of another type never matches a request, so both
+/// stay with every action, where Cedar decides them as before.
+fn split_by_action(
+    cedar: &cedar_policy::PolicySet,
+    action_type: &EntityTypeName,
+) -> Result<(cedar_policy::PolicySet, HashMap<String, cedar_policy::PolicySet>), PolicyError> {
+    let internal = |error: &dyn fmt::Display| PolicyError::Internal { message: error.to_string() };
+    let mut every_action = cedar_policy::PolicySet::new();
+    let mut by_action: HashMap<String, cedar_policy::PolicySet> = HashMap::new();
+    for policy in cedar.policies() {
+        match policy.action_constraint() {
+            ActionConstraint::Eq(action) if action.type_name() == action_type => {
+                let mut json = policy.to_json().map_err(|error| internal(&error))?;
+                let Value::Object(fields) = &mut json else {
+                    return Err(internal(&format!("policy `{}` is not a JSON object", policy.id())));
+                };
+                fields.insert("action".to_owned(), serde_json::json!({ "op": "All" }));
+                let unscoped = Policy::from_json(Some(policy.id().clone()), json).map_err(|error| internal(&error))?;
+                let part = by_action.entry(action.id().unescaped().to_owned()).or_default();
+                part.add(unscoped).map_err(|error| internal(&error))?;
+            }
+            _ => every_action.add(policy.clone()).map_err(|error| internal(&error))?,
+        }
+    }
+    Ok((every_action, by_action))
 }
 
 /// Strict validation; every error, each with its policy, in a stable order.
@@ -724,21 +913,23 @@ fn excerpt(text: &str) -> String {
 }
 
 /// The context: the caller's keys, then `amounts` and `chain`.
-fn context(request: &PolicyRequest<'_>) -> Result<Context, PolicyError> {
-    let mut pairs =
-        record_fields(request.context, 0).map_err(|problem| PolicyError::ContextValue(problem.render("context")))?;
-    let mut amounts = Vec::with_capacity(request.amounts.len());
-    for (dimension, amount) in request.amounts {
+fn context(
+    caller: &Map<String, Value>,
+    amounts: &BTreeMap<String, u64>,
+    chain_set: &RestrictedExpression,
+) -> Result<Context, PolicyError> {
+    let mut pairs = record_fields(caller, 0).map_err(|problem| PolicyError::ContextValue(problem.render("context")))?;
+    let mut amount_fields = Vec::with_capacity(amounts.len());
+    for (dimension, amount) in amounts {
         let Ok(value) = i64::try_from(*amount) else {
             return Err(PolicyError::AmountTooLarge { dimension: dimension.clone(), amount: *amount });
         };
-        amounts.push((dimension.clone(), RestrictedExpression::new_long(value)));
+        amount_fields.push((dimension.clone(), RestrictedExpression::new_long(value)));
     }
-    let amounts = RestrictedExpression::new_record(amounts)
+    let amounts = RestrictedExpression::new_record(amount_fields)
         .map_err(|error| PolicyError::Internal { message: error.to_string() })?;
-    let chain = request.chain.iter().map(|(id, _)| RestrictedExpression::new_string(id.as_str().to_owned()));
     pairs.insert(CONTEXT_AMOUNTS_KEY.to_owned(), amounts);
-    pairs.insert(CONTEXT_CHAIN_KEY.to_owned(), RestrictedExpression::new_set(chain));
+    pairs.insert(CONTEXT_CHAIN_KEY.to_owned(), chain_set.clone());
     Context::from_pairs(pairs).map_err(|error| PolicyError::Internal { message: error.to_string() })
 }
 
@@ -830,4 +1021,231 @@ fn record_fields(object: &Map<String, Value>, depth: usize) -> Result<HashMap<St
         fields.insert(key.clone(), converted);
     }
     Ok(fields)
+}
+
+#[cfg(test)]
+mod tests {
+    //! The prepared evaluation against Cedar given the whole text per
+    //! request, the way the first version of this module did it.
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    /// Policies over the tests' vocabulary: scoped to one action, to several,
+    /// to none, to an action of another type; erroring permits and forbids;
+    /// approval; ancestry and attributes.
+    const CORPUS: [&str; 11] = [
+        r#"@id("p-any") permit(principal, action, resource);"#,
+        r#"@id("p-charge") permit(principal, action == Mandate::Action::"payments.charge", resource)
+           when { context.amounts has usd_cents && context.amounts.usd_cents <= 5000 };"#,
+        r#"@id("f-refund") forbid(principal, action == Mandate::Action::"payments.refund", resource);"#,
+        r#"@id("f-charge-errs") forbid(principal, action == Mandate::Action::"payments.charge", resource)
+           when { principal.missing == 1 };"#,
+        r#"@id("p-refund-errs") permit(principal, action == Mandate::Action::"payments.refund", resource)
+           when { context.nope };"#,
+        r#"@id("p-in") permit(principal in Mandate::Identity::"user:alice",
+           action in [Mandate::Action::"payments.charge", Mandate::Action::"github.push"], resource);"#,
+        r#"@id("f-other-type") forbid(principal, action == Action::"payments.charge", resource);"#,
+        r#"@id("p-approval") @approval("required") permit(principal, action == Mandate::Action::"github.push",
+           resource == Mandate::Resource::"repo://acme/api");"#,
+        r#"@id("f-casino") forbid(principal, action, resource)
+           when { context has merchant && context.merchant == "casino" };"#,
+        r#"@id("f-ops") forbid(principal, action == Mandate::Action::"github.push", resource)
+           when { principal has team && principal.team == "ops" };"#,
+        r#"@id("p-chain") permit(principal, action == Mandate::Action::"payments.charge", resource)
+           when { context.chain.contains("user:bob") && Mandate::Identity::"user:bob".department == "sales" };"#,
+    ];
+
+    const SCHEMA: &str = r#"
+        namespace Mandate {
+            type Amounts = { usd_cents?: Long };
+            entity Identity in [Identity] { department?: String, team?: String };
+            entity Resource;
+            action "payments";
+            action "payments.charge", "payments.refund" in ["payments"] appliesTo {
+                principal: [Identity], resource: [Resource],
+                context: { amounts: Amounts, chain: Set<String>, merchant?: String },
+            };
+        }
+    "#;
+
+    const SCHEMA_POLICIES: &str = r#"
+        @id("group") permit(principal in Mandate::Identity::"user:alice", action in Mandate::Action::"payments", resource);
+        @id("charge-cap") forbid(principal, action == Mandate::Action::"payments.charge", resource)
+        when { context.amounts has usd_cents && context.amounts.usd_cents > 5000 };
+        @id("refund-team") forbid(principal, action == Mandate::Action::"payments.refund", resource)
+        when { principal has team && principal.team == "ops" };
+    "#;
+
+    /// One request's data, owned.
+    #[derive(Debug, Clone)]
+    struct Ask {
+        chain: Vec<(IdentityId, Map<String, Value>)>,
+        action: &'static str,
+        resource: &'static str,
+        context: Map<String, Value>,
+        amounts: BTreeMap<String, u64>,
+    }
+
+    fn object(value: Value) -> Map<String, Value> {
+        match value {
+            Value::Object(object) => object,
+            _ => Map::new(),
+        }
+    }
+
+    fn ask() -> impl Strategy<Value = Ask> {
+        let member = |id: &str, attributes: Value| (IdentityId::parse(id).unwrap(), object(attributes));
+        let chains = vec![
+            vec![member("agent:buyer", json!({"team": "ops"})), member("user:alice", json!({"department": "sales"}))],
+            vec![
+                member("agent:sub", json!({})),
+                member("agent:buyer", json!({"team": "books"})),
+                member("user:bob", json!({"department": "sales"})),
+            ],
+            vec![member("user:alice", json!({}))],
+            vec![member("agent:odd", json!({"score": 0.5})), member("user:alice", json!({}))],
+        ];
+        (
+            prop::sample::select(chains),
+            prop::sample::select(vec!["payments.charge", "payments.refund", "github.push", "other"]),
+            prop::sample::select(vec!["merchant://books", "repo://acme/api"]),
+            prop::sample::select(vec![json!({}), json!({"merchant": "casino"}), json!({"merchant": "books"})]),
+            prop::option::of(prop::sample::select(vec![100_u64, 5000, 6000])),
+        )
+            .prop_map(|(chain, action, resource, context, usd_cents)| Ask {
+                chain,
+                action,
+                resource,
+                context: object(context),
+                amounts: usd_cents.map(|amount| ("usd_cents".to_owned(), amount)).into_iter().collect(),
+            })
+    }
+
+    /// Cedar given everything per request, read as the first version read it.
+    fn reference(text: &str, schema: Option<&str>, ask: &Ask) -> Result<PolicyOutcome, ()> {
+        let cedar = rename(&cedar_policy::PolicySet::from_str(text).unwrap()).unwrap();
+        let schema = schema.map(|text| Schema::from_cedarschema_str(text).unwrap().0);
+        let uid = |id: &IdentityId| {
+            EntityUid::from_type_name_and_id(
+                EntityTypeName::from_str(IDENTITY_ENTITY_TYPE).unwrap(),
+                EntityId::new(id.as_str()),
+            )
+        };
+        let mut entities = Vec::new();
+        for (index, (id, attributes)) in ask.chain.iter().enumerate() {
+            let attrs = record_fields(attributes, 0).map_err(drop)?;
+            let parents: HashSet<EntityUid> =
+                ask.chain.get(index + 1).map(|(parent, _)| uid(parent)).into_iter().collect();
+            entities.push(Entity::new(uid(id), attrs, parents).map_err(drop)?);
+        }
+        let entities = Entities::from_entities(entities, schema.as_ref()).map_err(drop)?;
+        let mut pairs = record_fields(&ask.context, 0).map_err(drop)?;
+        let amounts = ask
+            .amounts
+            .iter()
+            .map(|(key, amount)| (key.clone(), RestrictedExpression::new_long(i64::try_from(*amount).unwrap())));
+        pairs.insert("amounts".to_owned(), RestrictedExpression::new_record(amounts).unwrap());
+        let chain = ask.chain.iter().map(|(id, _)| RestrictedExpression::new_string(id.to_string()));
+        pairs.insert("chain".to_owned(), RestrictedExpression::new_set(chain));
+        let type_name = |name: &str| EntityTypeName::from_str(name).unwrap();
+        let request = Request::new(
+            uid(&ask.chain[0].0),
+            EntityUid::from_type_name_and_id(type_name(ACTION_ENTITY_TYPE), EntityId::new(ask.action)),
+            EntityUid::from_type_name_and_id(type_name(RESOURCE_ENTITY_TYPE), EntityId::new(ask.resource)),
+            Context::from_pairs(pairs).unwrap(),
+            schema.as_ref(),
+        )
+        .map_err(drop)?;
+        let response = Authorizer::new().is_authorized(&request, &cedar, &entities);
+
+        let mut errors = Vec::new();
+        let mut erroring_forbids = Vec::new();
+        for error in response.diagnostics().errors() {
+            let AuthorizationError::PolicyEvaluationError(error) = error;
+            errors.push(PolicyEvaluationError {
+                policy: error.policy_id().to_string(),
+                message: error.inner().to_string(),
+            });
+            if cedar.policy(error.policy_id()).map(Policy::effect) != Some(Effect::Permit) {
+                erroring_forbids.push(error.policy_id().to_string());
+            }
+        }
+        errors.sort_by(|a, b| (&a.policy, &a.message).cmp(&(&b.policy, &b.message)));
+        let satisfied = response.diagnostics().reason();
+        let (decision, mut determining) = match response.decision() {
+            Decision::Allow if erroring_forbids.is_empty() => {
+                (PolicyDecision::Permit, satisfied.map(ToString::to_string).collect())
+            }
+            Decision::Allow => (PolicyDecision::Forbid, erroring_forbids),
+            Decision::Deny => {
+                let mut forbids: Vec<String> = satisfied.map(ToString::to_string).collect();
+                forbids.extend(erroring_forbids);
+                let decision = if forbids.is_empty() { PolicyDecision::NoPermit } else { PolicyDecision::Forbid };
+                (decision, forbids)
+            }
+        };
+        determining.sort_unstable();
+        let approval_required = decision == PolicyDecision::Permit
+            && determining.iter().any(|id| {
+                cedar.policy(&PolicyId::new(id)).and_then(|policy| policy.annotation(APPROVAL_ANNOTATION))
+                    == Some(APPROVAL_REQUIRED)
+            });
+        Ok(PolicyOutcome { decision, determining, errors, approval_required })
+    }
+
+    fn prepared(set: &PolicySet, ask: &Ask) -> Result<PolicyOutcome, ()> {
+        let chain: Vec<(IdentityId, &Map<String, Value>)> =
+            ask.chain.iter().map(|(id, attributes)| (id.clone(), attributes)).collect();
+        let request = PolicyRequest {
+            chain: &chain,
+            action: ask.action,
+            resource: ask.resource,
+            context: &ask.context,
+            amounts: &ask.amounts,
+        };
+        set.evaluate(&request).map_err(drop)
+    }
+
+    #[test]
+    fn actions_are_split_out_only_when_scoped_by_equality() {
+        let set = PolicySet::new(&CORPUS.concat(), None).unwrap();
+        assert_eq!(set.len(), CORPUS.len());
+        let mut split: Vec<(&str, usize)> =
+            set.inner.by_action.iter().map(|(action, part)| (action.as_str(), part.num_of_policies())).collect();
+        split.sort_unstable();
+        assert_eq!(split, [("github.push", 2), ("payments.charge", 3), ("payments.refund", 2)]);
+        assert_eq!(set.inner.every_action.num_of_policies(), 4);
+        for part in set.inner.by_action.values() {
+            assert!(part.policies().all(|policy| policy.action_constraint() == ActionConstraint::Any));
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Same decision, determining policies, errors (messages included)
+        /// and approval as Cedar given the whole text, or an error in both.
+        #[test]
+        fn prepared_evaluation_matches_cedar_given_everything(
+            policies in prop::sample::subsequence(CORPUS.to_vec(), 0..=CORPUS.len()),
+            asks in prop::collection::vec(ask(), 1..8),
+        ) {
+            let text = policies.join("\n");
+            let set = PolicySet::new(&text, None).unwrap();
+            for ask in &asks {
+                prop_assert_eq!(prepared(&set, ask), reference(&text, None, ask), "{:?}", ask);
+            }
+        }
+
+        #[test]
+        fn prepared_evaluation_matches_cedar_with_a_schema(asks in prop::collection::vec(ask(), 1..8)) {
+            let set = PolicySet::new(SCHEMA_POLICIES, Some(SCHEMA)).unwrap();
+            for ask in &asks {
+                prop_assert_eq!(prepared(&set, ask), reference(SCHEMA_POLICIES, Some(SCHEMA), ask), "{:?}", ask);
+            }
+        }
+    }
 }
