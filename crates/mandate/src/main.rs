@@ -5,6 +5,8 @@
 //! panics on any input.
 
 mod demo;
+mod keys;
+mod serve;
 mod verify;
 
 use std::path::PathBuf;
@@ -30,6 +32,48 @@ enum Command {
     /// Exits 0 when everything verifies. Otherwise prints one line naming the
     /// first bad index (or the checkpoint) and why, and exits 1.
     Verify(VerifyArgs),
+    /// Ed25519 keys for signing grants, made and kept on your machine.
+    #[command(subcommand)]
+    Key(keys::KeyCommand),
+    /// Delegation grants, offline: sign one with its grantor's key.
+    #[command(subcommand)]
+    Grant(keys::GrantCommand),
+    /// Run the HTTP server on the embedded store (SQLite in the data
+    /// directory). The first start creates the tenant `default` and prints
+    /// its admin key once (also written to `<data>/admin.key`).
+    Serve(ServeArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
+    data: PathBuf,
+    /// Where to listen (`127.0.0.1:0` picks a free port; the address is printed).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8420")]
+    addr: String,
+    /// The host part of new tenants' log names (`<host>/<tenant>`), which
+    /// checkpoints carry as their origin.
+    #[arg(long, value_name = "HOST", default_value = "localhost")]
+    origin_host: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TenantCommand {
+    /// Create a tenant and print its admin key (works while the server runs).
+    Create {
+        /// The tenant's name (`a-z0-9._-:/@`).
+        name: String,
+        /// The data directory.
+        #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
+        data: PathBuf,
+        /// The host part of the tenant's log name.
+        #[arg(long, value_name = "HOST", default_value = "localhost")]
+        origin_host: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -73,6 +117,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args.data, args.entries),
         Command::Verify(args) => run_verify(args),
+        Command::Key(command) => keys::run_key(command),
+        Command::Grant(command) => keys::run_grant(command),
+        Command::Serve(args) => serve::serve(args.data, args.addr, args.origin_host),
+        Command::Tenant(TenantCommand::Create { name, data, origin_host }) => serve::create(data, name, origin_host),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

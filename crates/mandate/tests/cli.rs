@@ -71,8 +71,8 @@ fn draft(n: u64) -> EntryDraft {
 fn fixture() -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let ledger = SqliteLedger::open(dir.path().join("mandate.db")).unwrap();
-    ledger.create_log("default").unwrap();
     let key = signer(1);
+    ledger.create_log("default", &key).unwrap();
     ledger.append("default", (0..500).map(draft).collect()).wait().unwrap();
     ledger.append("default", (500..PREVIOUS_SIZE).map(draft).collect()).wait().unwrap();
     std::fs::write(dir.path().join("previous"), ledger.sign_checkpoint("default", key.clone()).unwrap().note).unwrap();
@@ -223,7 +223,7 @@ fn foreign_and_inconsistent_checkpoints_are_refused() {
     // cannot extend it.
     let fork_dir = tempfile::tempdir().unwrap();
     let fork = SqliteLedger::open(fork_dir.path().join("fork.db")).unwrap();
-    fork.create_log("default").unwrap();
+    fork.create_log("default", &signer(1)).unwrap();
     fork.append("default", (0..400).map(draft).collect()).wait().unwrap();
     fork.append("default", (10_000..10_300).map(draft).collect()).wait().unwrap();
     std::fs::write(fixture.path("previous"), fork.sign_checkpoint("default", signer(1)).unwrap().note).unwrap();

@@ -1,0 +1,931 @@
+//! The HTTP API (SPEC §4): handlers, request parsing and the OpenAPI
+//! description generated from them.
+//!
+//! Every request body is read as bytes and parsed with the I-JSON parser
+//! (`mandate_log::json::parse_strict`: duplicate keys, lone surrogates and
+//! numbers beyond ±2^53 are refused), then into typed fields with the failing
+//! field's path named in the problem.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use mandate_core::identity::IdentityId;
+use mandate_core::policy::PolicySet;
+use mandate_core::wire;
+use mandate_store::SearchQuery;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+use crate::AppState;
+use crate::problem::{Code, Problem};
+use crate::registry::{Caller, NewAdminKey};
+use crate::state::{Role, hex};
+use crate::tenant::{self, AuthorizeRequest, Op, SUBMISSION_OPS_MAX};
+
+/// The most bytes a request body may have.
+pub const BODY_BYTES_MAX: usize = 256 * 1024;
+
+/// The most entries one `GET /v1/log/entries` answers.
+const ENTRIES_RESPONSE_MAX: u64 = 100_000;
+
+type ApiResult = Result<Response, Problem>;
+
+/// What a route needs of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A change, or a read of authority state: the `admin` role.
+    Admin,
+    /// The log, search and export: `admin` or `auditor`.
+    Audit,
+}
+
+fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Caller, Problem> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .ok_or_else(|| Problem::new(Code::Unauthorized, "send `Authorization: Bearer <key>`"))?;
+    let caller = app.registry.authenticate(token.trim())?;
+    if need == Need::Admin && caller.role != Role::Admin {
+        return Err(Problem::new(Code::Forbidden, format!("a `{}` key may not do this", caller.role.as_str())));
+    }
+    Ok(caller)
+}
+
+/// Reads a body as an I-JSON object.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Problem> {
+    let bytes = body.map_err(|rejection| {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            Problem::new(Code::PayloadTooLarge, format!("the body is over {BODY_BYTES_MAX} bytes"))
+        } else {
+            Problem::new(Code::InvalidJson, rejection.body_text())
+        }
+    })?;
+    match mandate_log::json::parse_strict(&bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(Problem::new(Code::InvalidJson, "the body must be a JSON object")),
+        Err(error) => Err(Problem::new(Code::InvalidJson, format!("the body is not I-JSON: {error}"))),
+    }
+}
+
+/// Reads a body into `T`, naming the field at fault.
+fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(Value::Object(object)).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let field = if path == "." { message_field(&message).unwrap_or_default() } else { path };
+        Problem::field(Code::InvalidField, field.clone(), format!("`{field}`: {message}"))
+    })
+}
+
+/// serde names a missing or unknown field in its message, not in the path.
+fn message_field(message: &str) -> Option<String> {
+    let start = message.find('`')? + 1;
+    let end = start + message.get(start..)?.find('`')?;
+    message.get(start..end).map(str::to_owned)
+}
+
+fn json(status: StatusCode, object: Map<String, Value>) -> Response {
+    (status, Json(Value::Object(object))).into_response()
+}
+
+fn ok(object: Map<String, Value>) -> ApiResult {
+    Ok(json(StatusCode::OK, object))
+}
+
+fn created(object: Map<String, Value>) -> ApiResult {
+    Ok(json(StatusCode::CREATED, object))
+}
+
+fn identity_id(field: &str, text: &str) -> Result<IdentityId, Problem> {
+    IdentityId::parse(text).map_err(|error| Problem::field(Code::InvalidField, field, error.to_string()))
+}
+
+// ---------------------------------------------------------------- operations
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Readiness: every tenant is loaded and the store answers.
+#[utoipa::path(get, path = "/readyz", tag = "operations", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
+pub async fn readyz(State(app): State<AppState>) -> ApiResult {
+    let ledger = app.registry.ledger().clone();
+    let tenants = tokio::task::spawn_blocking(move || ledger.tenants())
+        .await
+        .map_err(|_| Problem::new(Code::Unavailable, "the store check did not finish"))??;
+    let mut body = Map::new();
+    body.insert("status".into(), Value::from("ready"));
+    body.insert("tenants".into(), Value::from(tenants.len()));
+    ok(body)
+}
+
+/// Prometheus metrics: decisions by outcome, decision latency, log sizes.
+#[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
+pub async fn metrics(State(app): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// This API's OpenAPI 3.1 description.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations", responses((status = 200, description = "OpenAPI 3.1")))]
+pub async fn openapi_json() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], openapi_text()).into_response()
+}
+
+/// The OpenAPI description as pretty JSON.
+pub fn openapi_text() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------- identities
+
+/// `POST /v1/identities`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct IdentityCreate {
+    /// 1–128 characters of `A-Za-z0-9._:@/-`.
+    id: String,
+    /// `human`, `agent` or `service`.
+    kind: String,
+    /// Null only for humans.
+    parent: Option<String>,
+    /// Standard base64 of the 32-byte Ed25519 key its grants are signed with.
+    public_key: Option<String>,
+    /// Free attributes, visible to Cedar.
+    #[schema(value_type = Object)]
+    attributes: Option<Map<String, Value>>,
+}
+
+/// Registers an identity.
+#[utoipa::path(post, path = "/v1/identities", tag = "identities", request_body = IdentityCreate,
+    responses((status = 201, description = "the identity, with `log_index`"), (status = 400, description = "invalid field"),
+        (status = 409, description = "exists"), (status = 422, description = "cannot be placed in the tree")))]
+pub async fn create_identity(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let identity = wire::identity_from_json(&json_object(body)?)?;
+    created(caller.tenant.submit_one(Op::CreateIdentity(identity)).await?)
+}
+
+/// Query of `GET /v1/identities`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct IdentityList {
+    /// Only the children of this identity.
+    parent: Option<String>,
+    /// Return identities with ids after this one.
+    after: Option<String>,
+    /// At most this many (default 100, at most 1000).
+    limit: Option<usize>,
+}
+
+/// Lists identities in id order.
+#[utoipa::path(get, path = "/v1/identities", tag = "identities", params(IdentityList),
+    responses((status = 200, description = "`{identities, next}`")))]
+pub async fn list_identities(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<IdentityList>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let page = caller
+        .tenant
+        .read(|state| {
+            let mut identities = Vec::new();
+            let mut next = None;
+            let matching = state.authority.directory.iter().filter(|identity| {
+                query.after.as_deref().is_none_or(|after| identity.id.as_str() > after)
+                    && query
+                        .parent
+                        .as_deref()
+                        .is_none_or(|parent| identity.parent.as_ref().is_some_and(|p| p.as_str() == parent))
+            });
+            for identity in matching {
+                if identities.len() == limit {
+                    next = identities.last().and_then(|last: &Value| last.get("id").cloned());
+                    break;
+                }
+                identities.push(Value::Object(tenant::identity_view(state, &identity.id).unwrap_or_default()));
+            }
+            (identities, next)
+        })
+        .await?;
+    let mut body = Map::new();
+    body.insert("identities".into(), Value::Array(page.0));
+    body.insert("next".into(), page.1.unwrap_or(Value::Null));
+    ok(body)
+}
+
+/// One identity, with whether it is effective.
+#[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", params(("id" = String, Path, description = "identity id (percent-encode `/`)")),
+    responses((status = 200, description = "the identity"), (status = 404, description = "no such identity")))]
+pub async fn get_identity(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let id = IdentityId::parse(&id).map_err(|_| Problem::not_found("identity"))?;
+    ok(caller.tenant.read(|state| tenant::identity_view(state, &id)).await??)
+}
+
+/// Revokes an identity: it and every descendant lose authority at once.
+#[utoipa::path(post, path = "/v1/identities/{id}/revoke", tag = "identities", params(("id" = String, Path, description = "identity id")),
+    responses((status = 200, description = "the identity, with `revoked_descendants` and `log_index`"), (status = 404, description = "no such identity")))]
+pub async fn revoke_identity(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let id = IdentityId::parse(&id).map_err(|_| Problem::not_found("identity"))?;
+    ok(caller.tenant.submit_one(Op::RevokeIdentity(id)).await?)
+}
+
+// ---------------------------------------------------------------- grants
+
+/// `POST /v1/grants`.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct GrantCreate {
+    /// Who receives the authority.
+    grantee: String,
+    /// The grantee's parent.
+    grantor: String,
+    /// Action patterns: `payments.charge`, `github.*`, `*`.
+    actions: Vec<String>,
+    /// Resource patterns with `*` as a suffix wildcard.
+    resources: Vec<String>,
+    /// Per-call limits by dimension, in minor units.
+    #[schema(value_type = Object)]
+    limits: Option<BTreeMap<String, u64>>,
+    /// RFC 3339.
+    not_before: Option<String>,
+    /// RFC 3339.
+    expires_at: Option<String>,
+    /// Standard base64 Ed25519 signature by the grantor's registered key over
+    /// the RFC 8785 form of the grant without `signature`.
+    signature: Option<String>,
+}
+
+/// Stores a grant after checking that it is no wider than its grantor's.
+#[utoipa::path(post, path = "/v1/grants", tag = "grants", request_body = GrantCreate,
+    responses((status = 201, description = "the grant, with `id` and `log_index`"), (status = 400, description = "invalid field"),
+        (status = 422, description = "wider than the grantor's authority, wrong grantor, or bad signature")))]
+pub async fn create_grant(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let grant = wire::grant_from_json(&json_object(body)?, uuid::Uuid::now_v7().to_string())?;
+    created(caller.tenant.submit_one(Op::CreateGrant(grant)).await?)
+}
+
+/// Query of `GET /v1/grants`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct GrantList {
+    /// The grantee whose grants to list.
+    grantee: String,
+}
+
+/// The grants held by one identity.
+#[utoipa::path(get, path = "/v1/grants", tag = "grants", params(GrantList), responses((status = 200, description = "`{grants}`")))]
+pub async fn list_grants(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<GrantList>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let grantee = identity_id("grantee", &query.grantee)?;
+    let grants = caller
+        .tenant
+        .read(|state| {
+            state
+                .authority
+                .grants
+                .get(&grantee)
+                .into_iter()
+                .flatten()
+                .map(|held| Value::Object(tenant::grant_view(held)))
+                .collect()
+        })
+        .await?;
+    let mut body = Map::new();
+    body.insert("grants".into(), Value::Array(grants));
+    ok(body)
+}
+
+/// One grant.
+#[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path, description = "grant id")),
+    responses((status = 200, description = "the grant"), (status = 404, description = "no such grant")))]
+pub async fn get_grant(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller
+        .tenant
+        .read(|state| state.grant(&id).map(tenant::grant_view))
+        .await?
+        .ok_or_else(|| Problem::not_found("grant"))?)
+}
+
+/// Revokes a grant.
+#[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path, description = "grant id")),
+    responses((status = 200, description = "the grant"), (status = 404, description = "no such grant")))]
+pub async fn revoke_grant(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.submit_one(Op::RevokeGrant(id)).await?)
+}
+
+// ---------------------------------------------------------------- policies
+
+/// `PUT /v1/policies`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PoliciesPut {
+    /// Cedar policies, each with `@id("…")`.
+    policies: String,
+    /// A Cedar schema: when given, policies are validated strictly.
+    schema: Option<String>,
+}
+
+/// Replaces the policy set with a new version, after validating it.
+#[utoipa::path(put, path = "/v1/policies", tag = "policies", request_body = PoliciesPut,
+    responses((status = 200, description = "the new version"), (status = 422, description = "does not parse or validate")))]
+pub async fn put_policies(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let put: PoliciesPut = typed(json_object(body)?)?;
+    // Cedar compiles here, off the sequencer.
+    let set = tokio::task::spawn_blocking(move || PolicySet::new(&put.policies, put.schema.as_deref()))
+        .await
+        .map_err(|_| Problem::new(Code::Internal, "policy compilation did not finish"))?
+        .map_err(|error| {
+            let field = if error.to_string().contains("schema") { "schema" } else { "policies" };
+            Problem::field(Code::InvalidPolicy, field, error.to_string())
+        })?;
+    ok(caller.tenant.submit_one(Op::PutPolicies(set)).await?)
+}
+
+/// The current policy set.
+#[utoipa::path(get, path = "/v1/policies", tag = "policies", responses((status = 200, description = "`{version, policy_hash, policies, schema}`")))]
+pub async fn get_policies(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.read(tenant::policies_view).await?)
+}
+
+/// Every version of the policy set.
+#[utoipa::path(get, path = "/v1/policies/versions", tag = "policies", responses((status = 200, description = "`{versions}`")))]
+pub async fn policy_versions(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let versions = caller
+        .tenant
+        .read(|state| {
+            state
+                .policy_versions
+                .iter()
+                .map(|version| {
+                    let mut object = Map::new();
+                    object.insert("log_index".into(), Value::from(version.log_index));
+                    object.insert("policy_hash".into(), Value::from(version.policy_hash.as_str()));
+                    object.insert("time".into(), Value::from(version.time.as_str()));
+                    object.insert("version".into(), Value::from(version.version));
+                    Value::Object(object)
+                })
+                .collect()
+        })
+        .await?;
+    let mut body = Map::new();
+    body.insert("versions".into(), Value::Array(versions));
+    ok(body)
+}
+
+// ---------------------------------------------------------------- settings and keys
+
+/// The tenant's settings.
+#[utoipa::path(get, path = "/v1/settings", tag = "tenant", responses((status = 200, description = "`{require_signed_grants, record_inputs}`")))]
+pub async fn get_settings(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.read(|state| state.settings.to_json()).await?)
+}
+
+/// Changes the settings given (`require_signed_grants`, `record_inputs`).
+#[utoipa::path(patch, path = "/v1/settings", tag = "tenant", request_body = Object, responses((status = 200, description = "the settings")))]
+pub async fn patch_settings(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.submit_one(Op::UpdateSettings(json_object(body)?)).await?)
+}
+
+/// `POST /v1/admin-keys`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AdminKeyCreate {
+    /// `admin` or `auditor`.
+    role: String,
+}
+
+/// Issues an admin key; the answer's `key` is shown this once.
+#[utoipa::path(post, path = "/v1/admin-keys", tag = "tenant", request_body = AdminKeyCreate, responses((status = 201, description = "`{id, role, key}`")))]
+pub async fn create_admin_key(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: AdminKeyCreate = typed(json_object(body)?)?;
+    let role = Role::parse(&request.role)
+        .ok_or_else(|| Problem::field(Code::InvalidField, "role", "`role` must be \"admin\" or \"auditor\""))?;
+    let key = NewAdminKey::generate()?;
+    let op = Op::CreateAdminKey { key_id: key.key_id.clone(), role, secret_sha256: key.secret_sha256 };
+    let mut answer = caller.tenant.submit_one(op).await?;
+    app.registry.add_key(&key.key_id, caller.tenant.name());
+    answer.insert("key".into(), Value::from(key.token));
+    created(answer)
+}
+
+/// Revokes an admin key.
+#[utoipa::path(post, path = "/v1/admin-keys/{id}/revoke", tag = "tenant", params(("id" = String, Path, description = "key id")), responses((status = 200, description = "the key")))]
+pub async fn revoke_admin_key(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.submit_one(Op::RevokeAdminKey(id)).await?)
+}
+
+// ---------------------------------------------------------------- decisions
+
+/// `POST /v1/authorize`: the question.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBody {
+    /// The acting identity (with an admin key; agent tokens act as their own).
+    identity: String,
+    /// The action, e.g. `payments.charge`.
+    action: String,
+    /// The resource, e.g. `merchant://books`.
+    resource: String,
+    /// Cedar's `context` (must not use the reserved keys `amounts` and `chain`).
+    #[schema(value_type = Object)]
+    context: Option<Map<String, Value>>,
+    /// Amounts in minor units by dimension.
+    #[schema(value_type = Object)]
+    amounts: Option<BTreeMap<String, u64>>,
+    /// The tool's raw input: only its SHA-256 is recorded unless the tenant records inputs in full.
+    #[schema(value_type = Object)]
+    input: Option<Value>,
+    /// Idempotency key.
+    request_id: Option<String>,
+    /// How long a reservation is held, in seconds.
+    reservation_ttl_s: Option<u64>,
+    /// The agent run this decision belongs to.
+    session_id: Option<String>,
+    /// W3C trace-context trace id (32 lowercase hex digits).
+    trace_id: Option<String>,
+}
+
+/// `POST /v1/authorize/batch`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuthorizeBatch {
+    /// Up to 30 requests, decided in order.
+    requests: Vec<AuthorizeBody>,
+}
+
+const SHORT_TEXT_MAX: usize = 256;
+
+fn short_text(field: &str, text: Option<String>) -> Result<Option<String>, Problem> {
+    match text {
+        Some(text) if text.is_empty() || text.len() > SHORT_TEXT_MAX => {
+            Err(Problem::field(Code::InvalidField, field, format!("`{field}` must be 1 to {SHORT_TEXT_MAX} bytes")))
+        }
+        other => Ok(other),
+    }
+}
+
+fn check_request(body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
+    let name = |field: &str| format!("{prefix}{field}");
+    let identity = identity_id(&name("identity"), &body.identity)?;
+    for (field, text) in [("action", &body.action), ("resource", &body.resource)] {
+        if text.is_empty() || text.len() > 1024 {
+            return Err(Problem::field(Code::InvalidField, name(field), format!("`{field}` must be 1 to 1024 bytes")));
+        }
+    }
+    let context = body.context.unwrap_or_default();
+    for reserved in ["amounts", "chain"] {
+        if context.contains_key(reserved) {
+            let field = name(&format!("context.{reserved}"));
+            return Err(Problem::field(
+                Code::InvalidField,
+                field,
+                format!("`context.{reserved}` is reserved: Mandate sets it"),
+            ));
+        }
+    }
+    let amounts = body.amounts.unwrap_or_default();
+    for (dimension, amount) in &amounts {
+        if *amount > mandate_log::json::SAFE_INTEGER_MAX {
+            return Err(Problem::field(
+                Code::InvalidField,
+                name(&format!("amounts.{dimension}")),
+                "amounts are at most 2^53-1",
+            ));
+        }
+        if dimension.is_empty()
+            || dimension.len() > 64
+            || !dimension.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            return Err(Problem::field(
+                Code::InvalidField,
+                name("amounts"),
+                format!("dimension `{dimension}` must be 1 to 64 of `a-z0-9_`"),
+            ));
+        }
+    }
+    let input_sha256 = match &body.input {
+        Some(input) => {
+            let canonical = mandate_log::json::canonicalize(input)
+                .map_err(|error| Problem::field(Code::InvalidField, name("input"), error.to_string()))?;
+            Some(hex(&Sha256::digest(&canonical)))
+        }
+        None => None,
+    };
+    if let Some(trace_id) = &body.trace_id
+        && (trace_id.len() != 32
+            || !trace_id.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            || trace_id.bytes().all(|b| b == b'0'))
+    {
+        return Err(Problem::field(
+            Code::InvalidField,
+            name("trace_id"),
+            "`trace_id` must be 32 lowercase hex digits, not all zero",
+        ));
+    }
+    if body.reservation_ttl_s.is_some_and(|ttl| ttl == 0 || ttl > 86_400) {
+        return Err(Problem::field(
+            Code::InvalidField,
+            name("reservation_ttl_s"),
+            "`reservation_ttl_s` must be 1 to 86400",
+        ));
+    }
+    Ok(AuthorizeRequest {
+        identity,
+        action: body.action,
+        resource: body.resource,
+        context,
+        amounts,
+        input: body.input,
+        input_sha256,
+        request_id: short_text(&name("request_id"), body.request_id)?,
+        session_id: short_text(&name("session_id"), body.session_id)?,
+        trace_id: body.trace_id,
+    })
+}
+
+fn record_decision(app: &AppState, started: Instant, answer: &Map<String, Value>) {
+    let outcome = answer.get("decision").and_then(Value::as_str).unwrap_or("error").to_owned();
+    app.metrics.decision(&outcome, started.elapsed());
+}
+
+/// Decides (SPEC §3). A deny is an answer: HTTP 200.
+#[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
+    responses((status = 200, description = "`{decision, decision_id, reasons, chain, policies, budgets, reservation, approval, log_index}`"),
+        (status = 400, description = "invalid field")))]
+pub async fn authorize(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let started = Instant::now();
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request = check_request(typed(json_object(body)?)?, "")?;
+    let answer = caller.tenant.submit_one(Op::Authorize(Box::new(request))).await?;
+    record_decision(&app, started, &answer);
+    ok(answer)
+}
+
+/// Decides up to 30 requests in order, in one commit.
+#[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = AuthorizeBatch,
+    responses((status = 200, description = "`{results}`: one answer (or problem) per request, in order")))]
+pub async fn authorize_batch(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let started = Instant::now();
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let batch: AuthorizeBatch = typed(json_object(body)?)?;
+    if batch.requests.is_empty() || batch.requests.len() > SUBMISSION_OPS_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "requests",
+            format!("`requests` holds 1 to {SUBMISSION_OPS_MAX} requests"),
+        ));
+    }
+    let ops = batch
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| {
+            check_request(body, &format!("requests[{i}].")).map(|request| Op::Authorize(Box::new(request)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let results = caller.tenant.submit(ops).await?;
+    let results = results
+        .into_iter()
+        .map(|result| match result {
+            Ok(answer) => {
+                record_decision(&app, started, &answer);
+                Value::Object(answer)
+            }
+            Err(problem) => Value::Object(problem.to_json()),
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert("results".into(), Value::Array(results));
+    ok(body)
+}
+
+// ---------------------------------------------------------------- the log
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, Problem> + Send + 'static) -> Result<T, Problem> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| Problem::new(Code::Internal, "a storage task did not finish"))?
+}
+
+fn text(content_type: &'static str, body: String) -> ApiResult {
+    Ok(([(header::CONTENT_TYPE, content_type)], body).into_response())
+}
+
+/// A signed checkpoint of everything committed (a C2SP signed note).
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", responses((status = 200, description = "signed note", content_type = "text/plain")))]
+pub async fn checkpoint(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let (ledger, tenant) = (app.registry.ledger().clone(), caller.tenant.clone());
+    let signed = blocking(move || Ok(ledger.sign_checkpoint(tenant.name(), tenant.signer())?)).await?;
+    text("text/plain; charset=utf-8", signed.note)
+}
+
+/// Query of `GET /v1/log/entries`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct EntriesQuery {
+    /// First index (inclusive).
+    start: u64,
+    /// Last index (exclusive); at most 100,000 entries per request.
+    end: u64,
+}
+
+/// Entries `[start, end)`, one canonical entry per line.
+#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery), responses((status = 200, description = "JSONL", content_type = "application/x-ndjson")))]
+pub async fn entries(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<EntriesQuery>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let (start, end) = (query.start, query.end);
+    if start > end || end - start > ENTRIES_RESPONSE_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "end",
+            format!("need start ≤ end and at most {ENTRIES_RESPONSE_MAX} entries"),
+        ));
+    }
+    let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
+    let size = {
+        let (ledger, name) = (ledger.clone(), name.clone());
+        blocking(move || Ok(ledger.size(&name)?)).await?
+    };
+    if end > size {
+        return Err(Problem::field(Code::InvalidField, "end", format!("the log has {size} entries")));
+    }
+    // Pages are read on a blocking thread and streamed as they come.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    tokio::task::spawn_blocking(move || {
+        let mut at = start;
+        while at < end {
+            let page_end = end.min(at + mandate_store::ENTRIES_PAGE_MAX);
+            let chunk = match ledger.entries(&name, at, page_end) {
+                Ok(page) => {
+                    let mut chunk = Vec::new();
+                    for entry in page {
+                        chunk.extend_from_slice(&entry.bytes);
+                        chunk.push(b'\n');
+                    }
+                    Ok(Bytes::from(chunk))
+                }
+                Err(error) => Err(std::io::Error::other(error.to_string())),
+            };
+            let failed = chunk.is_err();
+            if sender.blocking_send(chunk).is_err() || failed {
+                return;
+            }
+            at = page_end;
+        }
+    });
+    let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
+}
+
+fn base64_hashes(hashes: &[mandate_log::Hash]) -> Value {
+    use base64::Engine as _;
+    Value::Array(
+        hashes
+            .iter()
+            .map(|hash| Value::from(base64::engine::general_purpose::STANDARD.encode(hash.as_bytes())))
+            .collect(),
+    )
+}
+
+/// Query of `GET /v1/log/proof/inclusion`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct InclusionQuery {
+    /// The entry.
+    index: u64,
+    /// The tree size (a checkpoint's).
+    size: u64,
+}
+
+/// The RFC 9162 inclusion proof of an entry in the tree of `size` entries.
+#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", params(InclusionQuery), responses((status = 200, description = "`{index, size, hashes}` (base64)")))]
+pub async fn inclusion_proof(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<InclusionQuery>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
+    let proof = blocking(move || Ok(ledger.inclusion_proof(&name, query.index, query.size)?)).await?;
+    let mut body = Map::new();
+    body.insert("hashes".into(), base64_hashes(&proof));
+    body.insert("index".into(), Value::from(query.index));
+    body.insert("size".into(), Value::from(query.size));
+    ok(body)
+}
+
+/// Query of `GET /v1/log/proof/consistency`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ConsistencyQuery {
+    /// The older size.
+    from: u64,
+    /// The newer size.
+    to: u64,
+}
+
+/// The RFC 9162 consistency proof between two tree sizes.
+#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", params(ConsistencyQuery), responses((status = 200, description = "`{from, to, hashes}` (base64)")))]
+pub async fn consistency_proof(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ConsistencyQuery>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
+    let proof = blocking(move || Ok(ledger.consistency_proof(&name, query.from, query.to)?)).await?;
+    let mut body = Map::new();
+    body.insert("from".into(), Value::from(query.from));
+    body.insert("hashes".into(), base64_hashes(&proof));
+    body.insert("to".into(), Value::from(query.to));
+    ok(body)
+}
+
+/// Query of `GET /v1/log/receipt`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ReceiptQuery {
+    /// The entry.
+    index: u64,
+}
+
+/// A `c2sp.org/tlog-proof@v1` receipt: the entry's inclusion in a signed checkpoint.
+#[utoipa::path(get, path = "/v1/log/receipt", tag = "log", params(ReceiptQuery), responses((status = 200, description = "receipt", content_type = "text/plain")))]
+pub async fn receipt(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<ReceiptQuery>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let (ledger, tenant) = (app.registry.ledger().clone(), caller.tenant.clone());
+    let receipt = blocking(move || {
+        let signed = ledger.sign_checkpoint(tenant.name(), tenant.signer())?;
+        if query.index >= signed.checkpoint.size {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "index",
+                format!("the log has {} entries", signed.checkpoint.size),
+            ));
+        }
+        let proof = ledger.inclusion_proof(tenant.name(), query.index, signed.checkpoint.size)?;
+        Ok(mandate_log::Receipt { extra: None, index: query.index, proof, checkpoint_note: signed.note })
+    })
+    .await?;
+    text("text/plain; charset=utf-8", receipt.to_text())
+}
+
+/// The verifier key of the tenant's log (C2SP signed-note format).
+#[utoipa::path(get, path = "/v1/log/public-key", tag = "log", responses((status = 200, description = "verifier key", content_type = "text/plain")))]
+pub async fn public_key(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    text("text/plain; charset=utf-8", format!("{}\n", caller.tenant.signer().verifier()))
+}
+
+/// Query of `GET /v1/log/search`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct SearchParams {
+    /// The identity an entry is about (a decision's acting identity, a created identity, a grant's grantee).
+    identity: Option<String>,
+    /// Entry type, e.g. `decision`.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    entry_type: Option<String>,
+    /// `allow`, `deny` or `pending`.
+    decision: Option<String>,
+    /// RFC 3339, inclusive.
+    since: Option<String>,
+    /// RFC 3339, exclusive.
+    until: Option<String>,
+    /// At most this many entries (default 100, at most 1000).
+    limit: Option<usize>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn micros(field: &str, text: Option<&str>) -> Result<Option<i64>, Problem> {
+    text.map(|text| {
+        text.parse::<jiff::Timestamp>()
+            .map(|at| at.as_microsecond())
+            .map_err(|error| Problem::field(Code::InvalidField, field, format!("`{field}` is not RFC 3339: {error}")))
+    })
+    .transpose()
+}
+
+/// Entries matching every filter given, oldest first. A page may hold fewer
+/// than `limit` entries; continue while `next_cursor` is not null.
+#[utoipa::path(get, path = "/v1/log/search", tag = "log", params(SearchParams), responses((status = 200, description = "`{entries, next_cursor}`")))]
+pub async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): Query<SearchParams>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let after = match params.cursor.as_deref() {
+        Some(cursor) => Some(
+            cursor
+                .parse::<u64>()
+                .map_err(|_| Problem::field(Code::InvalidField, "cursor", "not a cursor from this API"))?,
+        ),
+        None => None,
+    };
+    let query = SearchQuery {
+        identity: params.identity,
+        entry_type: params.entry_type,
+        decision: params.decision,
+        since_us: micros("since", params.since.as_deref())?,
+        until_us: micros("until", params.until.as_deref())?,
+        after,
+        limit: params.limit.unwrap_or(100).clamp(1, 1000),
+    };
+    let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
+    let page = blocking(move || Ok(ledger.search(&name, &query)?)).await?;
+    let entries = page
+        .entries
+        .iter()
+        .map(|entry| {
+            serde_json::from_slice::<Value>(&entry.bytes)
+                .map_err(|error| Problem::new(Code::Internal, error.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut body = Map::new();
+    body.insert("entries".into(), Value::Array(entries));
+    body.insert("next_cursor".into(), page.next.map_or(Value::Null, |next| Value::from(next.to_string())));
+    ok(body)
+}
+
+/// Any other path.
+pub async fn fallback() -> Problem {
+    Problem::new(Code::NotFound, "no such route")
+}
+
+/// The OpenAPI description, generated from the handlers above.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Mandate", description = "Authority, budgets and a verifiable audit log for AI agents."),
+    paths(
+        healthz, readyz, metrics, openapi_json,
+        create_identity, list_identities, get_identity, revoke_identity,
+        create_grant, list_grants, get_grant, revoke_grant,
+        put_policies, get_policies, policy_versions,
+        get_settings, patch_settings, create_admin_key, revoke_admin_key,
+        authorize, authorize_batch,
+        checkpoint, entries, inclusion_proof, consistency_proof, receipt, public_key, search,
+    ),
+    components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+/// Declares the bearer scheme.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}

@@ -1,0 +1,157 @@
+//! Mandate's HTTP server.
+//!
+//! - [`state`]: a tenant's state as the fold of its log.
+//! - [`tenant`]: one tenant at run time: its sequencer (the only writer of its
+//!   state and log, group-committing batches) and committed reads.
+//! - [`registry`]: the tenants served, tenant creation, admin keys.
+//! - [`api`]: the HTTP handlers and the OpenAPI description.
+//! - [`problem`]: RFC 9457 errors with stable codes.
+
+pub mod api;
+pub mod problem;
+pub mod registry;
+pub mod state;
+pub mod tenant;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use mandate_store::Ledger;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub use registry::{CreateTenantError, NewAdminKey, Registry, create_tenant};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    /// The tenants.
+    pub registry: Arc<Registry>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// The Prometheus recorder: one per process, since `metrics` records into a
+/// global.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    handle: PrometheusHandle,
+}
+
+static RECORDER: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+impl Metrics {
+    /// The process's recorder, installed on first use.
+    pub fn global() -> Option<Metrics> {
+        RECORDER
+            .get_or_init(|| {
+                let buckets = [0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25, 1.0];
+                PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Full("mandate_decision_seconds".into()), &buckets)
+                    .ok()?
+                    .install_recorder()
+                    .ok()
+            })
+            .clone()
+            .map(|handle| Metrics { handle })
+    }
+
+    /// Counts a decision and its latency.
+    pub fn decision(&self, outcome: &str, elapsed: Duration) {
+        metrics::counter!("mandate_decisions_total", "outcome" => outcome.to_owned()).increment(1);
+        metrics::histogram!("mandate_decision_seconds").record(elapsed.as_secs_f64());
+    }
+
+    /// The text exposition, with each tenant's log size.
+    pub fn render(&self) -> String {
+        self.handle.render()
+    }
+}
+
+/// The router of the whole API.
+pub fn router(app: AppState) -> Router {
+    use api::*;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/v1/identities", post(create_identity).get(list_identities))
+        .route("/v1/identities/{id}", get(get_identity))
+        .route("/v1/identities/{id}/revoke", post(revoke_identity))
+        .route("/v1/grants", post(create_grant).get(list_grants))
+        .route("/v1/grants/{id}", get(get_grant))
+        .route("/v1/grants/{id}/revoke", post(revoke_grant))
+        .route("/v1/policies", axum::routing::put(put_policies).get(get_policies))
+        .route("/v1/policies/versions", get(policy_versions))
+        .route("/v1/settings", get(get_settings).patch(patch_settings))
+        .route("/v1/admin-keys", post(create_admin_key))
+        .route("/v1/admin-keys/{id}/revoke", post(revoke_admin_key))
+        .route("/v1/authorize", post(authorize))
+        .route("/v1/authorize/batch", post(authorize_batch))
+        .route("/v1/log/checkpoint", get(checkpoint))
+        .route("/v1/log/entries", get(entries))
+        .route("/v1/log/proof/inclusion", get(inclusion_proof))
+        .route("/v1/log/proof/consistency", get(consistency_proof))
+        .route("/v1/log/receipt", get(receipt))
+        .route("/v1/log/public-key", get(public_key))
+        .route("/v1/log/search", get(search))
+        .fallback(fallback)
+        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .with_state(app)
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// A tenant failed to load.
+    #[error("loading tenants: {0}")]
+    Load(#[from] tenant::LoadError),
+    /// The metrics recorder could not be installed.
+    #[error("the metrics recorder could not be installed")]
+    Metrics,
+    /// Listening failed.
+    #[error("listening on {addr}: {error}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// Why.
+        error: std::io::Error,
+    },
+    /// Serving failed.
+    #[error("serving: {0}")]
+    Serve(std::io::Error),
+}
+
+/// A server bound to its address, not yet serving.
+pub struct Bound {
+    listener: tokio::net::TcpListener,
+    app: AppState,
+}
+
+impl Bound {
+    /// Loads every tenant of `ledger` and binds `addr`. Call inside a tokio
+    /// runtime: the tenants' sequencers start on it.
+    pub async fn bind(ledger: Arc<dyn Ledger>, addr: &str) -> Result<Bound, ServeError> {
+        let registry = tokio::task::block_in_place(|| Registry::load(ledger))?;
+        let metrics = Metrics::global().ok_or(ServeError::Metrics)?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|error| ServeError::Listen { addr: addr.to_owned(), error })?;
+        Ok(Bound { listener, app: AppState { registry: Arc::new(registry), metrics } })
+    }
+
+    /// The address actually bound (with the port chosen for `:0`).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.listener.local_addr().ok()
+    }
+
+    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve)
+    }
+}

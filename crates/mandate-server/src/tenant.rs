@@ -1,0 +1,734 @@
+//! One tenant at run time: its state in memory and the sequencer that alone
+//! changes it.
+//!
+//! Every request that writes an entry (each change and each decision) goes to
+//! the tenant's sequencer through a bounded queue. The sequencer takes a batch
+//! of whatever is waiting, reads the clock once, evaluates each operation in
+//! order against the state *as changed by the earlier operations of the same
+//! batch*, folds each resulting entry into the state, appends all entries in
+//! one ledger append (one transaction, one fsync), and only then answers. So
+//! two spends in one batch see each other, an answer is never given before its
+//! entry is durable, and the state is always `fold(apply, log)`.
+//!
+//! Readers take the state's read lock for a moment and then wait until
+//! everything they read is committed (`Tenant::read`), so nobody sees a change
+//! that might still be lost. If a commit fails, the sequencer rebuilds the
+//! state from the log and fails the whole batch.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use jiff::Timestamp;
+use mandate_core::decision::{self, NoBudgets};
+use mandate_core::grant::{self, Grant};
+use mandate_core::identity::{Identity, IdentityId, Kind};
+use mandate_core::policy::PolicySet;
+use mandate_core::wire;
+use mandate_log::SignerKey;
+use mandate_store::{EntryDraft, Ledger, StoreError};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::problem::{Code, Problem};
+use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
+
+/// The most operations evaluated and committed together.
+const BATCH_OPS_MAX: usize = 512;
+
+/// The most submissions waiting for a tenant's sequencer; further requests
+/// wait for room (back-pressure, not unbounded memory).
+const QUEUE_MAX: usize = 4_096;
+
+/// The most operations in one submission (`authorize/batch` allows 30).
+pub const SUBMISSION_OPS_MAX: usize = 30;
+
+/// One change or decision for the sequencer.
+#[derive(Debug)]
+pub enum Op {
+    /// A decision (SPEC §3).
+    Authorize(Box<AuthorizeRequest>),
+    /// Register an identity.
+    CreateIdentity(Identity),
+    /// Revoke an identity and so all its descendants.
+    RevokeIdentity(IdentityId),
+    /// Store a grant (its id already assigned).
+    CreateGrant(Grant),
+    /// Revoke a grant.
+    RevokeGrant(String),
+    /// Install a new policy set version, compiled by the caller.
+    PutPolicies(PolicySet),
+    /// Change settings (the fields given).
+    UpdateSettings(Map<String, Value>),
+    /// Issue an admin key (the secret stays with the caller).
+    CreateAdminKey {
+        /// The key's public id.
+        key_id: String,
+        /// Its role.
+        role: Role,
+        /// SHA-256 of its secret.
+        secret_sha256: [u8; 32],
+    },
+    /// Revoke an admin key.
+    RevokeAdminKey(String),
+}
+
+/// A decision request, checked by the HTTP layer.
+#[derive(Debug, Clone)]
+pub struct AuthorizeRequest {
+    /// The acting identity.
+    pub identity: IdentityId,
+    /// The action.
+    pub action: String,
+    /// The resource.
+    pub resource: String,
+    /// The caller's context (without the reserved keys).
+    pub context: Map<String, Value>,
+    /// Amounts by dimension.
+    pub amounts: BTreeMap<String, u64>,
+    /// The tool's raw input, if given.
+    pub input: Option<Value>,
+    /// Hex SHA-256 of the canonical input, if given.
+    pub input_sha256: Option<String>,
+    /// Idempotency key (recorded; deduplication arrives with budgets).
+    pub request_id: Option<String>,
+    /// The agent run.
+    pub session_id: Option<String>,
+    /// W3C trace id.
+    pub trace_id: Option<String>,
+}
+
+/// What one operation answers: the JSON for the client (with `log_index`
+/// added when it wrote an entry), or a problem.
+pub type OpResult = Result<Map<String, Value>, Problem>;
+
+struct Submission {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Vec<OpResult>>,
+}
+
+/// How far the log is committed, and which incarnation of the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Committed {
+    size: u64,
+    /// Bumped whenever the state is rebuilt after a failed commit.
+    epoch: u64,
+}
+
+/// A tenant being served.
+pub struct Tenant {
+    name: String,
+    state: Arc<RwLock<TenantState>>,
+    queue: mpsc::Sender<Submission>,
+    committed: watch::Receiver<Committed>,
+    signer: Arc<SignerKey>,
+}
+
+impl std::fmt::Debug for Tenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tenant").field("name", &self.name).finish_non_exhaustive()
+    }
+}
+
+/// Why a tenant could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An entry does not parse.
+    #[error("entry {index} does not parse: {reason}")]
+    Entry {
+        /// Its index.
+        index: u64,
+        /// Why.
+        reason: String,
+    },
+    /// An entry does not apply.
+    #[error(transparent)]
+    Apply(#[from] state::ApplyError),
+    /// The default policy set failed to compile.
+    #[error(transparent)]
+    Policy(#[from] mandate_core::policy::PolicyError),
+}
+
+/// Folds a tenant's whole log into its state.
+pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, LoadError> {
+    let mut state = TenantState::new(tenant)?;
+    let size = ledger.size(tenant)?;
+    let mut start = 0;
+    while start < size {
+        let end = size.min(start + mandate_store::ENTRIES_PAGE_MAX);
+        for stored in ledger.entries(tenant, start, end)? {
+            let entry = mandate_log::Entry::parse(&stored.bytes)
+                .map_err(|error| LoadError::Entry { index: stored.index, reason: error.to_string() })?;
+            state.apply(entry.index, &entry.time, &entry.entry_type, &entry.body)?;
+        }
+        start = end;
+    }
+    Ok(state)
+}
+
+impl Tenant {
+    /// Loads `name`'s state from the log and starts its sequencer on the
+    /// current tokio runtime.
+    pub fn start(ledger: Arc<dyn Ledger>, name: &str) -> Result<Arc<Tenant>, LoadError> {
+        let state = load_state(ledger.as_ref(), name)?;
+        let signer = Arc::new(ledger.signer(name)?);
+        let committed = Committed { size: state.applied, epoch: 0 };
+        metrics::gauge!("mandate_log_entries", "tenant" => name.to_owned()).set(state.applied as f64);
+        let state = Arc::new(RwLock::new(state));
+        let (queue, submissions) = mpsc::channel(QUEUE_MAX);
+        let (committed_tx, committed_rx) = watch::channel(committed);
+        let sequencer = Sequencer { tenant: name.to_owned(), ledger, state: state.clone(), committed: committed_tx };
+        tokio::spawn(sequencer.run(submissions));
+        Ok(Arc::new(Tenant { name: name.to_owned(), state, queue, committed: committed_rx, signer }))
+    }
+
+    /// The tenant's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The key the tenant's checkpoints are signed with.
+    pub fn signer(&self) -> Arc<SignerKey> {
+        self.signer.clone()
+    }
+
+    /// Submits operations; answers once they are committed (or refused).
+    pub async fn submit(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, Problem> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Submission { ops, reply })
+            .await
+            .map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))?;
+        answer.await.map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))
+    }
+
+    /// Submits one operation.
+    pub async fn submit_one(&self, op: Op) -> OpResult {
+        self.submit(vec![op]).await?.pop().unwrap_or_else(|| Err(Problem::new(Code::Internal, "no answer")))
+    }
+
+    /// Reads the state, then waits until what was read is committed.
+    pub async fn read<T>(&self, f: impl FnOnce(&TenantState) -> T) -> Result<T, Problem> {
+        let (value, version, epoch) = {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            (f(&state), state.applied, self.committed.borrow().epoch)
+        };
+        let mut committed = self.committed.clone();
+        let reached = committed
+            .wait_for(|committed| committed.size >= version || committed.epoch != epoch)
+            .await
+            .map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))?;
+        if reached.epoch != epoch {
+            return Err(Problem::new(Code::Unavailable, "a write failed; retry"));
+        }
+        Ok(value)
+    }
+
+    /// Reads the state without waiting: for authentication, which only
+    /// needs keys, and may see a key whose creation is still committing
+    /// (its creator has not been answered, so nobody else holds it).
+    pub fn peek<T>(&self, f: impl FnOnce(&TenantState) -> T) -> T {
+        f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+struct Sequencer {
+    tenant: String,
+    ledger: Arc<dyn Ledger>,
+    state: Arc<RwLock<TenantState>>,
+    committed: watch::Sender<Committed>,
+}
+
+/// What an evaluated operation leaves for after the commit.
+struct Staged {
+    result: Result<(Map<String, Value>, Option<usize>), Problem>,
+}
+
+impl Sequencer {
+    async fn run(self, mut submissions: mpsc::Receiver<Submission>) {
+        while let Some(first) = submissions.recv().await {
+            let mut ops = first.ops.len();
+            let mut batch = vec![first];
+            while ops < BATCH_OPS_MAX {
+                match submissions.try_recv() {
+                    Ok(submission) => {
+                        ops += submission.ops.len();
+                        batch.push(submission);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_batch(batch).await;
+        }
+    }
+
+    async fn run_batch(&self, batch: Vec<Submission>) {
+        // INVARIANT (one-clock-per-batch): every entry of a batch carries the
+        // same time, read once here.
+        let now = Timestamp::now();
+        let time = entry_time(now);
+        let mut drafts: Vec<EntryDraft> = Vec::new();
+        let mut replies = Vec::with_capacity(batch.len());
+        let base;
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            base = state.applied;
+            for Submission { ops, reply } in batch {
+                let staged: Vec<Staged> = ops
+                    .into_iter()
+                    .map(|op| Staged { result: evaluate(&mut state, op, now, &time, &mut drafts) })
+                    .collect();
+                replies.push((reply, staged));
+            }
+        }
+        let outcome = if drafts.is_empty() {
+            Ok(Vec::new())
+        } else {
+            let count = drafts.len() as u64;
+            match self.ledger.append(&self.tenant, drafts).await {
+                // INVARIANT (single-writer): this sequencer is the only writer
+                // of the tenant's log, so the store's indexes are the ones the
+                // state assumed. If not, the state is rebuilt.
+                Ok(appended) if appended.first().map(|a| a.index) == Some(base) && appended.len() as u64 == count => {
+                    self.committed.send_modify(|committed| committed.size = base + count);
+                    metrics::gauge!("mandate_log_entries", "tenant" => self.tenant.clone()).set((base + count) as f64);
+                    Ok(appended)
+                }
+                Ok(_) => Err(Problem::new(Code::Unavailable, "the log moved under this server; state rebuilt")),
+                Err(error) => Err(Problem::from(error)),
+            }
+        };
+        match outcome {
+            Ok(appended) => {
+                for (reply, staged) in replies {
+                    let answers = staged
+                        .into_iter()
+                        .map(|staged| {
+                            staged.result.map(|(mut answer, position)| {
+                                if let Some(appended) = position.and_then(|position| appended.get(position)) {
+                                    answer.insert("log_index".into(), Value::from(appended.index));
+                                }
+                                answer
+                            })
+                        })
+                        .collect();
+                    let _ = reply.send(answers);
+                }
+            }
+            Err(problem) => {
+                tracing::error!(tenant = %self.tenant, detail = %problem.detail(), "commit failed; rebuilding the state");
+                self.rebuild();
+                for (reply, staged) in replies {
+                    let answers = staged.into_iter().map(|_| Err(problem.clone())).collect();
+                    let _ = reply.send(answers);
+                }
+            }
+        }
+    }
+
+    /// After a failed commit the state holds changes that are not in the
+    /// log: fold the log again.
+    fn rebuild(&self) {
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        match load_state(self.ledger.as_ref(), &self.tenant) {
+            Ok(fresh) => *state = fresh,
+            Err(error) => {
+                tracing::error!(tenant = %self.tenant, %error, "cannot rebuild the state; the tenant stops");
+                // Leave the old state but make every later read fail: the epoch moves.
+            }
+        }
+        let size = state.applied;
+        self.committed.send_modify(|committed| {
+            committed.size = size;
+            committed.epoch += 1;
+        });
+    }
+}
+
+/// An entry's time: RFC 3339 UTC with microseconds, so that times sort as text.
+pub fn entry_time(at: Timestamp) -> String {
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
+/// Evaluates one operation against the state, folds its entry in, and queues
+/// the entry's draft. Returns the answer and the draft's position.
+fn evaluate(
+    state: &mut TenantState,
+    op: Op,
+    now: Timestamp,
+    time: &str,
+    drafts: &mut Vec<EntryDraft>,
+) -> Result<(Map<String, Value>, Option<usize>), Problem> {
+    let index = state.applied;
+    let (entry_type, body, terms, prepared_policies) = match op {
+        Op::Authorize(request) => {
+            let (body, outcome) = decide(state, &request, now);
+            (types::DECISION, body, (Some(request.identity.to_string()), Some(outcome)), None)
+        }
+        Op::CreateIdentity(identity) => {
+            if state.authority.directory.get(&identity.id).is_some() {
+                return Err(Problem::field(Code::Conflict, "id", format!("identity `{}` already exists", identity.id)));
+            }
+            let subject = identity.id.to_string();
+            // Created identities are active; the body holds what the client sent.
+            let mut body = wire::identity_to_json(&identity);
+            body.remove("status");
+            (types::IDENTITY_CREATED, body, (Some(subject), None), None)
+        }
+        Op::RevokeIdentity(id) => {
+            let Some(identity) = state.authority.directory.get(&id) else {
+                return Err(Problem::not_found("identity"));
+            };
+            if identity.status == mandate_core::identity::Status::Revoked {
+                return Ok((identity_view(state, &id)?, None));
+            }
+            let descendants: Vec<Value> =
+                state.authority.directory.descendants(&id).iter().map(|d| Value::from(d.to_string())).collect();
+            let mut body = Map::new();
+            body.insert("descendants".into(), Value::Array(descendants));
+            body.insert("id".into(), Value::from(id.to_string()));
+            (types::IDENTITY_REVOKED, body, (Some(id.to_string()), None), None)
+        }
+        Op::CreateGrant(grant) => {
+            check_new_grant(state, &grant, now)?;
+            let mut body = wire::grant_to_json(&grant);
+            body.remove("revoked");
+            body.remove("signed");
+            let subject = grant.grantee.to_string();
+            (types::GRANT_CREATED, body, (Some(subject), None), None)
+        }
+        Op::RevokeGrant(id) => {
+            let Some(held) = state.grant(&id) else { return Err(Problem::not_found("grant")) };
+            if held.grant.revoked {
+                return Ok((grant_view(held), None));
+            }
+            let subject = held.grant.grantee.to_string();
+            let mut body = Map::new();
+            body.insert("id".into(), Value::from(id));
+            (types::GRANT_REVOKED, body, (Some(subject), None), None)
+        }
+        Op::PutPolicies(set) => {
+            let mut body = Map::new();
+            body.insert("policies".into(), Value::from(set.policies_text()));
+            body.insert("policy_hash".into(), Value::from(set.version_hash()));
+            body.insert("schema".into(), set.schema_text().map_or(Value::Null, Value::from));
+            body.insert("version".into(), Value::from(state.policy_versions.len() as u64 + 1));
+            (types::POLICY_UPDATED, body, (None, None), Some(set))
+        }
+        Op::UpdateSettings(fields) => {
+            let settings = TenantSettings::from_json(&fields, &state.settings)?;
+            let mut body = Map::new();
+            body.insert("settings".into(), Value::Object(settings.to_json()));
+            (types::SETTINGS_UPDATED, body, (None, None), None)
+        }
+        Op::CreateAdminKey { key_id, role, secret_sha256 } => {
+            let mut body = Map::new();
+            body.insert("key_id".into(), Value::from(key_id));
+            body.insert("role".into(), Value::from(role.as_str()));
+            body.insert("secret_sha256".into(), Value::from(state::hex(&secret_sha256)));
+            (types::ADMIN_KEY_CREATED, body, (None, None), None)
+        }
+        Op::RevokeAdminKey(key_id) => {
+            let Some(key) = state.admin_keys.get(&key_id) else { return Err(Problem::not_found("admin key")) };
+            if key.revoked {
+                return Ok((admin_key_view(&key_id, key), None));
+            }
+            let mut body = Map::new();
+            body.insert("key_id".into(), Value::from(key_id));
+            (types::ADMIN_KEY_REVOKED, body, (None, None), None)
+        }
+    };
+    let draft = EntryDraft::new(entry_type, time, &body)
+        .map_err(|error| Problem::new(Code::PayloadTooLarge, format!("the log entry cannot be written: {error}")))?
+        .with_terms(terms.0.as_deref(), terms.1);
+    match prepared_policies {
+        Some(set) => state.install_policies(index, time, set),
+        None => state.apply(index, time, entry_type, &body).map_err(apply_problem)?,
+    }
+    drafts.push(draft);
+    let answer = answer_for(state, entry_type, body)?;
+    Ok((answer, Some(drafts.len() - 1)))
+}
+
+fn apply_problem(error: state::ApplyError) -> Problem {
+    use mandate_core::identity::IdentityError;
+    match error.cause {
+        Cause::Identity(IdentityError::Duplicate { id }) => {
+            Problem::field(Code::Conflict, "id", format!("identity `{id}` already exists"))
+        }
+        Cause::Identity(error) => {
+            let field = match error {
+                IdentityError::HumanWithParent { .. }
+                | IdentityError::ParentMissing { .. }
+                | IdentityError::ParentUnknown { .. }
+                | IdentityError::ParentRevoked { .. } => "parent",
+                _ => "id",
+            };
+            Problem::field(Code::InvalidIdentity, field, error.to_string())
+        }
+        Cause::Policy(error) => Problem::field(Code::InvalidPolicy, "policies", error.to_string()),
+        Cause::Field(error) => error.into(),
+        Cause::Malformed(reason) => Problem::new(Code::Internal, reason),
+    }
+}
+
+/// The answer to a change, from the state after it.
+fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -> Result<Map<String, Value>, Problem> {
+    let id = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
+    match entry_type {
+        types::IDENTITY_CREATED | types::IDENTITY_REVOKED => {
+            let identity = IdentityId::parse(&id("id")).map_err(|e| Problem::new(Code::Internal, e.to_string()))?;
+            let mut view = identity_view(state, &identity)?;
+            if let Some(descendants) = body.get("descendants") {
+                view.insert("revoked_descendants".into(), descendants.clone());
+            }
+            Ok(view)
+        }
+        types::GRANT_CREATED | types::GRANT_REVOKED => {
+            state.grant(&id("id")).map(grant_view).ok_or_else(|| Problem::new(Code::Internal, "grant vanished"))
+        }
+        types::POLICY_UPDATED => Ok(policies_view(state)),
+        types::SETTINGS_UPDATED => Ok(state.settings.to_json()),
+        types::ADMIN_KEY_CREATED | types::ADMIN_KEY_REVOKED => {
+            let key_id = id("key_id");
+            state
+                .admin_keys
+                .get(&key_id)
+                .map(|key| admin_key_view(&key_id, key))
+                .ok_or_else(|| Problem::new(Code::Internal, "key vanished"))
+        }
+        // A decision's answer is its body without the request.
+        _ => {
+            let mut answer = body;
+            answer.remove("request");
+            Ok(answer)
+        }
+    }
+}
+
+/// Creation-time checks of a grant (SPEC §2): the grantee exists and is not
+/// a human, the grantor is its parent and effective, the signature (if any)
+/// verifies under the grantor's registered key, and the grant is no wider
+/// than the grantor's own live grants.
+fn check_new_grant(state: &TenantState, grant: &Grant, now: Timestamp) -> Result<(), Problem> {
+    let directory = &state.authority.directory;
+    if state.grant_owners.contains_key(&grant.id) {
+        return Err(Problem::new(Code::Conflict, format!("grant `{}` exists", grant.id)));
+    }
+    grant::check_grantor(grant, directory).map_err(|error| match error {
+        grant::GrantorError::GranteeUnknown { .. } => Problem::field(Code::InvalidField, "grantee", error.to_string()),
+        grant::GrantorError::GranteeIsHuman { .. } => Problem::field(Code::InvalidField, "grantee", error.to_string()),
+        grant::GrantorError::NotParent { .. } => Problem::field(Code::GrantorNotParent, "grantor", error.to_string()),
+    })?;
+    let grantor = directory
+        .get(&grant.grantor)
+        .ok_or_else(|| Problem::field(Code::GrantorNotParent, "grantor", "the grantor does not exist"))?;
+    if let Err(error) = directory.chain(&grant.grantor) {
+        return Err(Problem::field(
+            Code::GrantExceedsGrantor,
+            "grantor",
+            format!("the grantor has no authority to delegate: {error}"),
+        ));
+    }
+    if grant.signature.is_some() {
+        let verifies = grantor.public_key.is_some_and(|key| grant.verify_signature(&key));
+        if !verifies {
+            let detail = match grantor.public_key {
+                None => format!("the grant is signed but `{}` has no registered public key", grant.grantor),
+                Some(_) => format!("the signature does not verify under `{}`'s registered key", grant.grantor),
+            };
+            return Err(Problem::field(Code::GrantSignatureInvalid, "signature", detail));
+        }
+    }
+    let grantor_grants: Vec<&Grant> = state
+        .authority
+        .grants
+        .get(&grant.grantor)
+        .into_iter()
+        .flatten()
+        .filter(|held| decision_counts(state, held))
+        .map(|held| &held.grant)
+        .collect();
+    grant::check_attenuation(grant, &grantor_grants, grantor.kind == Kind::Human, now).map_err(|error| {
+        let field = match error {
+            grant::AttenuationError::NotCovered { .. } => "actions",
+            grant::AttenuationError::StartsEarlier { .. } => "not_before",
+            grant::AttenuationError::ExpiresLater { .. } | grant::AttenuationError::ExpiryMissing { .. } => {
+                "expires_at"
+            }
+            grant::AttenuationError::LimitExceeded { .. } | grant::AttenuationError::LimitMissing { .. } => "limits",
+        };
+        Problem::field(Code::GrantExceedsGrantor, field, error.to_string())
+    })
+}
+
+/// Whether a grantor's grant counts as its authority: when the tenant
+/// requires signed grants, only validly signed ones do.
+fn decision_counts(state: &TenantState, held: &decision::HeldGrant) -> bool {
+    match held.signature {
+        decision::SignatureCheck::Valid => true,
+        decision::SignatureCheck::Invalid => false,
+        decision::SignatureCheck::Unsigned => !state.settings.require_signed_grants,
+    }
+}
+
+/// Decides and builds the decision entry's body: the answer plus the request.
+fn decide(state: &TenantState, request: &AuthorizeRequest, now: Timestamp) -> (Map<String, Value>, &'static str) {
+    let core_request = decision::Request {
+        identity: &request.identity,
+        action: &request.action,
+        resource: &request.resource,
+        context: &request.context,
+        amounts: &request.amounts,
+        at: now,
+    };
+    let decided = decision::decide(&state.authority, &core_request, &NoBudgets);
+    let mut body = Map::new();
+    body.insert("approval".into(), Value::Null);
+    body.insert("budgets".into(), Value::Array(Vec::new()));
+    body.insert("chain".into(), Value::Array(decided.chain.iter().map(|id| Value::from(id.to_string())).collect()));
+    body.insert("decision".into(), Value::from(decided.outcome.as_str()));
+    body.insert("decision_id".into(), Value::from(uuid::Uuid::now_v7().to_string()));
+    let mut policies = Map::new();
+    policies.insert(
+        "determining".into(),
+        Value::Array(decided.determining_policies.iter().map(|p| Value::from(p.as_str())).collect()),
+    );
+    policies.insert(
+        "errors".into(),
+        Value::Array(
+            decided
+                .policy_errors
+                .iter()
+                .map(|error| {
+                    let mut object = Map::new();
+                    object.insert("message".into(), Value::from(error.message.as_str()));
+                    object.insert("policy".into(), Value::from(error.policy.as_str()));
+                    Value::Object(object)
+                })
+                .collect(),
+        ),
+    );
+    body.insert("policies".into(), Value::Object(policies));
+    body.insert("policy_version".into(), Value::from(decided.policy_version.as_str()));
+    body.insert(
+        "reasons".into(),
+        Value::Array(
+            decided
+                .reasons
+                .iter()
+                .map(|reason| {
+                    let mut object = Map::new();
+                    object.insert("code".into(), Value::from(reason.code.as_str()));
+                    if let Some(identity) = &reason.identity {
+                        object.insert("identity".into(), Value::from(identity.to_string()));
+                    }
+                    object.insert("message".into(), Value::from(reason.message.as_str()));
+                    if !reason.policies.is_empty() {
+                        object.insert(
+                            "policies".into(),
+                            Value::Array(reason.policies.iter().map(|p| Value::from(p.as_str())).collect()),
+                        );
+                    }
+                    Value::Object(object)
+                })
+                .collect(),
+        ),
+    );
+    body.insert("request".into(), Value::Object(request_body(state, request)));
+    body.insert("reservation".into(), Value::Null);
+    (body, decided.outcome.as_str())
+}
+
+/// The request as the log records it: the input only as its digest unless
+/// the tenant records inputs in full.
+fn request_body(state: &TenantState, request: &AuthorizeRequest) -> Map<String, Value> {
+    let mut object = Map::new();
+    object.insert("action".into(), Value::from(request.action.as_str()));
+    if !request.amounts.is_empty() {
+        let amounts = request.amounts.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect();
+        object.insert("amounts".into(), Value::Object(amounts));
+    }
+    if !request.context.is_empty() {
+        object.insert("context".into(), Value::Object(request.context.clone()));
+    }
+    object.insert("identity".into(), Value::from(request.identity.to_string()));
+    if let Some(input) = &request.input
+        && state.settings.record_inputs == state::RecordInputs::Full
+    {
+        object.insert("input".into(), input.clone());
+    }
+    if let Some(digest) = &request.input_sha256 {
+        object.insert("input_sha256".into(), Value::from(digest.as_str()));
+    }
+    for (key, value) in
+        [("request_id", &request.request_id), ("session_id", &request.session_id), ("trace_id", &request.trace_id)]
+    {
+        if let Some(value) = value {
+            object.insert(key.into(), Value::from(value.as_str()));
+        }
+    }
+    object.insert("resource".into(), Value::from(request.resource.as_str()));
+    object
+}
+
+/// An identity as the API shows it: its fields, whether it is effective, and
+/// which ancestor's revocation cut it off.
+pub fn identity_view(state: &TenantState, id: &IdentityId) -> Result<Map<String, Value>, Problem> {
+    let identity = state.authority.directory.get(id).ok_or_else(|| Problem::not_found("identity"))?;
+    let mut view = wire::identity_to_json(identity);
+    match state.authority.directory.chain(id) {
+        Ok(chain) => {
+            view.insert("effective".into(), Value::Bool(true));
+            view.insert("chain".into(), Value::Array(chain.ids().map(|id| Value::from(id.to_string())).collect()));
+        }
+        Err(mandate_core::identity::ChainError::Revoked { revoked, .. }) => {
+            view.insert("effective".into(), Value::Bool(false));
+            view.insert("revoked_by".into(), Value::from(revoked.to_string()));
+        }
+        Err(_) => {
+            view.insert("effective".into(), Value::Bool(false));
+        }
+    }
+    if let Some((created, revoked)) = state.identity_entries.get(id) {
+        view.insert("created_log_index".into(), Value::from(*created));
+        if let Some(revoked) = revoked {
+            view.insert("revoked_log_index".into(), Value::from(*revoked));
+        }
+    }
+    Ok(view)
+}
+
+/// A grant as the API shows it.
+pub fn grant_view(held: &decision::HeldGrant) -> Map<String, Value> {
+    let mut view = wire::grant_to_json(&held.grant);
+    let signature = match held.signature {
+        decision::SignatureCheck::Unsigned => "unsigned",
+        decision::SignatureCheck::Valid => "valid",
+        decision::SignatureCheck::Invalid => "invalid",
+    };
+    view.insert("signature_status".into(), Value::from(signature));
+    view
+}
+
+/// The current policy set as the API shows it.
+pub fn policies_view(state: &TenantState) -> Map<String, Value> {
+    let set = &state.authority.policies;
+    let mut view = Map::new();
+    view.insert("policies".into(), Value::from(set.policies_text()));
+    view.insert("policy_hash".into(), Value::from(set.version_hash()));
+    view.insert("schema".into(), set.schema_text().map_or(Value::Null, Value::from));
+    view.insert("version".into(), Value::from(state.policy_versions.last().map_or(0, |v| v.version)));
+    view
+}
+
+/// An admin key as the API shows it (never its secret or hash).
+pub fn admin_key_view(key_id: &str, key: &state::AdminKey) -> Map<String, Value> {
+    let mut view = Map::new();
+    view.insert("id".into(), Value::from(key_id));
+    view.insert("revoked".into(), Value::Bool(key.revoked));
+    view.insert("role".into(), Value::from(key.role.as_str()));
+    view
+}

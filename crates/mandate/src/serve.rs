@@ -1,0 +1,110 @@
+//! `mandate serve` and `mandate tenant create`: the server on the embedded
+//! store, and tenants made beside a running server.
+
+use std::fs::{self, OpenOptions};
+use std::io::Write as _;
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use mandate_server::{Bound, CreateTenantError, create_tenant};
+use mandate_store::{Ledger, SqliteLedger};
+
+/// The tenant created on first start.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The database file inside the data directory.
+const DATABASE_FILE: &str = "mandate.db";
+
+/// The file holding the first admin key.
+const ADMIN_KEY_FILE: &str = "admin.key";
+
+/// Opens (creating, owner-only) the data directory's ledger.
+fn open_ledger(data: &Path) -> anyhow::Result<SqliteLedger> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data)
+        .with_context(|| format!("creating the data directory {}", data.display()))?;
+    SqliteLedger::open(data.join(DATABASE_FILE))
+        .with_context(|| format!("opening {}", data.join(DATABASE_FILE).display()))
+}
+
+/// Writes the admin key where only the owner can read it.
+fn write_admin_key(path: &Path, key: &str) -> anyhow::Result<()> {
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    // The mode applies only to a new file: make an old one owner-only too.
+    fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    writeln!(file, "{key}")?;
+    file.sync_all()?;
+    Ok(())
+}
+
+/// `mandate serve`.
+pub fn serve(data: PathBuf, addr: String, origin_host: String) -> anyhow::Result<()> {
+    let ledger = open_ledger(&data)?;
+    let needs_default =
+        !ledger.tenants()?.iter().any(|name| name == DEFAULT_TENANT) || ledger.size(DEFAULT_TENANT)? == 0;
+    if needs_default {
+        let key = create_tenant(&ledger, DEFAULT_TENANT, &origin_host)?;
+        let path = data.join(ADMIN_KEY_FILE);
+        write_admin_key(&path, &key.token)?;
+        println!("Created tenant `{DEFAULT_TENANT}`. Its admin key, shown once (also in {}):", path.display());
+        println!("{}", key.token);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    runtime.block_on(async move {
+        let bound = Bound::bind(ledger, &addr).await?;
+        let local = bound.local_addr().map_or(addr.clone(), |local| local.to_string());
+        println!("mandate: listening on http://{local} (data in {})", data.display());
+        let _ = std::io::stdout().flush();
+        bound.serve(shutdown_signal()).await?;
+        eprintln!("mandate: stopped");
+        anyhow::Ok(())
+    })?;
+    // Dropping the runtime and then the ledger finishes the writer's last batch.
+    drop(runtime);
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}
+
+/// `mandate tenant create NAME`: works while a server runs on the same data
+/// directory, which starts serving the tenant on its first request.
+pub fn create(data: PathBuf, name: String, origin_host: String) -> anyhow::Result<()> {
+    let ledger = open_ledger(&data)?;
+    match create_tenant(&ledger, &name, &origin_host) {
+        Ok(key) => {
+            eprintln!("Created tenant `{name}`. Its admin key, shown once:");
+            println!("{}", key.token);
+            Ok(())
+        }
+        Err(CreateTenantError::Exists(name)) => anyhow::bail!("tenant `{name}` already exists"),
+        Err(error) => Err(error.into()),
+    }
+}
