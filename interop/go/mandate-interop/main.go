@@ -14,6 +14,7 @@
 //	mandate-interop verify CASES.json
 //	mandate-interop sign SIGNER_KEY TEXT_FILE
 //	mandate-interop keygen NAME
+//	mandate-interop log VERIFIER_KEY CHECKPOINT ENTRIES.jsonl
 package main
 
 import (
@@ -76,8 +77,10 @@ func main() {
 		err = sign(args[1], args[2])
 	case len(args) == 2 && args[0] == "keygen":
 		err = keygen(args[1])
+	case len(args) == 4 && args[0] == "log":
+		err = verifyLog(args[1], args[2], args[3])
 	default:
-		err = errors.New("usage: mandate-interop verify CASES.json | sign SIGNER_KEY TEXT_FILE | keygen NAME")
+		err = errors.New("usage: mandate-interop verify CASES.json | sign SIGNER_KEY TEXT_FILE | keygen NAME | log VERIFIER_KEY CHECKPOINT ENTRIES.jsonl")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "mandate-interop:", err)
@@ -231,5 +234,63 @@ func keygen(name string) error {
 	}
 	fmt.Println(skey)
 	fmt.Println(vkey)
+	return nil
+}
+
+// verifyLog checks an exported log against its signed checkpoint: every line
+// of ENTRIES.jsonl is one record (its bytes without the newline), and the
+// Merkle tree hash of all of them, computed by tlog, must be the root the
+// checkpoint signs. It prints the size and root on success.
+func verifyLog(verifierKey, checkpointPath, entriesPath string) error {
+	verifier, err := note.NewVerifier(strings.TrimSpace(verifierKey))
+	if err != nil {
+		return fmt.Errorf("verifier key: %v", err)
+	}
+	checkpoint, err := os.ReadFile(checkpointPath)
+	if err != nil {
+		return err
+	}
+	size, root, err := openCheckpoint(string(checkpoint), note.VerifierList(verifier), verifier.Name())
+	if err != nil {
+		return fmt.Errorf("checkpoint: %v", err)
+	}
+	data, err := os.ReadFile(entriesPath)
+	if err != nil {
+		return err
+	}
+	text := string(data)
+	if text != "" && !strings.HasSuffix(text, "\n") {
+		return errors.New("entries: the last line has no newline")
+	}
+	records := strings.Split(strings.TrimSuffix(text, "\n"), "\n")
+	if text == "" {
+		records = nil
+	}
+	if int64(len(records)) != size {
+		return fmt.Errorf("entries: %d records, the checkpoint signs %d", len(records), size)
+	}
+	var stored []tlog.Hash
+	reader := tlog.HashReaderFunc(func(indexes []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(indexes))
+		for i, index := range indexes {
+			out[i] = stored[index]
+		}
+		return out, nil
+	})
+	for i, record := range records {
+		hashes, err := tlog.StoredHashes(int64(i), []byte(record), reader)
+		if err != nil {
+			return err
+		}
+		stored = append(stored, hashes...)
+	}
+	computed, err := tlog.TreeHash(size, reader)
+	if err != nil {
+		return err
+	}
+	if computed != root {
+		return fmt.Errorf("the entries' tree hash %v is not the checkpoint's root %v", computed, root)
+	}
+	fmt.Printf("%d %v\n", size, root)
 	return nil
 }
