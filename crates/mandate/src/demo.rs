@@ -1,11 +1,18 @@
-//! `mandate demo`: the verifiable log in one screen, on a fresh embedded store.
+//! `mandate demo`: the product's story in one screen, on a fresh embedded
+//! store.
 //!
-//! It appends entries from concurrent writers (group commit), signs a
-//! checkpoint, writes a receipt for one decision and checks it offline,
-//! exports the log and verifies it, then alters one byte of a copy and shows
-//! verification naming the altered entry. Every file it writes stays in the
-//! data directory so the reader can run `mandate verify` on them by hand.
+//! It creates the tenant `default` the way `mandate serve` does, then drives
+//! the tenant in-process (the same sequencer the HTTP API submits to): a
+//! human, an agent and a sub-agent; grants handed down the chain, one of them
+//! refused for being wider than its grantor's; a Cedar rule; decisions allowed
+//! and denied for each kind of reason; a burst of concurrent decisions; a
+//! revocation that cuts off everything below it. Then it exports the log,
+//! verifies it with the code of `mandate verify`, checks one decision's
+//! receipt alone, and shows one altered byte caught and located. Every file
+//! stays in the data directory, so the reader can verify by hand or serve the
+//! store with `mandate serve --data DIR`.
 
+use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -13,15 +20,32 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use mandate_log::{Entry, Receipt, SignerKey};
-use mandate_store::{ENTRIES_PAGE_MAX, EntryDraft, Ledger, SqliteLedger};
-use serde_json::{Value, json};
+use mandate_core::identity::IdentityId;
+use mandate_core::policy::PolicySet;
+use mandate_core::wire;
+use mandate_log::Receipt;
+use mandate_server::create_tenant;
+use mandate_server::problem::Problem;
+use mandate_server::tenant::{AuthorizeRequest, Op, OpResult, Tenant};
+use mandate_store::{ENTRIES_PAGE_MAX, Ledger, SqliteLedger};
+use serde_json::{Map, Value, json};
 
 use crate::verify;
 
 const TENANT: &str = "default";
-const ORIGIN: &str = "mandate.local/default";
-const WRITERS: u64 = 32;
+/// The host part of the log's name, as `mandate serve` names new tenants.
+const ORIGIN_HOST: &str = "localhost";
+/// How many callers make the burst of decisions at once.
+const CALLERS: u64 = 32;
+
+const ALICE: &str = "user:alice";
+const BUYER: &str = "agent:buyer";
+const SEARCH: &str = "agent:buyer/search";
+
+/// The rule the demo adds to a new tenant's permit-all policy.
+const POLICIES: &str = r#"@id("block-gambling") forbid(principal, action, resource) when { context has category && context.category == "gambling" };
+@id("default-permit") permit(principal, action, resource);
+"#;
 
 /// Terminal styling, only when stdout is a terminal.
 struct Style {
@@ -46,8 +70,34 @@ impl Style {
     }
 }
 
-/// Runs the demo in `data` (or a new temporary directory) with `entries` entries.
-pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
+/// The tenant, driven in-process on a small runtime.
+struct Demo {
+    runtime: tokio::runtime::Runtime,
+    tenant: Arc<Tenant>,
+}
+
+impl Demo {
+    fn submit(&self, op: Op) -> OpResult {
+        self.runtime.block_on(self.tenant.submit_one(op))
+    }
+
+    /// Submits a change that must succeed.
+    fn change(&self, op: Op) -> Result<Map<String, Value>> {
+        self.submit(op).map_err(problem)
+    }
+
+    fn authorize(&self, request: AuthorizeRequest) -> Result<Map<String, Value>> {
+        self.change(Op::Authorize(Box::new(request)))
+    }
+}
+
+fn problem(problem: Problem) -> anyhow::Error {
+    anyhow::anyhow!("{}: {}", problem.code().as_str(), problem.detail())
+}
+
+/// Runs the demo in `data` (or a new temporary directory); the burst makes
+/// `burst` decisions.
+pub fn run(data: Option<PathBuf>, burst: u64) -> Result<()> {
     let dir = match data {
         Some(dir) => {
             std::fs::create_dir_all(&dir).with_context(|| format!("creating `{}`", dir.display()))?;
@@ -61,67 +111,327 @@ pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
     }
     let style = Style { color: std::io::stdout().is_terminal() };
     let out = &mut std::io::stdout().lock();
+
+    let ledger: Arc<dyn Ledger> = Arc::new(SqliteLedger::open(&db)?);
+    let admin_key = create_tenant(ledger.as_ref(), TENANT, ORIGIN_HOST)?;
+    write_private(&dir.join("admin.key"), &admin_key.token)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let tenant = {
+        let _entered = runtime.enter();
+        Tenant::start(ledger.clone(), TENANT)?
+    };
+    let demo = Demo { runtime, tenant };
+
+    writeln!(out, "{}", style.bold("Mandate demo: agents act on a human's authority, within limits, on the record"))?;
     writeln!(
         out,
-        "{} {}",
-        style.bold("Mandate demo: the verifiable log"),
-        style.dim(format!("(files in {})", dir.display()))
+        "  {}",
+        style.dim(format!("a fresh store in {}, tenant `{TENANT}`, log `{ORIGIN_HOST}/{TENANT}`", dir.display()))
     )?;
 
-    let ledger = Arc::new(SqliteLedger::open(&db)?);
-    ledger.create_log(TENANT)?;
-    let signer = Arc::new(generate_key(&dir)?);
+    identities(out, &style, &demo)?;
+    grants(out, &style, &demo)?;
+    policies(out, &style, &demo)?;
+    let receipt_index = decisions(out, &style, &demo, burst)?;
+    revocation(out, &style, &demo)?;
+    the_log(out, &style, &demo, ledger.as_ref(), &dir, receipt_index)?;
+
+    let files = ["mandate.db", "admin.key", "log.jsonl", "checkpoint", "log.pub"]
+        .map(str::to_owned)
+        .into_iter()
+        .chain([format!("entry-{receipt_index}.json"), format!("receipt-{receipt_index}.tlog-proof")])
+        .chain(["tampered.jsonl".to_owned()])
+        .collect::<Vec<_>>();
+    writeln!(out, "\n{} {}", style.bold(format!("Files in {}:", dir.display())), files.join(" "))?;
+    writeln!(out, "Check them by hand, or serve this store over HTTP (its admin key is in admin.key):")?;
+    writeln!(out, "  cd {}", dir.display())?;
+    writeln!(out, "  mandate verify --log log.jsonl --checkpoint checkpoint --key log.pub")?;
+    writeln!(
+        out,
+        "  mandate verify --receipt receipt-{receipt_index}.tlog-proof --entry entry-{receipt_index}.json --key log.pub"
+    )?;
+    writeln!(out, "  mandate serve --data .")?;
+    Ok(())
+}
+
+fn object(value: Value) -> Map<String, Value> {
+    match value {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
+fn text<'a>(answer: &'a Map<String, Value>, field: &str) -> &'a str {
+    answer.get(field).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn log_index(answer: &Map<String, Value>) -> u64 {
+    answer.get("log_index").and_then(Value::as_u64).unwrap_or_default()
+}
+
+fn identities(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
+    writeln!(out, "\n{} every agent answers to a human", style.bold("1. Identities:"))?;
+    let people = [
+        (ALICE, "human", None, "", "a person, the root of all authority here"),
+        (BUYER, "agent", Some(ALICE), "└─ ", "her shopping agent"),
+        (SEARCH, "agent", Some(BUYER), "   └─ ", "a sub-agent the buyer started"),
+    ];
+    for (id, kind, parent, branch, what) in people {
+        let identity = wire::identity_from_json(&object(json!({"id": id, "kind": kind, "parent": parent})))?;
+        let answer = demo.change(Op::CreateIdentity(identity))?;
+        let name = format!("{branch}{id}");
+        writeln!(out, "     {name:<25} {kind:<6} {}", style.dim(format!("{what} (log index {})", log_index(&answer))))?;
+    }
+    Ok(())
+}
+
+/// One grant: `(id, grantee, grantor, actions, resources, usd_cents limit)`.
+type GrantSpec = (&'static str, &'static str, &'static str, &'static str, &'static str, Option<u64>);
+
+fn grants(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
+    writeln!(out, "\n{} each parent hands down part of its own authority", style.bold("2. Grants:"))?;
+    let grants: [GrantSpec; 4] = [
+        ("alice-buyer-pay", BUYER, ALICE, "payments.charge", "merchant://*", Some(5_000)),
+        ("alice-buyer-search", BUYER, ALICE, "search.*", "web://*", None),
+        ("buyer-search-web", SEARCH, BUYER, "search.web", "web://*", None),
+        ("buyer-search-pay", SEARCH, BUYER, "payments.charge", "merchant://books/*", Some(20_000)),
+    ];
+    for (id, grantee, grantor, action, resource, limit) in grants {
+        let mut body = json!({"grantee": grantee, "grantor": grantor, "actions": [action], "resources": [resource]});
+        if let (Some(limit), Some(fields)) = (limit, body.as_object_mut()) {
+            fields.insert("limits".into(), json!({"usd_cents": limit}));
+        }
+        let grant = wire::grant_from_json(&object(body), id.to_owned())?;
+        let limit = limit.map(|cents| format!(", at most {cents} usd_cents a call")).unwrap_or_default();
+        let line = format!("{grantor} → {grantee}: {action} on {resource}{limit}");
+        match demo.submit(Op::CreateGrant(grant)) {
+            Ok(answer) => writeln!(out, "     {line} {}", style.dim(format!("(log index {})", log_index(&answer))))?,
+            Err(refused) => {
+                let json = refused.to_json();
+                let field = json.get("field").and_then(Value::as_str).unwrap_or("?");
+                writeln!(out, "     {line}")?;
+                let code = style.bold(refused.code().as_str());
+                writeln!(out, "       {} {code}, field `{field}`:", style.bad("refused:"))?;
+                writeln!(out, "         {}", refused.detail())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn policies(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
+    writeln!(out, "\n{} Cedar policies on top of the grants, versioned", style.bold("3. Rules:"))?;
+    let set = PolicySet::new(POLICIES, None)?;
+    let answer = demo.change(Op::PutPolicies(set))?;
+    for line in POLICIES.lines() {
+        writeln!(out, "     {}", style.dim(line))?;
+    }
+    let versions = demo.runtime.block_on(demo.tenant.read(|state| state.policy_versions.clone())).map_err(problem)?;
+    let first = versions.first().map_or(0, |version| version.log_index);
+    let hash = text(&answer, "policy_hash");
+    writeln!(
+        out,
+        "     now version {} (sha256 {}…, log index {}); version 1, permit-all, is kept at log index {first}",
+        answer.get("version").and_then(Value::as_u64).unwrap_or_default(),
+        hash.get(..12).unwrap_or(hash),
+        log_index(&answer),
+    )?;
+    Ok(())
+}
+
+/// A question an agent puts before acting.
+#[derive(Clone, Copy)]
+struct Question<'a> {
+    identity: &'a str,
+    action: &'a str,
+    resource: &'a str,
+    usd_cents: Option<u64>,
+    /// The merchant's category, in the request's context.
+    category: Option<&'a str>,
+}
+
+impl<'a> Question<'a> {
+    fn new(identity: &'a str, action: &'a str, resource: &'a str) -> Question<'a> {
+        Question { identity, action, resource, usd_cents: None, category: None }
+    }
+
+    fn cents(self, usd_cents: u64) -> Question<'a> {
+        Question { usd_cents: Some(usd_cents), ..self }
+    }
+
+    fn category(self, category: &'a str) -> Question<'a> {
+        Question { category: Some(category), ..self }
+    }
+
+    fn request(&self) -> Result<AuthorizeRequest> {
+        let context = self.category.map(|category| object(json!({"category": category}))).unwrap_or_default();
+        let amounts = self.usd_cents.map(|cents| BTreeMap::from([("usd_cents".to_owned(), cents)]));
+        Ok(AuthorizeRequest {
+            identity: IdentityId::parse(self.identity)?,
+            action: self.action.to_owned(),
+            resource: self.resource.to_owned(),
+            context,
+            amounts: amounts.unwrap_or_default(),
+            input: None,
+            input_sha256: None,
+            request_id: None,
+            session_id: Some("demo".to_owned()),
+            trace_id: None,
+        })
+    }
+}
+
+impl Display for Question<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} asks: {} {}", self.identity, self.action, self.resource)?;
+        if let Some(cents) = self.usd_cents {
+            write!(f, " usd_cents={cents}")?;
+        }
+        if let Some(category) = self.category {
+            write!(f, " category={category}")?;
+        }
+        Ok(())
+    }
+}
+
+fn strings(value: Option<&Value>) -> Vec<&str> {
+    value.and_then(Value::as_array).map(|values| values.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
+}
+
+/// Asks, prints the question and the answer, and returns the answer.
+fn ask(out: &mut impl Write, style: &Style, demo: &Demo, question: Question<'_>) -> Result<Map<String, Value>> {
+    let answer = demo.authorize(question.request()?)?;
+    writeln!(out, "     {question}")?;
+    let policies = answer.get("policies");
+    if text(&answer, "decision") == "allow" {
+        writeln!(
+            out,
+            "       {}  by policy `{}`, chain {}, log index {}",
+            style.good("allow"),
+            strings(policies.and_then(|p| p.get("determining"))).join("`, `"),
+            strings(answer.get("chain")).join(" → "),
+            log_index(&answer),
+        )?;
+    } else {
+        for reason in answer.get("reasons").and_then(Value::as_array).into_iter().flatten() {
+            let code = reason.get("code").and_then(Value::as_str).unwrap_or_default();
+            let message = reason.get("message").and_then(Value::as_str).unwrap_or_default();
+            writeln!(out, "       {}   {}: {message}", style.bad("deny"), style.bold(code))?;
+        }
+    }
+    // Evaluation errors are never hidden (a forbid that errors denies).
+    for error in policies.and_then(|p| p.get("errors")).and_then(Value::as_array).into_iter().flatten() {
+        writeln!(out, "       {} {error}", style.bad("policy error:"))?;
+    }
+    Ok(answer)
+}
+
+/// Returns the log index of the allowed charge, for its receipt.
+fn decisions(out: &mut impl Write, style: &Style, demo: &Demo, burst: u64) -> Result<u64> {
+    writeln!(out, "\n{} an agent asks before it acts; every answer is a log entry", style.bold("4. Decisions:"))?;
+    let search = "web://books.example/search?q=dune";
+    let charge = |resource| Question::new(BUYER, "payments.charge", resource);
+    let allowed = ask(out, style, demo, charge("merchant://books/dune").cents(1_899))?;
+    ask(out, style, demo, Question::new(SEARCH, "search.web", search))?;
+    ask(out, style, demo, charge("merchant://books/box-set").cents(12_000))?;
+    ask(out, style, demo, Question::new(SEARCH, "payments.charge", "merchant://books/dune").cents(1_899))?;
+    ask(out, style, demo, charge("merchant://lucky-casino").cents(500).category("gambling"))?;
+    ask(out, style, demo, Question::new("agent:mallory", "payments.charge", "merchant://books/dune").cents(1_899))?;
 
     let started = Instant::now();
-    append_concurrently(&ledger, entries)?;
+    let allowed_in_burst = burst_of_searches(demo, burst)?;
     let elapsed = started.elapsed().as_secs_f64();
     writeln!(
         out,
-        "\n{} appended {entries} entries from {WRITERS} concurrent writers in {:.2} s ({:.0} entries/s), each durable before it was acknowledged",
-        style.bold("1."),
-        elapsed,
-        entries as f64 / elapsed.max(1e-9)
+        "     then {burst} searches from {CALLERS} concurrent callers: {allowed_in_burst} allowed in {elapsed:.2} s ({:.0}/s), each logged before its answer",
+        burst as f64 / elapsed.max(1e-9),
     )?;
+    Ok(log_index(&allowed))
+}
 
-    let checkpoint = ledger.sign_checkpoint(TENANT, signer.clone())?;
-    std::fs::write(dir.join("checkpoint"), &checkpoint.note)?;
-    writeln!(out, "\n{} signed a checkpoint (C2SP signed note, Ed25519):", style.bold("2."))?;
-    for line in checkpoint.note.lines() {
-        writeln!(out, "     {}", style.dim(line))?;
-    }
+/// `count` decisions from [`CALLERS`] concurrent callers; returns how many
+/// were allowed.
+fn burst_of_searches(demo: &Demo, count: u64) -> Result<u64> {
+    demo.runtime.block_on(async {
+        let mut callers = tokio::task::JoinSet::new();
+        for caller in 0..CALLERS {
+            let tenant = demo.tenant.clone();
+            callers.spawn(async move {
+                let mut allowed = 0u64;
+                for n in (caller..count).step_by(usize::try_from(CALLERS).unwrap_or(1)) {
+                    let resource = format!("web://books.example/search?q=book-{n}");
+                    let request = Question::new(SEARCH, "search.web", &resource).request()?;
+                    let answer = tenant.submit_one(Op::Authorize(Box::new(request))).await.map_err(problem)?;
+                    allowed += u64::from(text(&answer, "decision") == "allow");
+                }
+                anyhow::Ok(allowed)
+            });
+        }
+        let mut allowed = 0;
+        while let Some(caller) = callers.join_next().await {
+            allowed += caller.context("a caller failed")??;
+        }
+        anyhow::Ok(allowed)
+    })
+}
 
+fn revocation(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
+    writeln!(out, "\n{} withdrawing a human's authority cuts off all delegated from it", style.bold("5. Revocation:"))?;
+    let answer = demo.change(Op::RevokeIdentity(IdentityId::parse(ALICE)?))?;
+    let cut: Vec<&str> = answer
+        .get("revoked_descendants")
+        .and_then(Value::as_array)
+        .map(|ids| ids.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    writeln!(out, "     {ALICE} revoked (log index {}), cutting off {}", log_index(&answer), cut.join(", "))?;
+    ask(out, style, demo, Question::new(SEARCH, "search.web", "web://books.example/search?q=dune"))?;
+    Ok(())
+}
+
+fn the_log(
+    out: &mut impl Write,
+    style: &Style,
+    demo: &Demo,
+    ledger: &dyn Ledger,
+    dir: &Path,
+    index: u64,
+) -> Result<()> {
+    writeln!(out, "\n{} anyone holding its public key can check it, offline", style.bold("6. The log:"))?;
+    let signed = ledger.sign_checkpoint(TENANT, demo.tenant.signer())?;
+    let key = demo.tenant.signer().verifier().clone();
+    std::fs::write(dir.join("checkpoint"), &signed.note)?;
+    std::fs::write(dir.join("log.pub"), format!("{key}\n"))?;
     let exported = dir.join("log.jsonl");
-    export(&ledger, &exported)?;
-    let key = signer.verifier().clone();
-    let target =
-        verify::Target::Log { log: exported.clone(), checkpoint: Some(dir.join("checkpoint")), previous: None };
-    let summary = verify::run(&target, &key)?;
+    export(ledger, &exported)?;
     writeln!(
         out,
-        "\n{} exported the log to log.jsonl and verified it offline:\n     {}",
-        style.bold("3."),
-        style.good(summary)
+        "     wrote log.jsonl ({} entries), checkpoint (signed, Ed25519) and log.pub (the verifier key)",
+        signed.checkpoint.size
     )?;
+    let checkpoint = Some(dir.join("checkpoint"));
+    let summary = verify::run(&verify::Target::Log { log: exported.clone(), checkpoint, previous: None }, &key)?;
+    let verified = style.good(format!("verified {} entries", signed.checkpoint.size));
+    writeln!(out, "     {verified} with the code of `mandate verify`:")?;
+    writeln!(out, "       {}", style.dim(summary))?;
 
-    let (index, line) = pick_decision(&ledger, checkpoint.checkpoint.size)?;
+    let entry = ledger.entries(TENANT, index, index + 1)?.pop().context("the allowed charge's entry is missing")?;
     let receipt = Receipt {
         extra: None,
         index,
-        proof: ledger.inclusion_proof(TENANT, index, checkpoint.checkpoint.size)?,
-        checkpoint_note: checkpoint.note.clone(),
+        proof: ledger.inclusion_proof(TENANT, index, signed.checkpoint.size)?,
+        checkpoint_note: signed.note.clone(),
     };
     let receipt_path = dir.join(format!("receipt-{index}.tlog-proof"));
     let entry_path = dir.join(format!("entry-{index}.json"));
     std::fs::write(&receipt_path, receipt.to_text())?;
-    std::fs::write(&entry_path, [line.as_slice(), b"\n"].concat())?;
+    std::fs::write(&entry_path, [entry.bytes.as_slice(), b"\n"].concat())?;
     let summary = verify::run(&verify::Target::Receipt { receipt: receipt_path, entry: entry_path }, &key)?;
     writeln!(
         out,
-        "\n{} wrote a receipt for decision {index} ({} proof hashes + the checkpoint) and checked it alone:\n     {}",
-        style.bold("4."),
-        receipt.proof.len(),
-        style.good(summary)
+        "     the allowed charge's receipt (entry-{index}.json + receipt-{index}.tlog-proof, {} hashes), checked alone:",
+        receipt.proof.len()
     )?;
+    writeln!(out, "       {}", style.good(summary))?;
 
     let tampered = dir.join("tampered.jsonl");
     let (before, after) = tamper(&exported, &tampered, index)?;
@@ -130,35 +440,12 @@ pub fn run(data: Option<PathBuf>, entries: u64) -> Result<()> {
         Ok(summary) => anyhow::bail!("the tampered log verified, which must never happen: {summary}"),
         Err(error) => error.to_string(),
     };
-    writeln!(
-        out,
-        "\n{} changed one byte in a copy ({before} -> {after} in entry {index}) and verified again:\n     {}",
-        style.bold("5."),
-        style.bad(format!("verification failed: {caught}"))
-    )?;
-
-    let d = dir.display();
-    writeln!(out, "\n{}", style.bold("Try it yourself:"))?;
-    writeln!(out, "  mandate verify --log {d}/log.jsonl --key {d}/log.pub --checkpoint {d}/checkpoint")?;
-    writeln!(out, "  mandate verify --log {d}/tampered.jsonl --key {d}/log.pub --checkpoint {d}/checkpoint")?;
-    writeln!(
-        out,
-        "  mandate verify --receipt {d}/receipt-{index}.tlog-proof --entry {d}/entry-{index}.json --key {d}/log.pub"
-    )?;
+    writeln!(out, "     one byte changed in a copy, tampered.jsonl ({before} -> {after} in entry {index}):")?;
+    writeln!(out, "       {}", style.bad(format!("verification failed: {caught}")))?;
     Ok(())
 }
 
-/// A fresh log key, its public half written to `log.pub` and its private half
-/// to `log.key` (owner-only).
-fn generate_key(dir: &Path) -> Result<SignerKey> {
-    let mut seed = [0u8; 32];
-    getrandom::fill(&mut seed).map_err(|error| anyhow::anyhow!("reading the system's random source: {error}"))?;
-    let signer = SignerKey::from_seed(ORIGIN, seed)?;
-    std::fs::write(dir.join("log.pub"), format!("{}\n", signer.verifier()))?;
-    write_private(&dir.join("log.key"), &signer.to_private_text())?;
-    Ok(signer)
-}
-
+/// Writes `text` to a new file only its owner can read.
 fn write_private(path: &Path, text: &str) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
@@ -166,51 +453,7 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
     Ok(())
 }
 
-/// Realistic entry bodies: what the authority engine will write.
-fn body(writer: u64, seq: u64) -> (String, serde_json::Map<String, Value>) {
-    let agent = format!("agent:buyer-{writer}");
-    let (entry_type, value) = match seq % 4 {
-        0 | 1 => (
-            "decision",
-            json!({
-                "decision": if seq % 8 == 1 { "deny" } else { "allow" },
-                "identity": agent,
-                "chain": [agent, "user:alice"],
-                "action": "payments.charge",
-                "resource": format!("merchant://books/{seq}"),
-                "amounts": {"usd_cents": 1_000 + (seq * 37) % 9_000},
-                "reasons": if seq % 8 == 1 { json!([{"code": "budget_exceeded"}]) } else { json!([]) },
-                "policies": {"determining": ["allow-books"], "errors": []},
-            }),
-        ),
-        2 => ("reservation.settled", json!({"identity": agent, "amounts": {"usd_cents": 990}})),
-        _ => ("event.recorded", json!({"identity": agent, "outcome": "success", "duration_ms": 120 + seq % 50})),
-    };
-    let Value::Object(map) = value else { return (entry_type.into(), serde_json::Map::new()) };
-    (entry_type.into(), map)
-}
-
-fn append_concurrently(ledger: &Arc<SqliteLedger>, entries: u64) -> Result<()> {
-    let per_writer = entries.div_ceil(WRITERS);
-    std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..WRITERS)
-            .map(|writer| {
-                scope.spawn(move || -> Result<()> {
-                    let first = writer * per_writer;
-                    for seq in first..(first + per_writer).min(entries) {
-                        let (entry_type, body) = body(writer, seq);
-                        let time = jiff::Timestamp::now().to_string();
-                        ledger.append(TENANT, vec![EntryDraft::new(entry_type, time, &body)?]).wait()?;
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        workers.into_iter().try_for_each(|worker| worker.join().map_err(|_| anyhow::anyhow!("a writer panicked"))?)
-    })
-}
-
-fn export(ledger: &SqliteLedger, path: &Path) -> Result<()> {
+fn export(ledger: &dyn Ledger, path: &Path) -> Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let size = ledger.size(TENANT)?;
     let mut start = 0;
@@ -226,26 +469,14 @@ fn export(ledger: &SqliteLedger, path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// The first allowed decision in the second half of the log.
-fn pick_decision(ledger: &SqliteLedger, size: u64) -> Result<(u64, Vec<u8>)> {
-    let start = size / 2;
-    for entry in ledger.entries(TENANT, start, size.min(start + 100))? {
-        let parsed = Entry::parse(&entry.bytes)?;
-        if parsed.entry_type == "decision" && parsed.body.get("decision") == Some(&json!("allow")) {
-            return Ok((entry.index, entry.bytes));
-        }
-    }
-    anyhow::bail!("no decision found to make a receipt for")
-}
-
-/// Copies the log, adding one cent to the amount of entry `index`.
+/// Copies the log, changing one digit of the amount of entry `index`.
 fn tamper(from: &Path, to: &Path, index: u64) -> Result<(String, String)> {
     let text = std::fs::read_to_string(from)?;
     let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
     let line = lines.get_mut(usize::try_from(index)?).context("the entry to alter is missing")?;
     let start = line.find("\"usd_cents\":").context("the entry has no amount")? + "\"usd_cents\":".len();
     let digits: String = line.get(start..).unwrap_or_default().chars().take_while(char::is_ascii_digit).collect();
-    let altered = (digits.parse::<u64>()? + 1).to_string();
+    let altered = (digits.parse::<u64>()? + 100).to_string();
     line.replace_range(start..start + digits.len(), &altered);
     std::fs::write(to, lines.join("\n") + "\n")?;
     Ok((format!("usd_cents {digits}"), format!("usd_cents {altered}")))

@@ -333,23 +333,45 @@ fn receipts_verify_alone_and_catch_a_changed_entry() {
 fn the_demo_tells_its_story_and_leaves_verifiable_files() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("demo");
-    let output = mandate(&["demo", "--data", data.to_str().unwrap(), "--entries", "200"]);
+    let output = mandate(&["demo", "--data", data.to_str().unwrap(), "--entries", "40"]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}{}", stderr(&output));
     assert!(!stdout.contains('\x1b'), "no colour when stdout is not a terminal");
-    assert!(stdout.contains("ok: 200 entries of tenant `default`"), "{stdout}");
-    assert!(stdout.contains("verification failed: index "), "{stdout}");
+    assert!(stdout.lines().count() <= 70, "one screen:\n{stdout}");
+    for needle in [
+        "grant_exceeds_grantor, field `limits`",
+        "allow  by policy `default-permit`",
+        "limit_exceeded: ",
+        "no_grant: ",
+        "policy_forbid: forbidden by policy `block-gambling`",
+        "identity_unknown: ",
+        "identity_revoked: identity `agent:buyer/search` has no authority: its ancestor `user:alice` is revoked",
+        "40 allowed",
+        "verified ",
+        "verification failed: index ",
+    ] {
+        assert!(stdout.contains(needle), "`{needle}` is missing from:\n{stdout}");
+    }
+
+    // Every file it says it wrote exists, in the data directory.
+    let files = stdout.lines().find_map(|line| line.strip_prefix("Files in ")).unwrap();
+    let (listed_dir, names) = files.split_once(": ").unwrap();
+    assert_eq!(Path::new(listed_dir), data);
+    for name in names.split_whitespace() {
+        assert!(data.join(name).is_file(), "{name} is missing");
+    }
+    // The commands it gives verify, run as printed in the data directory.
+    let commands: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter_map(|line| line.trim_start().strip_prefix("mandate verify "))
+        .map(|args| std::iter::once("verify").chain(args.split_whitespace()).collect())
+        .collect();
+    assert_eq!(commands.len(), 2, "{stdout}");
+    for args in commands {
+        let verified = Command::new(env!("CARGO_BIN_EXE_mandate")).args(&args).current_dir(&data).output().unwrap();
+        assert!(verified.status.success(), "{args:?}: {}", stderr(&verified));
+    }
     let public = data.join("log.pub");
-    let verified = mandate(&[
-        "verify",
-        "--log",
-        data.join("log.jsonl").to_str().unwrap(),
-        "--key",
-        public.to_str().unwrap(),
-        "--checkpoint",
-        data.join("checkpoint").to_str().unwrap(),
-    ]);
-    assert!(verified.status.success(), "{}", stderr(&verified));
     let caught = mandate(&[
         "verify",
         "--log",
@@ -361,9 +383,19 @@ fn the_demo_tells_its_story_and_leaves_verifiable_files() {
     ]);
     assert_fails(&caught, "entry was altered");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(data.join("log.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::metadata(data.join("admin.key")).unwrap().permissions().mode() & 0o777, 0o600);
     // A second run refuses to mix with the first.
     assert_fails(&mandate(&["demo", "--data", data.to_str().unwrap()]), "already holds a demo store");
+
+    // Without --data it makes a directory of its own.
+    let output = mandate(&["demo", "--entries", "10"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}{}", stderr(&output));
+    let files = stdout.lines().find_map(|line| line.strip_prefix("Files in ")).unwrap();
+    let own = PathBuf::from(files.split_once(": ").unwrap().0);
+    assert!(own.join("log.jsonl").is_file(), "{stdout}");
+    assert!(own.starts_with(std::env::temp_dir()), "{}", own.display());
+    std::fs::remove_dir_all(own).unwrap();
 }
 
 #[test]
