@@ -16,10 +16,11 @@
 //! `golang-golang-x-mod-dev`. Without them this test fails rather than skips.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
+#[path = "../../../interop/go/harness.rs"]
+mod harness;
+use harness::run as run_go;
+
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
 
 use mandate_log::checkpoint::{Checkpoint, CheckpointError, SignedCheckpoint};
 use mandate_log::hash::{Hash, leaf_hash};
@@ -29,8 +30,6 @@ use mandate_log::{CanonicalEntry, Entry};
 use serde_json::{Value, json};
 
 const ORIGIN: &str = "mandate.test/default";
-const GOPATH: &str = "/usr/share/gocode";
-const INSTALL: &str = "apt-get install golang-go golang-golang-x-mod-dev";
 
 /// The log's length, and the sizes at which it publishes a signed checkpoint:
 /// the edge cases of RFC 9162's recursion (1, 2, powers of two and their
@@ -44,60 +43,8 @@ const CHECKPOINT_SIZES: [u64; 31] = [
 // ---------------------------------------------------------------------------
 // The Go program
 
-/// Builds the Go program once per test process. The binary and Go's build
-/// cache live in Cargo's per-target temporary directory, so HOME is never
-/// written and reruns are fast.
-fn go_interop() -> &'static Path {
-    static BINARY: OnceLock<PathBuf> = OnceLock::new();
-    BINARY.get_or_init(|| {
-        match Command::new("go").arg("version").stdin(Stdio::null()).output() {
-            Ok(output) if output.status.success() => {}
-            Ok(output) => panic!("`go version` failed: {}\nInstall Go: `{INSTALL}`", lossy(&output.stderr)),
-            Err(error) => panic!("cannot run `go` ({error}). This test needs Go and golang.org/x/mod: `{INSTALL}`"),
-        }
-        let sumdb = Path::new(GOPATH).join("src/golang.org/x/mod/sumdb");
-        assert!(
-            sumdb.join("tlog").is_dir() && sumdb.join("note").is_dir(),
-            "{} is missing. This test needs golang.org/x/mod: `{INSTALL}`",
-            sumdb.display()
-        );
-        let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../interop/go/mandate-interop");
-        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("go-interop");
-        let binary = out.join("mandate-interop");
-        let output = Command::new("go")
-            .args(["build", "-o"])
-            .arg(&binary)
-            .arg(".")
-            .current_dir(&source)
-            // GOPATH mode against the Debian sources: no modules, no proxy,
-            // no toolchain download, no user go.env, no C compiler.
-            .env("GO111MODULE", "off")
-            .env("GOPATH", GOPATH)
-            .env("GOFLAGS", "")
-            .env("GOPROXY", "off")
-            .env("GOTOOLCHAIN", "local")
-            .env("GOENV", "off")
-            .env("CGO_ENABLED", "0")
-            .env("GOCACHE", out.join("cache"))
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "building {} failed:\n{}\n(needs `{INSTALL}`)",
-            source.display(),
-            lossy(&output.stderr)
-        );
-        binary
-    })
-}
-
 fn lossy(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
-}
-
-fn run_go(args: &[&str]) -> Output {
-    Command::new(go_interop()).args(args).stdin(Stdio::null()).output().unwrap()
 }
 
 /// Runs a Go subcommand that must succeed and returns its stdout.

@@ -12,7 +12,8 @@ use std::time::Instant;
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use mandate_core::identity::IdentityId;
@@ -52,7 +53,9 @@ fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Calle
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "))
+        .and_then(|value| value.split_once(' '))
+        // RFC 9110 §11.1: the scheme is case-insensitive.
+        .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "send `Authorization: Bearer <key>`"))?;
     let caller = app.registry.authenticate(token.trim())?;
     if need == Need::Admin && caller.role != Role::Admin {
@@ -85,6 +88,43 @@ fn typed<T: DeserializeOwned>(object: Map<String, Value>) -> Result<T, Problem> 
         let field = if path == "." { message_field(&message).unwrap_or_default() } else { path };
         Problem::field(Code::InvalidField, field.clone(), format!("`{field}`: {message}"))
     })
+}
+
+/// Query parameters, parsed so that a bad one is a problem naming it.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer).map(Query).map_err(|error| {
+            let path = error.path().to_string();
+            let message = error.into_inner().to_string();
+            let field = if path == "." { message_field(&message).unwrap_or_default() } else { path };
+            Problem::field(Code::InvalidField, field.clone(), format!("query parameter `{field}`: {message}"))
+        })
+    }
+}
+
+/// The `{id}` path segment, as a problem naming `id` when it is not UTF-8.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync> FromRequestParts<S> for Path<String> {
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| Path(id))
+            .map_err(|rejection| Problem::field(Code::InvalidField, "id", rejection.body_text()))
+    }
+}
+
+/// Answers a known path asked with a method it does not take.
+pub async fn method_not_allowed() -> Problem {
+    Problem::new(Code::MethodNotAllowed, "this path does not take that method")
 }
 
 /// serde names a missing or unknown field in its message, not in the path.

@@ -101,6 +101,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/log/public-key", get(public_key))
         .route("/v1/log/search", get(search))
         .fallback(fallback)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(app)
 }

@@ -20,8 +20,10 @@ pub enum Code {
     Unauthorized,
     /// The token's role may not do this.
     Forbidden,
-    /// No such object in this tenant.
+    /// No such object in this tenant, or no such path.
     NotFound,
+    /// The path exists but does not take this method.
+    MethodNotAllowed,
     /// The object exists already, or the change conflicts with the state.
     Conflict,
     /// A grant wider than its grantor's own authority.
@@ -50,6 +52,7 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
             Code::Conflict => "conflict",
             Code::GrantExceedsGrantor => "grant_exceeds_grantor",
             Code::GrantorNotParent => "grantor_not_parent",
@@ -68,6 +71,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
+            Code::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Code::Conflict => StatusCode::CONFLICT,
             Code::GrantExceedsGrantor
             | Code::GrantorNotParent
@@ -87,6 +91,7 @@ impl Code {
             Code::Unauthorized => "Authentication is required",
             Code::Forbidden => "This key may not do that",
             Code::NotFound => "Not found",
+            Code::MethodNotAllowed => "Method not allowed",
             Code::Conflict => "The request conflicts with the current state",
             Code::GrantExceedsGrantor => "The grant exceeds its grantor's authority",
             Code::GrantorNotParent => "The grantor is not the grantee's parent",

@@ -552,8 +552,15 @@ fn check_new_grant(state: &TenantState, grant: &Grant, now: Timestamp) -> Result
         .map(|held| &held.grant)
         .collect();
     grant::check_attenuation(grant, &grantor_grants, grantor.kind == Kind::Human, now).map_err(|error| {
-        let field = match error {
-            grant::AttenuationError::NotCovered { .. } => "actions",
+        let field = match &error {
+            // The action is the culprit unless some live grant of the
+            // grantor covers it, in which case the resource is.
+            grant::AttenuationError::NotCovered { action, .. } => {
+                let action_held = grantor_grants
+                    .iter()
+                    .any(|held| held.is_live(now) && held.actions.iter().any(|pattern| pattern.covers(action)));
+                if action_held { "resources" } else { "actions" }
+            }
             grant::AttenuationError::StartsEarlier { .. } => "not_before",
             grant::AttenuationError::ExpiresLater { .. } | grant::AttenuationError::ExpiryMissing { .. } => {
                 "expires_at"

@@ -24,8 +24,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Show the log at work on a fresh embedded store: append, sign, prove,
-    /// export, tamper, and catch the tampering.
+    /// Tell Mandate's story on a fresh embedded store: identities, grants, a
+    /// Cedar rule, decisions allowed and denied, revocation, and the
+    /// verifiable log.
     Demo(DemoArgs),
     /// Verify an exported log or a receipt offline, trusting only a public key.
     ///
@@ -82,7 +83,7 @@ struct DemoArgs {
     /// under the system's temporary directory).
     #[arg(long, value_name = "DIR")]
     data: Option<PathBuf>,
-    /// How many entries to append.
+    /// How many decisions the concurrent burst makes.
     #[arg(long, default_value_t = 1_000, value_parser = clap::value_parser!(u64).range(10..=1_000_000))]
     entries: u64,
 }
