@@ -18,8 +18,10 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use jiff::Timestamp;
 use serde_json::{Map, Value};
 
+use crate::budget::{Budgets, Shortfall, Touch};
 use crate::grant::{Coverage, Grant};
 use crate::identity::{ChainError, Directory, IdentityId};
 use crate::policy::{ChainEntities, PolicyDecision, PolicyError, PolicyEvaluationError, PolicySet};
@@ -107,11 +109,13 @@ pub struct Reason {
     pub identity: Option<IdentityId>,
     /// The policies the reason is about.
     pub policies: Vec<String>,
+    /// The budget without room, for `budget_exceeded`.
+    pub shortfall: Option<Shortfall>,
 }
 
 impl Reason {
     fn new(code: ReasonCode, message: impl Into<String>) -> Reason {
-        Reason { code, message: message.into(), identity: None, policies: Vec::new() }
+        Reason { code, message: message.into(), identity: None, policies: Vec::new(), shortfall: None }
     }
 
     fn about(mut self, identity: &IdentityId) -> Reason {
@@ -210,14 +214,15 @@ pub struct Request<'a> {
     /// Amounts in minor units by dimension.
     pub amounts: &'a BTreeMap<String, u64>,
     /// When: the sequencer's clock, read once per batch.
-    pub at: jiff::Timestamp,
+    pub at: Timestamp,
 }
 
-/// Budgets, step 4: filled by the budgets issue. Returns the reason to deny,
-/// if any.
+/// Budgets, step 4: what every budget on `chain` would take for `amounts`
+/// at `at`, or why one has no room.
 pub trait BudgetCheck {
-    /// Checks that every budget on `chain` has room for `amounts`.
-    fn check(&self, chain: &[IdentityId], amounts: &BTreeMap<String, u64>) -> Option<Reason>;
+    /// Plans the decision's budget touches without changing anything.
+    fn check(&self, chain: &[IdentityId], amounts: &BTreeMap<String, u64>, at: Timestamp)
+    -> Result<Vec<Touch>, Reason>;
 }
 
 /// No budgets: every amount fits.
@@ -225,8 +230,28 @@ pub trait BudgetCheck {
 pub struct NoBudgets;
 
 impl BudgetCheck for NoBudgets {
-    fn check(&self, _chain: &[IdentityId], _amounts: &BTreeMap<String, u64>) -> Option<Reason> {
-        None
+    fn check(
+        &self,
+        _chain: &[IdentityId],
+        _amounts: &BTreeMap<String, u64>,
+        _at: Timestamp,
+    ) -> Result<Vec<Touch>, Reason> {
+        Ok(Vec::new())
+    }
+}
+
+impl BudgetCheck for Budgets {
+    fn check(
+        &self,
+        chain: &[IdentityId],
+        amounts: &BTreeMap<String, u64>,
+        at: Timestamp,
+    ) -> Result<Vec<Touch>, Reason> {
+        self.plan(chain, amounts, at).map_err(|shortfall| {
+            let mut reason = Reason::new(ReasonCode::BudgetExceeded, shortfall.to_string()).about(&shortfall.identity);
+            reason.shortfall = Some(shortfall);
+            reason
+        })
     }
 }
 
@@ -246,6 +271,9 @@ pub struct Decision {
     pub policy_errors: Vec<PolicyEvaluationError>,
     /// The hash of the policy set version that decided.
     pub policy_version: String,
+    /// What an allowed or pending decision takes from each budget on the
+    /// chain (empty when denied).
+    pub budgets: Vec<Touch>,
 }
 
 /// Decides a request against the tenant's authority (steps 1–4 of SPEC §3).
@@ -258,6 +286,7 @@ pub fn decide(authority: &Authority, request: &Request<'_>, budgets: &dyn Budget
         determining_policies: Vec::new(),
         policy_errors: Vec::new(),
         policy_version: policy_version.clone(),
+        budgets: Vec::new(),
     };
 
     // 1. The chain.
@@ -304,6 +333,7 @@ pub fn decide(authority: &Authority, request: &Request<'_>, budgets: &dyn Budget
         determining_policies: outcome.determining.clone(),
         policy_errors: outcome.errors.clone(),
         policy_version,
+        budgets: Vec::new(),
     };
     match outcome.decision {
         PolicyDecision::Forbid => {
@@ -325,10 +355,13 @@ pub fn decide(authority: &Authority, request: &Request<'_>, budgets: &dyn Budget
     }
 
     // 4. Budgets.
-    if let Some(reason) = budgets.check(&decision.chain, request.amounts) {
-        decision.outcome = Outcome::Deny;
-        decision.reasons.push(reason);
-        return decision;
+    match budgets.check(&decision.chain, request.amounts, request.at) {
+        Ok(touches) => decision.budgets = touches,
+        Err(reason) => {
+            decision.outcome = Outcome::Deny;
+            decision.reasons.push(reason);
+            return decision;
+        }
     }
     if outcome.approval_required {
         decision.outcome = Outcome::Pending;

@@ -8,6 +8,7 @@
 //! The clock, randomness and keys are the caller's: every function here is a
 //! pure function of its arguments, so decisions replay exactly from the log.
 
+pub mod budget;
 pub mod decision;
 pub mod grant;
 pub mod identity;

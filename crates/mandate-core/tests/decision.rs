@@ -5,8 +5,9 @@
 use std::collections::BTreeMap;
 
 use ed25519_dalek::SigningKey;
+use mandate_core::budget::{Budget, Budgets, Period};
 use mandate_core::decision::{
-    Authority, BudgetCheck, Decision, NoBudgets, Outcome, Reason, ReasonCode, Request, Settings, decide,
+    Authority, BudgetCheck, Decision, NoBudgets, Outcome, ReasonCode, Request, Settings, decide,
 };
 use mandate_core::grant::Grant;
 use mandate_core::identity::{Directory, Identity, IdentityId, Kind};
@@ -254,25 +255,32 @@ fn cedar_forbid_no_permit_errors_and_approval() {
     );
 }
 
-struct Tight;
-
-impl BudgetCheck for Tight {
-    fn check(&self, chain: &[IdentityId], amounts: &BTreeMap<String, u64>) -> Option<Reason> {
-        let asked = amounts.get("usd_cents").copied().unwrap_or(0);
-        (asked > 500).then(|| Reason {
-            code: ReasonCode::BudgetExceeded,
-            message: format!("`{}` has 500 usd_cents left", chain.last().unwrap()),
-            identity: chain.last().cloned(),
-            policies: Vec::new(),
-        })
-    }
+/// A budget of 500 usd_cents a day on the human.
+fn tight() -> Budgets {
+    let mut budgets = Budgets::new();
+    let budget = Budget::new(
+        "b1".into(),
+        IdentityId::parse("user:alice").unwrap(),
+        "usd_cents".into(),
+        Period::Day,
+        500,
+        at(ASK.at),
+    );
+    budgets.create(budget).unwrap();
+    budgets
 }
 
 #[test]
-fn the_budget_seam_decides_after_the_policies() {
+fn budgets_decide_after_the_policies_and_name_the_budget() {
     let authority = authority(PERMIT_ALL);
-    let decision = ask(&authority, ASK, &Tight);
+    let budgets = tight();
+    let decision = ask(&authority, ASK, &budgets);
     assert_eq!(denied_for(&decision), (ReasonCode::BudgetExceeded, Some("user:alice")));
     assert_eq!(decision.determining_policies, ["permit-all"]);
-    assert_eq!(ask(&authority, Ask { usd_cents: 400, ..ASK }, &Tight).outcome, Outcome::Allow);
+    let shortfall = decision.reasons[0].shortfall.clone().unwrap();
+    assert_eq!((shortfall.budget.as_str(), shortfall.remaining, shortfall.limit), ("b1", 500, 500));
+    let allowed = ask(&authority, Ask { usd_cents: 400, ..ASK }, &budgets);
+    assert_eq!(allowed.outcome, Outcome::Allow);
+    assert_eq!(allowed.budgets.len(), 1);
+    assert_eq!((allowed.budgets[0].before, allowed.budgets[0].after), (0, 400));
 }
