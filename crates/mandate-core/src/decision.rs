@@ -110,7 +110,7 @@ pub struct Reason {
     /// The policies the reason is about.
     pub policies: Vec<String>,
     /// The budget without room, for `budget_exceeded`.
-    pub shortfall: Option<Shortfall>,
+    pub shortfall: Option<Box<Shortfall>>,
 }
 
 impl Reason {
@@ -249,7 +249,7 @@ impl BudgetCheck for Budgets {
     ) -> Result<Vec<Touch>, Reason> {
         self.plan(chain, amounts, at).map_err(|shortfall| {
             let mut reason = Reason::new(ReasonCode::BudgetExceeded, shortfall.to_string()).about(&shortfall.identity);
-            reason.shortfall = Some(shortfall);
+            reason.shortfall = Some(Box::new(shortfall));
             reason
         })
     }

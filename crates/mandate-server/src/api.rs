@@ -29,6 +29,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::AppState;
 use crate::problem::{Code, Problem};
 use crate::registry::{Caller, NewAdminKey};
+use crate::spend;
 use crate::state::{Role, hex};
 use crate::tenant::{self, AuthorizeRequest, Op, SUBMISSION_OPS_MAX};
 
@@ -622,6 +623,7 @@ fn check_request(body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, 
         input: body.input,
         input_sha256,
         request_id: short_text(&name("request_id"), body.request_id)?,
+        reservation_ttl: body.reservation_ttl_s.map(|ttl| jiff::SignedDuration::from_secs(ttl as i64)),
         session_id: short_text(&name("session_id"), body.session_id)?,
         trace_id: body.trace_id,
     })
@@ -932,6 +934,327 @@ pub async fn search(State(app): State<AppState>, headers: HeaderMap, Query(param
     ok(body)
 }
 
+// ---------------------------------------------------------------- budgets
+
+/// `POST /v1/budgets`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetCreate {
+    /// Optional id (1–128 bytes); a new UUID when absent.
+    id: Option<String>,
+    /// Whose spend, with all its descendants', it limits.
+    identity: String,
+    /// `usd_cents`, `tokens`, `calls`, or any other dimension name.
+    dimension: String,
+    /// `hour`, `day`, `week`, `month`, `year` or `total` (calendar windows in UTC, weeks from Monday).
+    period: String,
+    /// The most that may be spent and reserved in one window.
+    limit: u64,
+}
+
+/// `PATCH /v1/budgets/{id}`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetPatch {
+    /// The new limit (lowering it below what is used leaves no room until the window resets).
+    limit: u64,
+}
+
+fn check_limit(limit: u64) -> Result<u64, Problem> {
+    if limit > mandate_log::json::SAFE_INTEGER_MAX {
+        return Err(Problem::field(Code::InvalidField, "limit", "`limit` is at most 2^53-1"));
+    }
+    Ok(limit)
+}
+
+/// Sets a budget.
+#[utoipa::path(post, path = "/v1/budgets", tag = "budgets", request_body = BudgetCreate,
+    responses((status = 201, description = "the budget, with `spent`, `reserved`, `remaining` and `window`"),
+        (status = 409, description = "the id, or the identity's budget for this dimension and period, exists")))]
+pub async fn create_budget(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: BudgetCreate = typed(json_object(body)?)?;
+    let identity = identity_id("identity", &request.identity)?;
+    let period = mandate_core::budget::Period::parse(&request.period).ok_or_else(|| {
+        Problem::field(Code::InvalidField, "period", "`period` must be hour, day, week, month, year or total")
+    })?;
+    if !wire::is_dimension(&request.dimension) {
+        return Err(Problem::field(Code::InvalidField, "dimension", "`dimension` must be 1 to 64 of a-z, 0-9 and _"));
+    }
+    let id = short_text("id", request.id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if id.len() > 128 {
+        return Err(Problem::field(Code::InvalidField, "id", "`id` must be 1 to 128 bytes"));
+    }
+    let limit = check_limit(request.limit)?;
+    // The window is set again from the entry's time when it is applied.
+    let budget =
+        mandate_core::budget::Budget::new(id, identity, request.dimension, period, limit, jiff::Timestamp::now());
+    created(caller.tenant.submit_one(Op::CreateBudget(budget)).await?)
+}
+
+/// Query of `GET /v1/budgets`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct BudgetList {
+    /// Only this identity's budgets.
+    identity: Option<String>,
+}
+
+/// Budgets, as they stand now.
+#[utoipa::path(get, path = "/v1/budgets", tag = "budgets", params(BudgetList), responses((status = 200, description = "`{budgets}`")))]
+pub async fn list_budgets(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<BudgetList>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let identity = query.identity.as_deref().map(|text| identity_id("identity", text)).transpose()?;
+    let now = jiff::Timestamp::now();
+    let budgets = caller
+        .tenant
+        .read(|state| {
+            let budgets = &state.spending.budgets;
+            let chosen: Vec<&mandate_core::budget::Budget> = match &identity {
+                Some(identity) => budgets.of(identity).collect(),
+                None => budgets.iter().collect(),
+            };
+            chosen.into_iter().map(|budget| Value::Object(spend::budget_view(budget, now))).collect()
+        })
+        .await?;
+    let mut body = Map::new();
+    body.insert("budgets".into(), Value::Array(budgets));
+    ok(body)
+}
+
+/// One budget, as it stands now.
+#[utoipa::path(get, path = "/v1/budgets/{id}", tag = "budgets", params(("id" = String, Path, description = "budget id")),
+    responses((status = 200, description = "the budget"), (status = 404, description = "no such budget")))]
+pub async fn get_budget(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let now = jiff::Timestamp::now();
+    ok(caller
+        .tenant
+        .read(|state| state.spending.budgets.get(&id).map(|budget| spend::budget_view(budget, now)))
+        .await?
+        .ok_or_else(|| Problem::not_found("budget"))?)
+}
+
+/// Changes a budget's limit.
+#[utoipa::path(patch, path = "/v1/budgets/{id}", tag = "budgets", request_body = BudgetPatch,
+    params(("id" = String, Path, description = "budget id")),
+    responses((status = 200, description = "the budget"), (status = 404, description = "no such budget")))]
+pub async fn patch_budget(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: BudgetPatch = typed(json_object(body)?)?;
+    let limit = check_limit(request.limit)?;
+    ok(caller.tenant.submit_one(Op::UpdateBudget { id, limit }).await?)
+}
+
+// ---------------------------------------------------------------- reservations
+
+/// `POST /v1/reservations/{id}/settle`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SettleBody {
+    /// What was actually spent, by dimension, each at most what was reserved
+    /// (dimensions not named: 0). The rest is released.
+    #[schema(value_type = Object)]
+    amounts: BTreeMap<String, u64>,
+}
+
+/// Settles a reservation: spends the actual amounts and releases the rest.
+#[utoipa::path(post, path = "/v1/reservations/{id}/settle", tag = "reservations", request_body = SettleBody,
+    params(("id" = String, Path, description = "reservation id")),
+    responses((status = 200, description = "the reservation; the same answer again for the same settlement"),
+        (status = 404, description = "no such reservation"), (status = 409, description = "resolved otherwise, or its approval is not given")))]
+pub async fn settle(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: SettleBody = typed(json_object(body)?)?;
+    ok(caller.tenant.submit_one(Op::Settle { id, amounts: request.amounts }).await?)
+}
+
+/// Voids a reservation: releases everything it holds.
+#[utoipa::path(post, path = "/v1/reservations/{id}/void", tag = "reservations",
+    params(("id" = String, Path, description = "reservation id")),
+    responses((status = 200, description = "the reservation; the same answer again for a repeated void"),
+        (status = 404, description = "no such reservation"), (status = 409, description = "resolved otherwise")))]
+pub async fn void(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller.tenant.submit_one(Op::Void(id)).await?)
+}
+
+/// One reservation (held, or resolved within the last 24 h).
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
+    params(("id" = String, Path, description = "reservation id")),
+    responses((status = 200, description = "the reservation"), (status = 404, description = "no such reservation")))]
+pub async fn get_reservation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    ok(caller
+        .tenant
+        .read(|state| state.spending.budgets.reservation(&id).map(spend::reservation_view))
+        .await?
+        .ok_or_else(|| Problem::not_found("reservation"))?)
+}
+
+// ---------------------------------------------------------------- approvals
+
+/// Query of `GET /v1/approvals`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ApprovalList {
+    /// `pending`, `approved`, `denied` or `expired`.
+    status: Option<String>,
+}
+
+/// Approvals, newest first.
+#[utoipa::path(get, path = "/v1/approvals", tag = "approvals", params(ApprovalList), responses((status = 200, description = "`{approvals}`")))]
+pub async fn list_approvals(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<ApprovalList>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(text) => Some(spend::ApprovalStatus::parse(text).ok_or_else(|| {
+            Problem::field(Code::InvalidField, "status", "`status` must be pending, approved, denied or expired")
+        })?),
+    };
+    let approvals = caller
+        .tenant
+        .read(|state| {
+            let mut chosen: Vec<&spend::Approval> =
+                state.spending.approvals.values().filter(|a| status.is_none_or(|s| a.status == s)).collect();
+            chosen.sort_by_key(|approval| std::cmp::Reverse(approval.log_index));
+            chosen.into_iter().map(|approval| Value::Object(spend::approval_view(approval))).collect()
+        })
+        .await?;
+    let mut body = Map::new();
+    body.insert("approvals".into(), Value::Array(approvals));
+    ok(body)
+}
+
+/// Query of `GET /v1/approvals/{id}`.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct ApprovalWait {
+    /// Wait up to this many seconds (at most 60) for the approval to leave `pending`.
+    wait_s: Option<u64>,
+}
+
+/// The longest long poll.
+const APPROVAL_WAIT_MAX_S: u64 = 60;
+
+/// One approval; with `wait_s`, a long poll that answers as soon as it is
+/// approved, denied or expired.
+#[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
+    params(("id" = String, Path, description = "approval id"), ApprovalWait),
+    responses((status = 200, description = "the approval"), (status = 404, description = "no such approval")))]
+pub async fn get_approval(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(query): Query<ApprovalWait>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let wait = std::time::Duration::from_secs(query.wait_s.unwrap_or(0).min(APPROVAL_WAIT_MAX_S));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let view = caller
+            .tenant
+            .read(|state| state.spending.approvals.get(&id).map(spend::approval_view))
+            .await?
+            .ok_or_else(|| Problem::not_found("approval"))?;
+        let pending = view.get("status").and_then(Value::as_str) == Some("pending");
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if !pending || left.is_zero() {
+            return ok(view);
+        }
+        caller.tenant.changed(left).await;
+    }
+}
+
+/// `POST /v1/approvals/{id}/approve` and `/deny`.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalAnswer {
+    /// The human on the decision's chain who answers (recorded); without it,
+    /// the answer is recorded as the admin key's.
+    approver: Option<String>,
+}
+
+async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: Bytes, approve: bool) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let answer: ApprovalAnswer =
+        if body.is_empty() { ApprovalAnswer::default() } else { typed(json_object(Ok(body))?)? };
+    let by = match answer.approver {
+        None => format!("admin_key:{}", caller.key_id),
+        Some(approver) => {
+            let approver = identity_id("approver", &approver)?;
+            let on_chain = caller
+                .tenant
+                .read(|state| {
+                    let chain = state.spending.approvals.get(&id).map(|a| a.chain.clone()).unwrap_or_default();
+                    let human = state
+                        .authority
+                        .directory
+                        .get(&approver)
+                        .is_some_and(|identity| identity.kind == mandate_core::identity::Kind::Human);
+                    human && chain.contains(&approver)
+                })
+                .await?;
+            if !on_chain {
+                return Err(Problem::field(
+                    Code::Forbidden,
+                    "approver",
+                    format!("`{approver}` is not a human on this decision's chain"),
+                ));
+            }
+            approver.to_string()
+        }
+    };
+    ok(caller.tenant.submit_one(Op::ResolveApproval { id, approve, by }).await?)
+}
+
+/// Approves a pending decision: the agent may go ahead and settle.
+#[utoipa::path(post, path = "/v1/approvals/{id}/approve", tag = "approvals", request_body = ApprovalAnswer,
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, description = "the approval"), (status = 409, description = "already answered otherwise")))]
+pub async fn approve(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|rejection| Problem::new(Code::InvalidJson, rejection.body_text()))?;
+    answer_approval(app, headers, id, body, true).await
+}
+
+/// Denies a pending decision and voids its reservation.
+#[utoipa::path(post, path = "/v1/approvals/{id}/deny", tag = "approvals", request_body = ApprovalAnswer,
+    params(("id" = String, Path, description = "approval id")),
+    responses((status = 200, description = "the approval"), (status = 409, description = "already answered otherwise")))]
+pub async fn deny(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let body = body.map_err(|rejection| Problem::new(Code::InvalidJson, rejection.body_text()))?;
+    answer_approval(app, headers, id, body, false).await
+}
+
 /// Any other path.
 pub async fn fallback() -> Problem {
     Problem::new(Code::NotFound, "no such route")
@@ -948,9 +1271,13 @@ pub async fn fallback() -> Problem {
         put_policies, get_policies, policy_versions,
         get_settings, patch_settings, create_admin_key, revoke_admin_key,
         authorize, authorize_batch,
+        create_budget, list_budgets, get_budget, patch_budget,
+        settle, void, get_reservation,
+        list_approvals, get_approval, approve, deny,
         checkpoint, entries, inclusion_proof, consistency_proof, receipt, public_key, search,
     ),
-    components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch)),
+    components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch,
+        BudgetCreate, BudgetPatch, SettleBody, ApprovalAnswer)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -10,6 +10,7 @@
 pub mod api;
 pub mod problem;
 pub mod registry;
+pub mod spend;
 pub mod state;
 pub mod tenant;
 
@@ -93,6 +94,15 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/admin-keys/{id}/revoke", post(revoke_admin_key))
         .route("/v1/authorize", post(authorize))
         .route("/v1/authorize/batch", post(authorize_batch))
+        .route("/v1/budgets", post(create_budget).get(list_budgets))
+        .route("/v1/budgets/{id}", get(get_budget).patch(patch_budget))
+        .route("/v1/reservations/{id}", get(get_reservation))
+        .route("/v1/reservations/{id}/settle", post(settle))
+        .route("/v1/reservations/{id}/void", post(void))
+        .route("/v1/approvals", get(list_approvals))
+        .route("/v1/approvals/{id}", get(get_approval))
+        .route("/v1/approvals/{id}/approve", post(approve))
+        .route("/v1/approvals/{id}/deny", post(deny))
         .route("/v1/log/checkpoint", get(checkpoint))
         .route("/v1/log/entries", get(entries))
         .route("/v1/log/proof/inclusion", get(inclusion_proof))

@@ -19,14 +19,19 @@
 //! | `grant.created` | the grant, with its `id` (see `mandate_core::wire`) |
 //! | `grant.revoked` | `id` |
 //! | `decision` | the answer (SPEC §3) and the `request` it answers |
+//! | `budget.*`, `reservation.*`, `approval.*` | see `spend.rs` |
 
 use std::collections::{BTreeMap, HashMap};
 
+use jiff::Timestamp;
+use mandate_core::budget::Resolution;
 use mandate_core::decision::{Authority, Settings};
 use mandate_core::identity::IdentityId;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use serde_json::{Map, Value};
+
+use crate::spend::{self, ApprovalStatus, Spending};
 
 /// Entry type names, in one place.
 pub mod types {
@@ -50,6 +55,22 @@ pub mod types {
     pub const GRANT_REVOKED: &str = "grant.revoked";
     /// A decision answered.
     pub const DECISION: &str = "decision";
+    /// A budget set.
+    pub const BUDGET_CREATED: &str = "budget.created";
+    /// A budget's limit changed.
+    pub const BUDGET_UPDATED: &str = "budget.updated";
+    /// A reservation settled with its actual amounts.
+    pub const RESERVATION_SETTLED: &str = "reservation.settled";
+    /// A reservation voided.
+    pub const RESERVATION_VOIDED: &str = "reservation.voided";
+    /// A reservation expired unresolved.
+    pub const RESERVATION_EXPIRED: &str = "reservation.expired";
+    /// A pending decision approved.
+    pub const APPROVAL_APPROVED: &str = "approval.approved";
+    /// A pending decision denied (its reservation voided).
+    pub const APPROVAL_DENIED: &str = "approval.denied";
+    /// A pending decision unanswered in time.
+    pub const APPROVAL_EXPIRED: &str = "approval.expired";
 }
 
 /// What an admin key may do.
@@ -221,6 +242,10 @@ pub struct TenantState {
     pub settings: TenantSettings,
     /// Where each identity was created and revoked: `(created index, revoked index)`.
     pub identity_entries: HashMap<IdentityId, (u64, Option<u64>)>,
+    /// Budgets, reservations, approvals, request ids.
+    pub spending: Spending,
+    /// The time of the last entry folded in (entry times never go back).
+    pub last_time: Option<Timestamp>,
     /// How many entries are folded in: the state's version.
     pub applied: u64,
 }
@@ -243,6 +268,8 @@ impl TenantState {
             admin_keys: BTreeMap::new(),
             settings: TenantSettings::default(),
             identity_entries: HashMap::new(),
+            spending: Spending::default(),
+            last_time: None,
             applied: 0,
         })
     }
@@ -260,6 +287,9 @@ impl TenantState {
         if index != self.applied {
             return Err(malformed(format!("expected entry {}", self.applied)));
         }
+        let now: Timestamp = time.parse().map_err(|e| malformed(format!("time `{time}`: {e}")))?;
+        self.spending.forget(now);
+        self.last_time = Some(now);
         match entry_type {
             types::TENANT_CREATED => {
                 let settings = object(body, "settings").map_err(malformed)?;
@@ -325,7 +355,39 @@ impl TenantState {
                 let held = self.grant_mut(id).ok_or_else(|| malformed(format!("no grant `{id}`")))?;
                 held.grant.revoked = true;
             }
-            types::DECISION => {}
+            types::DECISION => self.spending.apply_decision(index, body, now).map_err(malformed)?,
+            types::BUDGET_CREATED => {
+                let identity = string(body, "identity").map_err(malformed)?;
+                let known =
+                    IdentityId::parse(identity).ok().is_some_and(|id| self.authority.directory.get(&id).is_some());
+                if !known {
+                    return Err(malformed(format!("no identity `{identity}`")));
+                }
+                self.spending.apply_budget_created(body, now).map_err(malformed)?;
+            }
+            types::BUDGET_UPDATED => self.spending.apply_budget_updated(body, now).map_err(malformed)?,
+            types::RESERVATION_SETTLED => {
+                let id = string(body, "id").map_err(malformed)?;
+                let actual =
+                    spend::amounts(body.get("amounts").unwrap_or(&Value::Null), "amounts").map_err(malformed)?;
+                self.spending.apply_resolution(id, Resolution::Settle(actual), now).map_err(malformed)?;
+            }
+            types::RESERVATION_VOIDED | types::RESERVATION_EXPIRED => {
+                let id = string(body, "id").map_err(malformed)?;
+                let resolution =
+                    if entry_type == types::RESERVATION_VOIDED { Resolution::Void } else { Resolution::Expire };
+                self.spending.apply_resolution(id, resolution, now).map_err(malformed)?;
+            }
+            types::APPROVAL_APPROVED | types::APPROVAL_DENIED | types::APPROVAL_EXPIRED => {
+                let id = string(body, "id").map_err(malformed)?;
+                let by = body.get("by").and_then(Value::as_str);
+                let status = match entry_type {
+                    types::APPROVAL_APPROVED => ApprovalStatus::Approved,
+                    types::APPROVAL_DENIED => ApprovalStatus::Denied,
+                    _ => ApprovalStatus::Expired,
+                };
+                self.spending.apply_approval(id, status, by, now).map_err(malformed)?;
+            }
             other => return Err(malformed(format!("unknown entry type `{other}`"))),
         }
         self.applied += 1;
@@ -336,6 +398,10 @@ impl TenantState {
     /// already (the sequencer does, so that Cedar's compiler does not run
     /// while it holds the state).
     pub fn install_policies(&mut self, index: u64, time: &str, set: PolicySet) {
+        if let Ok(now) = time.parse::<Timestamp>() {
+            self.spending.forget(now);
+            self.last_time = Some(now);
+        }
         let version = self.policy_versions.len() as u64 + 1;
         self.policy_versions.push(PolicyVersion {
             version,

@@ -18,18 +18,20 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use jiff::Timestamp;
-use mandate_core::decision::{self, NoBudgets};
+use jiff::{SignedDuration, Timestamp};
+use mandate_core::budget::{self, Budget, Resolution, Resolve};
+use mandate_core::decision;
 use mandate_core::grant::{self, Grant};
 use mandate_core::identity::{Identity, IdentityId, Kind};
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use mandate_log::SignerKey;
-use mandate_store::{EntryDraft, Ledger, StoreError};
+use mandate_store::{EntryDraft, Ledger, StateRow, StoreError};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::problem::{Code, Problem};
+use crate::spend::{self, ApprovalStatus};
 use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
 
 /// The most operations evaluated and committed together.
@@ -38,6 +40,9 @@ const BATCH_OPS_MAX: usize = 512;
 /// The most submissions waiting for a tenant's sequencer; further requests
 /// wait for room (back-pressure, not unbounded memory).
 const QUEUE_MAX: usize = 4_096;
+
+/// How often the expiry timer looks for what is due.
+const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The most operations in one submission (`authorize/batch` allows 30).
 pub const SUBMISSION_OPS_MAX: usize = 30;
@@ -70,6 +75,33 @@ pub enum Op {
     },
     /// Revoke an admin key.
     RevokeAdminKey(String),
+    /// Set a budget.
+    CreateBudget(Budget),
+    /// Change a budget's limit.
+    UpdateBudget {
+        /// The budget.
+        id: String,
+        /// Its new limit.
+        limit: u64,
+    },
+    /// Settle a reservation with its actual amounts.
+    Settle {
+        /// The reservation.
+        id: String,
+        /// What was actually spent, by dimension.
+        amounts: BTreeMap<String, u64>,
+    },
+    /// Void a reservation.
+    Void(String),
+    /// Answer a pending decision.
+    ResolveApproval {
+        /// The approval.
+        id: String,
+        /// Approve, or deny.
+        approve: bool,
+        /// Who answers: a human on the chain, or the admin key.
+        by: String,
+    },
 }
 
 /// A decision request, checked by the HTTP layer.
@@ -89,8 +121,10 @@ pub struct AuthorizeRequest {
     pub input: Option<Value>,
     /// Hex SHA-256 of the canonical input, if given.
     pub input_sha256: Option<String>,
-    /// Idempotency key (recorded; deduplication arrives with budgets).
+    /// Idempotency key: a retry within 24 h gets the first answer.
     pub request_id: Option<String>,
+    /// How long a reservation (or approval) is held; default 300 s, at most 24 h.
+    pub reservation_ttl: Option<SignedDuration>,
     /// The agent run.
     pub session_id: Option<String>,
     /// W3C trace id.
@@ -117,6 +151,7 @@ struct Committed {
 /// A tenant being served.
 pub struct Tenant {
     name: String,
+    ledger: Arc<dyn Ledger>,
     state: Arc<RwLock<TenantState>>,
     queue: mpsc::Sender<Submission>,
     committed: watch::Receiver<Committed>,
@@ -179,9 +214,16 @@ impl Tenant {
         let state = Arc::new(RwLock::new(state));
         let (queue, submissions) = mpsc::channel(QUEUE_MAX);
         let (committed_tx, committed_rx) = watch::channel(committed);
-        let sequencer = Sequencer { tenant: name.to_owned(), ledger, state: state.clone(), committed: committed_tx };
+        let sequencer = Sequencer {
+            tenant: name.to_owned(),
+            ledger: ledger.clone(),
+            state: state.clone(),
+            committed: committed_tx,
+        };
         tokio::spawn(sequencer.run(submissions));
-        Ok(Arc::new(Tenant { name: name.to_owned(), state, queue, committed: committed_rx, signer }))
+        let tenant = Arc::new(Tenant { name: name.to_owned(), ledger, state, queue, committed: committed_rx, signer });
+        tokio::spawn(expiry_timer(Arc::downgrade(&tenant)));
+        Ok(tenant)
     }
 
     /// The tenant's name.
@@ -201,7 +243,44 @@ impl Tenant {
             .send(Submission { ops, reply })
             .await
             .map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))?;
-        answer.await.map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))
+        let answers =
+            answer.await.map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))?;
+        let mut resolved = Vec::with_capacity(answers.len());
+        for answer in answers {
+            resolved.push(match answer {
+                Ok(answer) => match answer.get(REPLAY_OF).and_then(Value::as_u64) {
+                    Some(index) => self.earlier_answer(index).await,
+                    None => Ok(answer),
+                },
+                Err(problem) => Err(problem),
+            });
+        }
+        Ok(resolved)
+    }
+
+    /// The answer of the decision at `index`, for a retried `request_id`:
+    /// its entry's body without the request, with `replayed: true`.
+    async fn earlier_answer(&self, index: u64) -> OpResult {
+        let ledger = self.ledger.clone();
+        let tenant = self.name.clone();
+        let stored = tokio::task::spawn_blocking(move || ledger.entries(&tenant, index, index + 1))
+            .await
+            .map_err(|_| Problem::new(Code::Internal, "reading an earlier answer failed"))??;
+        let entry = stored
+            .first()
+            .and_then(|stored| mandate_log::Entry::parse(&stored.bytes).ok())
+            .ok_or_else(|| Problem::new(Code::Internal, format!("entry {index} cannot be read")))?;
+        let mut answer = entry.body;
+        answer.remove("request");
+        answer.insert("log_index".into(), Value::from(index));
+        answer.insert("replayed".into(), Value::Bool(true));
+        Ok(answer)
+    }
+
+    /// Waits until the state changes (or `timeout` passes): for long polls.
+    pub async fn changed(&self, timeout: std::time::Duration) {
+        let mut committed = self.committed.clone();
+        let _ = tokio::time::timeout(timeout, committed.changed()).await;
     }
 
     /// Submits one operation.
@@ -231,6 +310,21 @@ impl Tenant {
     /// (its creator has not been answered, so nobody else holds it).
     pub fn peek<T>(&self, f: impl FnOnce(&TenantState) -> T) -> T {
         f(&self.state.read().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+/// Makes sure reservations and approvals expire when nobody calls: when
+/// something is due, an empty submission makes the sequencer run a batch,
+/// which writes the expiries. Stops with the tenant.
+async fn expiry_timer(tenant: std::sync::Weak<Tenant>) {
+    let mut tick = tokio::time::interval(EXPIRY_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(tenant) = tenant.upgrade() else { return };
+        if tenant.peek(|state| state.spending.anything_due(Timestamp::now())) {
+            let _ = tenant.submit(Vec::new()).await;
+        }
     }
 }
 
@@ -267,14 +361,20 @@ impl Sequencer {
     async fn run_batch(&self, batch: Vec<Submission>) {
         // INVARIANT (one-clock-per-batch): every entry of a batch carries the
         // same time, read once here.
-        let now = Timestamp::now();
-        let time = entry_time(now);
         let mut drafts: Vec<EntryDraft> = Vec::new();
         let mut replies = Vec::with_capacity(batch.len());
         let base;
+        let rows: Vec<StateRow>;
         {
             let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
             base = state.applied;
+            // Entry times have microseconds, and the fold reads them back:
+            // decide at exactly that instant, and never before the last entry.
+            let clock = Timestamp::from_microsecond(Timestamp::now().as_microsecond()).unwrap_or(Timestamp::UNIX_EPOCH);
+            let now = state.last_time.map_or(clock, |last| clock.max(last));
+            let time = entry_time(now);
+            // Expiries first: what is due is released before anyone decides.
+            expire_due(&mut state, now, &time, &mut drafts);
             for Submission { ops, reply } in batch {
                 let staged: Vec<Staged> = ops
                     .into_iter()
@@ -282,12 +382,20 @@ impl Sequencer {
                     .collect();
                 replies.push((reply, staged));
             }
+            rows = state
+                .spending
+                .take_dirty()
+                .into_iter()
+                .map(|(kind, key, value)| StateRow { kind: kind.to_owned(), key, value })
+                .collect();
         }
         let outcome = if drafts.is_empty() {
             Ok(Vec::new())
         } else {
             let count = drafts.len() as u64;
-            match self.ledger.append(&self.tenant, drafts).await {
+            // INVARIANT (rows-with-entries): the rows the batch changed are
+            // written in the same transaction as its entries.
+            match self.ledger.append_with_state(&self.tenant, drafts, rows).await {
                 // INVARIANT (single-writer): this sequencer is the only writer
                 // of the tenant's log, so the store's indexes are the ones the
                 // state assumed. If not, the state is rebuilt.
@@ -364,8 +472,100 @@ fn evaluate(
     let index = state.applied;
     let (entry_type, body, terms, prepared_policies) = match op {
         Op::Authorize(request) => {
-            let (body, outcome) = decide(state, &request, now);
+            let recorded = request_body(state, &request);
+            if let Some(request_id) = &request.request_id
+                && let Some(seen) = state.spending.seen(&request.identity, request_id, now)
+            {
+                if seen.fingerprint != spend::fingerprint(&recorded) {
+                    return Err(Problem::field(
+                        Code::Conflict,
+                        "request_id",
+                        format!("`request_id` `{request_id}` was used within 24 h for a different request"),
+                    ));
+                }
+                // The first answer, read back from its entry by the caller.
+                let mut replay = Map::new();
+                replay.insert(REPLAY_OF.into(), Value::from(seen.log_index));
+                return Ok((replay, None));
+            }
+            let (body, outcome) = decide(state, &request, recorded, now);
             (types::DECISION, body, (Some(request.identity.to_string()), Some(outcome)), None)
+        }
+        Op::CreateBudget(budget) => {
+            if state.authority.directory.get(&budget.identity).is_none() {
+                return Err(Problem::field(
+                    Code::InvalidField,
+                    "identity",
+                    format!("no identity `{}`", budget.identity),
+                ));
+            }
+            state.spending.check_budget(&budget).map_err(|error| match error {
+                budget::BudgetError::Duplicate { .. } => Problem::field(Code::Conflict, "id", error.to_string()),
+                other => Problem::new(Code::Conflict, other.to_string()),
+            })?;
+            let subject = budget.identity.to_string();
+            (types::BUDGET_CREATED, spend::budget_body(&budget), (Some(subject), None), None)
+        }
+        Op::UpdateBudget { id, limit } => {
+            let Some(budget) = state.spending.budgets.get(&id) else { return Err(Problem::not_found("budget")) };
+            let subject = budget.identity.to_string();
+            let mut body = Map::new();
+            body.insert("id".into(), Value::from(id));
+            body.insert("limit".into(), Value::from(limit));
+            (types::BUDGET_UPDATED, body, (Some(subject), None), None)
+        }
+        Op::Settle { id, amounts } => {
+            if let Some(approval) =
+                state.spending.approvals.values().find(|a| a.reservation.as_deref() == Some(id.as_str()))
+                && approval.status != ApprovalStatus::Approved
+            {
+                return Err(Problem::new(
+                    Code::Conflict,
+                    format!(
+                        "reservation `{id}` waits on approval `{}`, which is {}",
+                        approval.id,
+                        approval.status.as_str()
+                    ),
+                ));
+            }
+            let resolution = Resolution::Settle(amounts.clone());
+            if resolve_check(state, &id, &resolution)? == Resolve::Repeated {
+                return Ok((reservation_answer(state, &id)?, None));
+            }
+            let mut body = Map::new();
+            body.insert(
+                "amounts".into(),
+                Value::Object(amounts.iter().map(|(k, v)| (k.clone(), Value::from(*v))).collect()),
+            );
+            body.insert("id".into(), Value::from(id.as_str()));
+            (types::RESERVATION_SETTLED, body, (reservation_subject(state, &id), None), None)
+        }
+        Op::Void(id) => {
+            if resolve_check(state, &id, &Resolution::Void)? == Resolve::Repeated {
+                return Ok((reservation_answer(state, &id)?, None));
+            }
+            let mut body = Map::new();
+            body.insert("id".into(), Value::from(id.as_str()));
+            (types::RESERVATION_VOIDED, body, (reservation_subject(state, &id), None), None)
+        }
+        Op::ResolveApproval { id, approve, by } => {
+            let Some(approval) = state.spending.approvals.get(&id) else { return Err(Problem::not_found("approval")) };
+            let wanted = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
+            if approval.status == wanted {
+                return Ok((spend::approval_view(approval), None));
+            }
+            if approval.status != ApprovalStatus::Pending {
+                return Err(Problem::new(
+                    Code::Conflict,
+                    format!("approval `{id}` is already {}", approval.status.as_str()),
+                ));
+            }
+            let subject = approval.chain.first().map(ToString::to_string);
+            let mut body = Map::new();
+            body.insert("by".into(), Value::from(by));
+            body.insert("id".into(), Value::from(id));
+            let entry_type = if approve { types::APPROVAL_APPROVED } else { types::APPROVAL_DENIED };
+            (entry_type, body, (subject, None), None)
         }
         Op::CreateIdentity(identity) => {
             if state.authority.directory.get(&identity.id).is_some() {
@@ -452,6 +652,53 @@ fn evaluate(
     Ok((answer, Some(drafts.len() - 1)))
 }
 
+/// The key of an answer that is a retry of an earlier decision: its value
+/// is the earlier decision's log index. Only the sequencer sets it, and
+/// `Tenant::submit` replaces it with the earlier answer.
+const REPLAY_OF: &str = "\u{0}replay_of";
+
+/// Writes the expiry entries due at `now`, each folded in before the next
+/// is chosen (an approval's expiry also expires its reservation).
+fn expire_due(state: &mut TenantState, now: Timestamp, time: &str, drafts: &mut Vec<EntryDraft>) {
+    if !state.spending.anything_due(now) {
+        return;
+    }
+    while let Some((entry_type, id)) = state.spending.due(now).into_iter().next() {
+        let mut body = Map::new();
+        body.insert("id".into(), Value::from(id.as_str()));
+        let index = state.applied;
+        let draft = EntryDraft::new(entry_type, time, &body);
+        match (draft, state.apply(index, time, entry_type, &body)) {
+            (Ok(draft), Ok(())) => drafts.push(draft),
+            (draft, applied) => {
+                // Not reached: the bodies are tiny and the ids come from the
+                // state. Stop rather than loop on an entry that will not apply.
+                tracing::error!(tenant = %state.name, %id, ?applied, draft_ok = draft.is_ok(), "cannot expire");
+                return;
+            }
+        }
+    }
+}
+
+fn resolve_check(state: &TenantState, id: &str, resolution: &Resolution) -> Result<Resolve, Problem> {
+    state.spending.budgets.check_resolution(id, resolution).map_err(|error| match error {
+        budget::ResolveError::Unknown { .. } => Problem::not_found("reservation"),
+        budget::ResolveError::Conflict { .. } => Problem::new(Code::Conflict, error.to_string()),
+        budget::ResolveError::UnknownDimension { ref dimension, .. }
+        | budget::ResolveError::OverReserved { ref dimension, .. } => {
+            Problem::field(Code::InvalidField, format!("amounts.{dimension}"), error.to_string())
+        }
+    })
+}
+
+fn reservation_subject(state: &TenantState, id: &str) -> Option<String> {
+    state.spending.budgets.reservation(id).map(|r| r.identity.to_string())
+}
+
+fn reservation_answer(state: &TenantState, id: &str) -> Result<Map<String, Value>, Problem> {
+    state.spending.budgets.reservation(id).map(spend::reservation_view).ok_or_else(|| Problem::not_found("reservation"))
+}
+
 fn apply_problem(error: state::ApplyError) -> Problem {
     use mandate_core::identity::IdentityError;
     match error.cause {
@@ -499,6 +746,22 @@ fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -
                 .map(|key| admin_key_view(&key_id, key))
                 .ok_or_else(|| Problem::new(Code::Internal, "key vanished"))
         }
+        types::BUDGET_CREATED | types::BUDGET_UPDATED => {
+            let now = state.last_time.unwrap_or(Timestamp::UNIX_EPOCH);
+            state
+                .spending
+                .budgets
+                .get(&id("id"))
+                .map(|budget| spend::budget_view(budget, now))
+                .ok_or_else(|| Problem::new(Code::Internal, "budget vanished"))
+        }
+        types::RESERVATION_SETTLED | types::RESERVATION_VOIDED => reservation_answer(state, &id("id")),
+        types::APPROVAL_APPROVED | types::APPROVAL_DENIED => state
+            .spending
+            .approvals
+            .get(&id("id"))
+            .map(spend::approval_view)
+            .ok_or_else(|| Problem::new(Code::Internal, "approval vanished")),
         // A decision's answer is its body without the request.
         _ => {
             let mut answer = body;
@@ -582,7 +845,12 @@ fn decision_counts(state: &TenantState, held: &decision::HeldGrant) -> bool {
 }
 
 /// Decides and builds the decision entry's body: the answer plus the request.
-fn decide(state: &TenantState, request: &AuthorizeRequest, now: Timestamp) -> (Map<String, Value>, &'static str) {
+fn decide(
+    state: &TenantState,
+    request: &AuthorizeRequest,
+    recorded: Map<String, Value>,
+    now: Timestamp,
+) -> (Map<String, Value>, &'static str) {
     let core_request = decision::Request {
         identity: &request.identity,
         action: &request.action,
@@ -591,10 +859,22 @@ fn decide(state: &TenantState, request: &AuthorizeRequest, now: Timestamp) -> (M
         amounts: &request.amounts,
         at: now,
     };
-    let decided = decision::decide(&state.authority, &core_request, &NoBudgets);
+    let decided = decision::decide(&state.authority, &core_request, &state.spending.budgets);
+    let ttl = request.reservation_ttl.unwrap_or(budget::RESERVATION_TTL_DEFAULT);
+    let expires_at = entry_time(now.checked_add(ttl).unwrap_or(now));
+    let held = |answer: bool| -> Value {
+        if !answer {
+            return Value::Null;
+        }
+        let mut object = Map::new();
+        object.insert("expires_at".into(), Value::from(expires_at.as_str()));
+        object.insert("id".into(), Value::from(uuid::Uuid::now_v7().to_string()));
+        Value::Object(object)
+    };
+    let going_ahead = decided.outcome != decision::Outcome::Deny;
     let mut body = Map::new();
-    body.insert("approval".into(), Value::Null);
-    body.insert("budgets".into(), Value::Array(Vec::new()));
+    body.insert("approval".into(), held(decided.outcome == decision::Outcome::Pending));
+    body.insert("budgets".into(), Value::Array(decided.budgets.iter().map(spend::touch_json).collect()));
     body.insert("chain".into(), Value::Array(decided.chain.iter().map(|id| Value::from(id.to_string())).collect()));
     body.insert("decision".into(), Value::from(decided.outcome.as_str()));
     body.insert("decision_id".into(), Value::from(uuid::Uuid::now_v7().to_string()));
@@ -633,6 +913,15 @@ fn decide(state: &TenantState, request: &AuthorizeRequest, now: Timestamp) -> (M
                         object.insert("identity".into(), Value::from(identity.to_string()));
                     }
                     object.insert("message".into(), Value::from(reason.message.as_str()));
+                    if let Some(shortfall) = &reason.shortfall {
+                        let mut budget = Map::new();
+                        budget.insert("dimension".into(), Value::from(shortfall.dimension.as_str()));
+                        budget.insert("id".into(), Value::from(shortfall.budget.as_str()));
+                        budget.insert("limit".into(), Value::from(shortfall.limit));
+                        budget.insert("period".into(), Value::from(shortfall.period.as_str()));
+                        budget.insert("remaining".into(), Value::from(shortfall.remaining));
+                        object.insert("budget".into(), Value::Object(budget));
+                    }
                     if !reason.policies.is_empty() {
                         object.insert(
                             "policies".into(),
@@ -644,8 +933,8 @@ fn decide(state: &TenantState, request: &AuthorizeRequest, now: Timestamp) -> (M
                 .collect(),
         ),
     );
-    body.insert("request".into(), Value::Object(request_body(state, request)));
-    body.insert("reservation".into(), Value::Null);
+    body.insert("request".into(), Value::Object(recorded));
+    body.insert("reservation".into(), held(going_ahead && decided.budgets.iter().any(budget::Touch::is_held)));
     (body, decided.outcome.as_str())
 }
 

@@ -275,6 +275,7 @@ impl<'a> Question<'a> {
             input: None,
             input_sha256: None,
             request_id: None,
+            reservation_ttl: None,
             session_id: Some("demo".to_owned()),
             trace_id: None,
         })
