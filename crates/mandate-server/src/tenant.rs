@@ -188,8 +188,12 @@ pub enum LoadError {
 
 /// Folds a tenant's whole log into its state.
 pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, LoadError> {
+    fold_log(ledger, tenant, ledger.size(tenant)?)
+}
+
+/// Folds the first `size` entries of a tenant's log into a state.
+pub fn fold_log(ledger: &dyn Ledger, tenant: &str, size: u64) -> Result<TenantState, LoadError> {
     let mut state = TenantState::new(tenant)?;
-    let size = ledger.size(tenant)?;
     let mut start = 0;
     while start < size {
         let end = size.min(start + mandate_store::ENTRIES_PAGE_MAX);

@@ -6,6 +6,7 @@
 
 mod demo;
 mod keys;
+mod replay;
 mod serve;
 mod verify;
 
@@ -46,6 +47,16 @@ enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
+    /// Rebuild every tenant's budgets, reservations and approvals from the
+    /// log alone and compare them with the store; exit 1 on any difference.
+    Replay(ReplayArgs),
+}
+
+#[derive(Debug, Args)]
+struct ReplayArgs {
+    /// The data directory.
+    #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
+    data: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -122,6 +133,7 @@ fn main() -> ExitCode {
         Command::Grant(command) => keys::run_grant(command),
         Command::Serve(args) => serve::serve(args.data, args.addr, args.origin_host),
         Command::Tenant(TenantCommand::Create { name, data, origin_host }) => serve::create(data, name, origin_host),
+        Command::Replay(args) => replay::run(&args.data),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

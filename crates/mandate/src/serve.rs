@@ -15,7 +15,7 @@ use mandate_store::{Ledger, SqliteLedger};
 pub const DEFAULT_TENANT: &str = "default";
 
 /// The database file inside the data directory.
-const DATABASE_FILE: &str = "mandate.db";
+pub const DATABASE_FILE: &str = "mandate.db";
 
 /// The file holding the first admin key.
 const ADMIN_KEY_FILE: &str = "admin.key";
