@@ -119,6 +119,8 @@ pub struct Spending {
     /// Approvals by id (resolved ones are kept: they are few and audited).
     pub approvals: BTreeMap<String, Approval>,
     approval_expiries: BTreeSet<(Timestamp, String)>,
+    /// Approval id by the reservation it holds.
+    approval_of_reservation: HashMap<String, String>,
     /// Request ids by (acting identity, request id).
     requests: HashMap<(IdentityId, String), SeenRequest>,
     request_times: VecDeque<(Timestamp, (IdentityId, String))>,
@@ -147,6 +149,11 @@ impl Spending {
     /// A budget to create, checked against the state.
     pub fn check_budget(&self, budget: &Budget) -> Result<(), budget::BudgetError> {
         self.budgets.check_create(budget)
+    }
+
+    /// The approval that holds this reservation, if any.
+    pub fn approval_of(&self, reservation: &str) -> Option<&Approval> {
+        self.approval_of_reservation.get(reservation).and_then(|id| self.approvals.get(id))
     }
 
     /// The request seen with this id from this identity, within 24 h of `now`.
@@ -290,6 +297,9 @@ impl Spending {
                 resolved_by: None,
             };
             self.approval_expiries.insert((approval.expires_at, approval.id.clone()));
+            if let Some(reservation) = &approval.reservation {
+                self.approval_of_reservation.insert(reservation.clone(), approval.id.clone());
+            }
             self.dirty.insert((kinds::APPROVAL, approval.id.clone()));
             self.approvals.insert(approval.id.clone(), approval);
         }

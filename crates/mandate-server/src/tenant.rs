@@ -519,8 +519,7 @@ fn evaluate(
             (types::BUDGET_UPDATED, body, (Some(subject), None), None)
         }
         Op::Settle { id, amounts } => {
-            if let Some(approval) =
-                state.spending.approvals.values().find(|a| a.reservation.as_deref() == Some(id.as_str()))
+            if let Some(approval) = state.spending.approval_of(&id)
                 && approval.status != ApprovalStatus::Approved
             {
                 return Err(Problem::new(
