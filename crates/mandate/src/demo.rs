@@ -4,13 +4,15 @@
 //! It creates the tenant `default` the way `mandate serve` does, then drives
 //! the tenant in-process (the same sequencer the HTTP API submits to): a
 //! human, an agent and a sub-agent; grants handed down the chain, one of them
-//! refused for being wider than its grantor's; a Cedar rule; decisions allowed
-//! and denied for each kind of reason; a burst of concurrent decisions; a
-//! revocation that cuts off everything below it. Then it exports the log,
-//! verifies it with the code of `mandate verify`, checks one decision's
-//! receipt alone, and shows one altered byte caught and located. Every file
-//! stays in the data directory, so the reader can verify by hand or serve the
-//! store with `mandate serve --data DIR`.
+//! refused for being wider than its grantor's; Cedar rules, one of which asks
+//! a human; daily budgets; decisions allowed and denied for each kind of
+//! reason; a burst of concurrent decisions; a charge reserved and settled for
+//! less, a charge approved by the human, and a budget exhausted; a revocation
+//! that cuts off everything below it. Then it exports the log, verifies it
+//! with the code of `mandate verify`, checks one decision's receipt alone, and
+//! shows one altered byte caught and located. Every file stays in the data
+//! directory, so the reader can verify by hand, replay it with `mandate replay
+//! --data DIR`, or serve the store with `mandate serve --data DIR`.
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -20,6 +22,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use mandate_core::budget::{Budget, Period};
 use mandate_core::identity::IdentityId;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
@@ -42,10 +45,21 @@ const ALICE: &str = "user:alice";
 const BUYER: &str = "agent:buyer";
 const SEARCH: &str = "agent:buyer/search";
 
-/// The rule the demo adds to a new tenant's permit-all policy.
+/// The rules the demo puts in place of a new tenant's permit-all policy.
+/// Cedar permits combine: a charge over 4000 is permitted by both permits,
+/// and since one of them asks for approval, the answer is `pending`.
 const POLICIES: &str = r#"@id("block-gambling") forbid(principal, action, resource) when { context has category && context.category == "gambling" };
+@id("big-charges-need-alice") @approval("required") permit(principal, action, resource) when { context.amounts has usd_cents && context.amounts.usd_cents > 4000 };
 @id("default-permit") permit(principal, action, resource);
 "#;
+
+/// Alice's household budget: hers and everything below her.
+const ALICE_DAILY: (&str, &str, u64) = ("alice-daily", ALICE, 10_000);
+/// The buyer's own budget, inside hers.
+const BUYER_DAILY: (&str, &str, u64) = ("buyer-daily", BUYER, 6_000);
+const DIMENSION: &str = "usd_cents";
+/// The first charge, reserved in section 4 and settled for less in 5.
+const DUNE_CENTS: u64 = 1_899;
 
 /// Terminal styling, only when stdout is a terminal.
 struct Style {
@@ -68,6 +82,9 @@ impl Style {
     fn dim(&self, text: impl Display) -> String {
         self.paint("2", text)
     }
+    fn wait(&self, text: impl Display) -> String {
+        self.paint("33", text)
+    }
 }
 
 /// The tenant, driven in-process on a small runtime.
@@ -88,6 +105,17 @@ impl Demo {
 
     fn authorize(&self, request: AuthorizeRequest) -> Result<Map<String, Value>> {
         self.change(Op::Authorize(Box::new(request)))
+    }
+
+    /// The demo's budgets as they stand now (committed).
+    fn budgets(&self) -> Result<Vec<Budget>> {
+        let now = jiff::Timestamp::now();
+        // In chain order, as decisions list them.
+        let ids = [BUYER_DAILY.0, ALICE_DAILY.0];
+        let read = self.tenant.read(|state| {
+            ids.iter().filter_map(|id| state.spending.budgets.get(id).map(|budget| budget.at(now))).collect()
+        });
+        self.runtime.block_on(read).map_err(problem)
     }
 }
 
@@ -132,7 +160,9 @@ pub fn run(data: Option<PathBuf>, burst: u64) -> Result<()> {
     identities(out, &style, &demo)?;
     grants(out, &style, &demo)?;
     policies(out, &style, &demo)?;
-    let receipt_index = decisions(out, &style, &demo, burst)?;
+    let allowed = decisions(out, &style, &demo, burst)?;
+    let receipt_index = log_index(&allowed);
+    spending(out, &style, &demo, &allowed)?;
     revocation(out, &style, &demo)?;
     the_log(out, &style, &demo, ledger.as_ref(), &dir, receipt_index)?;
 
@@ -143,8 +173,7 @@ pub fn run(data: Option<PathBuf>, burst: u64) -> Result<()> {
         .chain(["tampered.jsonl".to_owned()])
         .collect::<Vec<_>>();
     writeln!(out, "\n{} {}", style.bold(format!("Files in {}:", dir.display())), files.join(" "))?;
-    writeln!(out, "Check them by hand, or serve this store over HTTP (its admin key is in admin.key):")?;
-    writeln!(out, "  cd {}", dir.display())?;
+    writeln!(out, "Check them by hand there, or serve the store over HTTP (its admin key is in admin.key):")?;
     writeln!(out, "  mandate verify --log log.jsonl --checkpoint checkpoint --key log.pub")?;
     writeln!(
         out,
@@ -220,7 +249,11 @@ fn grants(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
 }
 
 fn policies(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
-    writeln!(out, "\n{} Cedar policies on top of the grants, versioned", style.bold("3. Rules:"))?;
+    writeln!(
+        out,
+        "\n{} Cedar policies on top of the grants, versioned; what may be spent per day",
+        style.bold("3. Rules and budgets:")
+    )?;
     let set = PolicySet::new(POLICIES, None)?;
     let answer = demo.change(Op::PutPolicies(set))?;
     for line in POLICIES.lines() {
@@ -235,6 +268,22 @@ fn policies(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
         answer.get("version").and_then(Value::as_u64).unwrap_or_default(),
         hash.get(..12).unwrap_or(hash),
         log_index(&answer),
+    )?;
+    let mut created = Vec::new();
+    for (id, identity, limit) in [ALICE_DAILY, BUYER_DAILY] {
+        let now = jiff::Timestamp::now();
+        let budget =
+            Budget::new(id.to_owned(), IdentityId::parse(identity)?, DIMENSION.to_owned(), Period::Day, limit, now);
+        let answer = demo.change(Op::CreateBudget(budget))?;
+        created.push((format!("`{id}` {limit} on {identity}"), log_index(&answer)));
+    }
+    let (budgets, indexes): (Vec<String>, Vec<String>) =
+        created.into_iter().map(|(budget, index)| (budget, index.to_string())).unzip();
+    writeln!(
+        out,
+        "     {DIMENSION} a day, counting each identity and all below it: {} (log index {})",
+        budgets.join(", "),
+        indexes.join(", ")
     )?;
     Ok(())
 }
@@ -299,25 +348,62 @@ fn strings(value: Option<&Value>) -> Vec<&str> {
     value.and_then(Value::as_array).map(|values| values.iter().filter_map(Value::as_str).collect()).unwrap_or_default()
 }
 
+/// What a decision takes from each budget: `id before → after of limit`.
+fn touches(answer: &Map<String, Value>) -> String {
+    let touches = answer.get("budgets").and_then(Value::as_array).into_iter().flatten();
+    let touch = |touch: &Value| {
+        let field = |name: &str| touch.get(name).map(ToString::to_string).unwrap_or_default();
+        format!(
+            "{} {} → {} of {}",
+            touch.get("id").and_then(Value::as_str).unwrap_or("?"),
+            field("before"),
+            field("after"),
+            field("limit")
+        )
+    };
+    touches.map(touch).collect::<Vec<_>>().join(", ")
+}
+
+fn id_of<'a>(answer: &'a Map<String, Value>, field: &str) -> &'a str {
+    answer.get(field).and_then(|held| held.get("id")).and_then(Value::as_str).unwrap_or_default()
+}
+
 /// Asks, prints the question and the answer, and returns the answer.
 fn ask(out: &mut impl Write, style: &Style, demo: &Demo, question: Question<'_>) -> Result<Map<String, Value>> {
     let answer = demo.authorize(question.request()?)?;
     writeln!(out, "     {question}")?;
     let policies = answer.get("policies");
-    if text(&answer, "decision") == "allow" {
-        writeln!(
+    let determining = strings(policies.and_then(|p| p.get("determining"))).join("`, `");
+    match text(&answer, "decision") {
+        "allow" => {
+            writeln!(
+                out,
+                "       {}  by policy `{determining}`, chain {}, log index {}",
+                style.good("allow"),
+                strings(answer.get("chain")).join(" → "),
+                log_index(&answer),
+            )?;
+            if answer.get("reservation").is_some_and(Value::is_object) {
+                writeln!(
+                    out,
+                    "       reserved in every budget on the chain, all or nothing: {}",
+                    style.dim(touches(&answer))
+                )?;
+            }
+        }
+        "pending" => writeln!(
             out,
-            "       {}  by policy `{}`, chain {}, log index {}",
-            style.good("allow"),
-            strings(policies.and_then(|p| p.get("determining"))).join("`, `"),
-            strings(answer.get("chain")).join(" → "),
+            "       {}  by policy `{determining}`: approval {} waits for a human (log index {})",
+            style.wait("pending"),
+            id_of(&answer, "approval"),
             log_index(&answer),
-        )?;
-    } else {
-        for reason in answer.get("reasons").and_then(Value::as_array).into_iter().flatten() {
-            let code = reason.get("code").and_then(Value::as_str).unwrap_or_default();
-            let message = reason.get("message").and_then(Value::as_str).unwrap_or_default();
-            writeln!(out, "       {}   {}: {message}", style.bad("deny"), style.bold(code))?;
+        )?,
+        _ => {
+            for reason in answer.get("reasons").and_then(Value::as_array).into_iter().flatten() {
+                let code = reason.get("code").and_then(Value::as_str).unwrap_or_default();
+                let message = reason.get("message").and_then(Value::as_str).unwrap_or_default();
+                writeln!(out, "       {}   {}: {message}", style.bad("deny"), style.bold(code))?;
+            }
         }
     }
     // Evaluation errors are never hidden (a forbid that errors denies).
@@ -327,12 +413,13 @@ fn ask(out: &mut impl Write, style: &Style, demo: &Demo, question: Question<'_>)
     Ok(answer)
 }
 
-/// Returns the log index of the allowed charge, for its receipt.
-fn decisions(out: &mut impl Write, style: &Style, demo: &Demo, burst: u64) -> Result<u64> {
+/// Returns the allowed charge's answer: its reservation is settled later, and
+/// its entry gets a receipt.
+fn decisions(out: &mut impl Write, style: &Style, demo: &Demo, burst: u64) -> Result<Map<String, Value>> {
     writeln!(out, "\n{} an agent asks before it acts; every answer is a log entry", style.bold("4. Decisions:"))?;
     let search = "web://books.example/search?q=dune";
     let charge = |resource| Question::new(BUYER, "payments.charge", resource);
-    let allowed = ask(out, style, demo, charge("merchant://books/dune").cents(1_899))?;
+    let allowed = ask(out, style, demo, charge("merchant://books/dune").cents(DUNE_CENTS))?;
     ask(out, style, demo, Question::new(SEARCH, "search.web", search))?;
     ask(out, style, demo, charge("merchant://books/box-set").cents(12_000))?;
     ask(out, style, demo, Question::new(SEARCH, "payments.charge", "merchant://books/dune").cents(1_899))?;
@@ -347,7 +434,7 @@ fn decisions(out: &mut impl Write, style: &Style, demo: &Demo, burst: u64) -> Re
         "     then {burst} searches from {CALLERS} concurrent callers: {allowed_in_burst} allowed in {elapsed:.2} s ({:.0}/s), each logged before its answer",
         burst as f64 / elapsed.max(1e-9),
     )?;
-    Ok(log_index(&allowed))
+    Ok(allowed)
 }
 
 /// `count` decisions from [`CALLERS`] concurrent callers; returns how many
@@ -376,8 +463,54 @@ fn burst_of_searches(demo: &Demo, count: u64) -> Result<u64> {
     })
 }
 
+/// A budget's counters: `reserved R, spent S, remaining X`.
+fn counters(budget: &Budget) -> String {
+    format!("reserved {}, spent {}, remaining {}", budget.reserved, budget.spent, budget.remaining())
+}
+
+/// Settles a reservation for `usd_cents`; returns the settlement's log index.
+fn settle(demo: &Demo, reservation: &str, usd_cents: u64) -> Result<u64> {
+    let amounts = BTreeMap::from([(DIMENSION.to_owned(), usd_cents)]);
+    let answer = demo.change(Op::Settle { id: reservation.to_owned(), amounts })?;
+    Ok(log_index(&answer))
+}
+
+/// A charge settled for less than it reserved, a charge a human approves,
+/// and a budget exhausted.
+fn spending(out: &mut impl Write, style: &Style, demo: &Demo, allowed: &Map<String, Value>) -> Result<()> {
+    writeln!(out, "\n{} reserve before acting, settle after; no budget ever goes over", style.bold("5. Spending:"))?;
+    let before = demo.budgets()?;
+    let (reserved, paid) = (DUNE_CENTS, 1_500);
+    let index = settle(demo, id_of(allowed, "reservation"), paid)?;
+    writeln!(
+        out,
+        "     the bookshop took {paid} of the {reserved} held: agent:buyer settles (log index {index}), {} released",
+        reserved.saturating_sub(paid)
+    )?;
+    for (before, after) in before.iter().zip(demo.budgets()?) {
+        writeln!(out, "       {:<12} {}  →  {}", before.id, counters(before), style.good(counters(&after)))?;
+    }
+
+    let big = 4_500;
+    let pending = ask(out, style, demo, Question::new(BUYER, "payments.charge", "merchant://garden/mower").cents(big))?;
+    anyhow::ensure!(text(&pending, "decision") == "pending", "the big charge was not sent for approval");
+    let approval = id_of(&pending, "approval").to_owned();
+    let approved = demo.change(Op::ResolveApproval { id: approval, approve: true, by: ALICE.to_owned() })?;
+    let index = settle(demo, id_of(&pending, "reservation"), big)?;
+    let summary = demo.budgets()?.iter().map(|b| format!("{} {} of {}", b.id, b.spent, b.limit)).collect::<Vec<_>>();
+    writeln!(
+        out,
+        "     {ALICE} {} it (log index {}); the {big} held meanwhile is paid and settled (log index {index}): spent {}",
+        style.good(text(&approved, "status")),
+        log_index(&approved),
+        summary.join(", ")
+    )?;
+    ask(out, style, demo, Question::new(BUYER, "payments.charge", "merchant://books/atlas").cents(1_200))?;
+    Ok(())
+}
+
 fn revocation(out: &mut impl Write, style: &Style, demo: &Demo) -> Result<()> {
-    writeln!(out, "\n{} withdrawing a human's authority cuts off all delegated from it", style.bold("5. Revocation:"))?;
+    writeln!(out, "\n{} withdrawing a human's authority cuts off all delegated from it", style.bold("6. Revocation:"))?;
     let answer = demo.change(Op::RevokeIdentity(IdentityId::parse(ALICE)?))?;
     let cut: Vec<&str> = answer
         .get("revoked_descendants")
@@ -397,7 +530,7 @@ fn the_log(
     dir: &Path,
     index: u64,
 ) -> Result<()> {
-    writeln!(out, "\n{} anyone holding its public key can check it, offline", style.bold("6. The log:"))?;
+    writeln!(out, "\n{} anyone holding its public key can check it, offline", style.bold("7. The log:"))?;
     let signed = ledger.sign_checkpoint(TENANT, demo.tenant.signer())?;
     let key = demo.tenant.signer().verifier().clone();
     std::fs::write(dir.join("checkpoint"), &signed.note)?;

@@ -345,12 +345,30 @@ fn the_demo_tells_its_story_and_leaves_verifiable_files() {
         "no_grant: ",
         "policy_forbid: forbidden by policy `block-gambling`",
         "identity_unknown: ",
+        "reserved in every budget on the chain, all or nothing: buyer-daily 0 → 1899 of 6000, alice-daily 0 → 1899 of 10000",
+        "settles (log index ",
+        "399 released",
+        "buyer-daily  reserved 1899, spent 0, remaining 4101  →  reserved 0, spent 1500, remaining 4500",
+        "pending  by policy `big-charges-need-alice`",
+        "user:alice approved it",
+        "budget_exceeded: budget `buyer-daily` of `agent:buyer` (usd_cents per day, limit 6000) has 0 left",
         "identity_revoked: identity `agent:buyer/search` has no authority: its ancestor `user:alice` is revoked",
         "40 allowed",
         "verified ",
         "verification failed: index ",
     ] {
         assert!(stdout.contains(needle), "`{needle}` is missing from:\n{stdout}");
+    }
+
+    // The approval it names is the one alice's answer in the log approves,
+    // and both charges were settled there.
+    let approval = stdout.split("waits for a human").next().unwrap().rsplit("approval ").next().unwrap().trim();
+    assert_eq!(approval.len(), 36, "an approval id: {stdout}");
+    let log = std::fs::read_to_string(data.join("log.jsonl")).unwrap();
+    let answered = format!(r#"{{"body":{{"by":"user:alice","id":"{approval}"}}"#);
+    assert!(log.lines().any(|line| line.starts_with(&answered) && line.contains(r#""type":"approval.approved""#)));
+    for settled in [r#""usd_cents":1500"#, r#""usd_cents":4500"#] {
+        assert!(log.lines().any(|line| line.contains(settled) && line.contains(r#""type":"reservation.settled""#)));
     }
 
     // Every file it says it wrote exists, in the data directory.
