@@ -63,13 +63,20 @@ fn replay_tenant(ledger: &SqliteLedger, tenant: &str) -> anyhow::Result<usize> {
                 }
             }
         }
-        let count = |kind: &str| folded.keys().filter(|(k, _)| k == kind).count();
+        let count = |kind: &str, noun: &str| {
+            let n = folded.keys().filter(|(k, _)| k == kind).count();
+            format!("{n} {noun}{}", if n == 1 { "" } else { "s" })
+        };
         println!(
-            "tenant `{tenant}`: folded {size} entries: {} budgets, {} reservations, {} approvals; {}",
-            count(mandate_server::spend::kinds::BUDGET),
-            count(mandate_server::spend::kinds::RESERVATION),
-            count(mandate_server::spend::kinds::APPROVAL),
-            if differences == 0 { "no difference".to_owned() } else { format!("{differences} difference(s)") }
+            "tenant `{tenant}`: folded {size} entries: {}, {}, {}; {}",
+            count(mandate_server::spend::kinds::BUDGET, "budget"),
+            count(mandate_server::spend::kinds::RESERVATION, "reservation"),
+            count(mandate_server::spend::kinds::APPROVAL, "approval"),
+            match differences {
+                0 => "no difference".to_owned(),
+                1 => "1 difference".to_owned(),
+                n => format!("{n} differences"),
+            }
         );
         return Ok(differences);
     }

@@ -72,7 +72,7 @@ fn the_demo_store_replays_without_difference_and_tampered_rows_are_named() {
     let out = stdout(&output);
     assert!(output.status.success(), "{out}{}", stderr(&output));
     assert!(out.contains("tenant `default`: folded "), "{out}");
-    assert!(out.contains("2 budgets, 2 reservations, 1 approvals; no difference"), "{out}");
+    assert!(out.contains("2 budgets, 2 reservations, 1 approval; no difference"), "{out}");
 
     // A budget's counter changed behind the log's back.
     let original = row(&data, "budget", "buyer-daily");
