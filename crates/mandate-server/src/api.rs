@@ -1205,15 +1205,16 @@ async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: By
             let on_chain = caller
                 .tenant
                 .read(|state| {
-                    let chain = state.spending.approvals.get(&id).map(|a| a.chain.clone()).unwrap_or_default();
+                    let chain = state.spending.approvals.get(&id).map(|a| a.chain.clone())?;
                     let human = state
                         .authority
                         .directory
                         .get(&approver)
                         .is_some_and(|identity| identity.kind == mandate_core::identity::Kind::Human);
-                    human && chain.contains(&approver)
+                    Some(human && chain.contains(&approver))
                 })
-                .await?;
+                .await?
+                .ok_or_else(|| Problem::not_found("approval"))?;
             if !on_chain {
                 return Err(Problem::field(
                     Code::Forbidden,

@@ -97,6 +97,8 @@ pub struct Approval {
     pub status: ApprovalStatus,
     /// Who answered it.
     pub resolved_by: Option<String>,
+    /// The entry that answered it (or recorded its expiry).
+    pub resolved_log_index: Option<u64>,
 }
 
 /// A request id seen: its answer's entry and what was asked.
@@ -119,6 +121,8 @@ pub struct Spending {
     /// Approvals by id (resolved ones are kept: they are few and audited).
     pub approvals: BTreeMap<String, Approval>,
     approval_expiries: BTreeSet<(Timestamp, String)>,
+    /// The entry that resolved each remembered reservation.
+    resolutions: HashMap<String, u64>,
     /// Approval id by the reservation it holds.
     approval_of_reservation: HashMap<String, String>,
     /// Request ids by (acting identity, request id).
@@ -149,6 +153,11 @@ impl Spending {
     /// A budget to create, checked against the state.
     pub fn check_budget(&self, budget: &Budget) -> Result<(), budget::BudgetError> {
         self.budgets.check_create(budget)
+    }
+
+    /// The entry that resolved a reservation, while it is remembered.
+    pub fn resolution_index(&self, reservation: &str) -> Option<u64> {
+        self.resolutions.get(reservation).copied()
     }
 
     /// The approval that holds this reservation, if any.
@@ -295,6 +304,7 @@ impl Spending {
                 expires_at: timestamp(object, "expires_at")?,
                 status: ApprovalStatus::Pending,
                 resolved_by: None,
+                resolved_log_index: None,
             };
             self.approval_expiries.insert((approval.expires_at, approval.id.clone()));
             if let Some(reservation) = &approval.reservation {
@@ -307,13 +317,20 @@ impl Spending {
     }
 
     /// Folds in a reservation's settlement, void or expiry.
-    pub fn apply_resolution(&mut self, id: &str, resolution: Resolution, now: Timestamp) -> Result<(), String> {
+    pub fn apply_resolution(
+        &mut self,
+        index: u64,
+        id: &str,
+        resolution: Resolution,
+        now: Timestamp,
+    ) -> Result<(), String> {
         let held: Vec<String> = self
             .budgets
             .reservation(id)
             .map(|r| r.holds.iter().map(|hold| hold.budget.clone()).collect())
             .unwrap_or_default();
         self.budgets.resolve(id, resolution, now).map_err(|e| e.to_string())?;
+        self.resolutions.insert(id.to_owned(), index);
         for budget in held {
             self.dirty.insert((kinds::BUDGET, budget));
         }
@@ -325,6 +342,7 @@ impl Spending {
     /// (or expires) its reservation if that is still held.
     pub fn apply_approval(
         &mut self,
+        index: u64,
         id: &str,
         status: ApprovalStatus,
         by: Option<&str>,
@@ -336,6 +354,7 @@ impl Spending {
         }
         approval.status = status;
         approval.resolved_by = by.map(str::to_owned);
+        approval.resolved_log_index = Some(index);
         self.approval_expiries.remove(&(approval.expires_at, approval.id.clone()));
         self.dirty.insert((kinds::APPROVAL, id.to_owned()));
         let reservation = approval.reservation.clone();
@@ -347,7 +366,7 @@ impl Spending {
         if let (Some(reservation), Some(resolution)) = (reservation, release) {
             let held = self.budgets.reservation(&reservation).is_some_and(|r| r.status == budget::Status::Held);
             if held {
-                self.apply_resolution(&reservation, resolution, now)?;
+                self.apply_resolution(index, &reservation, resolution, now)?;
             }
         }
         Ok(())
@@ -357,6 +376,7 @@ impl Spending {
     /// at its time, so that the fold forgets exactly as the server did.
     pub fn forget(&mut self, now: Timestamp) {
         for id in self.budgets.forget_resolved(now) {
+            self.resolutions.remove(&id);
             self.dirty.insert((kinds::RESERVATION, id));
         }
         while let Some((at, _)) = self.request_times.front() {

@@ -370,13 +370,13 @@ impl TenantState {
                 let id = string(body, "id").map_err(malformed)?;
                 let actual =
                     spend::amounts(body.get("amounts").unwrap_or(&Value::Null), "amounts").map_err(malformed)?;
-                self.spending.apply_resolution(id, Resolution::Settle(actual), now).map_err(malformed)?;
+                self.spending.apply_resolution(index, id, Resolution::Settle(actual), now).map_err(malformed)?;
             }
             types::RESERVATION_VOIDED | types::RESERVATION_EXPIRED => {
                 let id = string(body, "id").map_err(malformed)?;
                 let resolution =
                     if entry_type == types::RESERVATION_VOIDED { Resolution::Void } else { Resolution::Expire };
-                self.spending.apply_resolution(id, resolution, now).map_err(malformed)?;
+                self.spending.apply_resolution(index, id, resolution, now).map_err(malformed)?;
             }
             types::APPROVAL_APPROVED | types::APPROVAL_DENIED | types::APPROVAL_EXPIRED => {
                 let id = string(body, "id").map_err(malformed)?;
@@ -386,7 +386,7 @@ impl TenantState {
                     types::APPROVAL_DENIED => ApprovalStatus::Denied,
                     _ => ApprovalStatus::Expired,
                 };
-                self.spending.apply_approval(id, status, by, now).map_err(malformed)?;
+                self.spending.apply_approval(index, id, status, by, now).map_err(malformed)?;
             }
             other => return Err(malformed(format!("unknown entry type `{other}`"))),
         }

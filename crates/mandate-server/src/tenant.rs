@@ -533,7 +533,7 @@ fn evaluate(
             }
             let resolution = Resolution::Settle(amounts.clone());
             if resolve_check(state, &id, &resolution)? == Resolve::Repeated {
-                return Ok((reservation_answer(state, &id)?, None));
+                return Ok((repeated(reservation_answer(state, &id)?, state.spending.resolution_index(&id)), None));
             }
             let mut body = Map::new();
             body.insert(
@@ -545,7 +545,7 @@ fn evaluate(
         }
         Op::Void(id) => {
             if resolve_check(state, &id, &Resolution::Void)? == Resolve::Repeated {
-                return Ok((reservation_answer(state, &id)?, None));
+                return Ok((repeated(reservation_answer(state, &id)?, state.spending.resolution_index(&id)), None));
             }
             let mut body = Map::new();
             body.insert("id".into(), Value::from(id.as_str()));
@@ -555,7 +555,7 @@ fn evaluate(
             let Some(approval) = state.spending.approvals.get(&id) else { return Err(Problem::not_found("approval")) };
             let wanted = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
             if approval.status == wanted {
-                return Ok((spend::approval_view(approval), None));
+                return Ok((repeated(spend::approval_view(approval), approval.resolved_log_index), None));
             }
             if approval.status != ApprovalStatus::Pending {
                 return Err(Problem::new(
@@ -700,6 +700,15 @@ fn reservation_subject(state: &TenantState, id: &str) -> Option<String> {
 
 fn reservation_answer(state: &TenantState, id: &str) -> Result<Map<String, Value>, Problem> {
     state.spending.budgets.reservation(id).map(spend::reservation_view).ok_or_else(|| Problem::not_found("reservation"))
+}
+
+/// The answer to a repeated resolution: the same as the first, whose entry
+/// it names.
+fn repeated(mut answer: Map<String, Value>, index: Option<u64>) -> Map<String, Value> {
+    if let Some(index) = index {
+        answer.insert("log_index".into(), Value::from(index));
+    }
+    answer
 }
 
 fn apply_problem(error: state::ApplyError) -> Problem {

@@ -523,7 +523,6 @@ fn settling_spends_what_was_used_and_releases_the_rest() {
 /// first settlement's answer carries the `log_index` of its entry; a
 /// repeated one should answer the very same body.
 #[test]
-#[ignore = "server bug: a repeated settle/void answers 200 without the `log_index` the first answer had"]
 fn a_repeated_resolution_answers_the_identical_body() {
     let (_dir, server) = Server::fresh();
     family(&server);
@@ -795,7 +794,6 @@ fn a_pending_decision_waits_for_a_human_on_its_chain() {
 /// An approval that does not exist is a 404 whoever is named as approver,
 /// as it is without one.
 #[test]
-#[ignore = "server bug: answering an unknown approval with an `approver` is 403 (not on its chain), not 404"]
 fn answering_an_unknown_approval_is_not_found_with_or_without_an_approver() {
     let (_dir, server) = Server::fresh();
     family(&server);
