@@ -17,6 +17,12 @@
 //! (type, time, and the identity and decision the caller names with
 //! [`EntryDraft::with_terms`]), written in the same transaction as the entry,
 //! which [`Ledger::search`] reads a bounded page at a time.
+//!
+//! Beside the log a ledger also keeps *state rows* ([`StateRow`]): the current
+//! value of an object (a budget, a reservation) that the caller derives from
+//! the log, written in the same transaction as the entries that changed it
+//! ([`Ledger::append_with_state`]), so that a replay of the log can be
+//! compared with them ([`Ledger::state_rows`]).
 
 mod sqlite;
 
@@ -40,6 +46,12 @@ pub const APPEND_ENTRIES_MAX: usize = 1_000;
 /// The most entries one [`Ledger::search`] page holds; larger limits are
 /// clamped to it.
 pub const SEARCH_PAGE_MAX: usize = 1_000;
+
+/// The most bytes of a [`StateRow`]'s kind and of its key (at least 1).
+pub const STATE_NAME_BYTES_MAX: usize = 128;
+
+/// The most bytes of a [`StateRow`]'s value: 64 KiB.
+pub const STATE_VALUE_BYTES_MAX: usize = 64 * 1024;
 
 /// About how many candidate entries one [`Ledger::search`] call examines at
 /// most, so that a filter that rarely matches costs a bounded amount of work
@@ -104,6 +116,54 @@ pub(crate) fn time_us(time: &str) -> Result<i64, EntryError> {
         reason: format!("`{time}` is not an instant: {error}"),
     })?;
     Ok(timestamp.as_microsecond())
+}
+
+/// One projection row: the current value of one object, written in the same
+/// transaction as the entries of its append. `value: None` deletes the row.
+///
+/// `kind` names the kind of object (`budget`, `reservation`, …) and `key` the
+/// object, each 1 to [`STATE_NAME_BYTES_MAX`] bytes; `value` is opaque to the
+/// ledger, at most [`STATE_VALUE_BYTES_MAX`] bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateRow {
+    /// The kind of object.
+    pub kind: String,
+    /// The object, within its kind.
+    pub key: String,
+    /// Its current value; `None` deletes the row.
+    pub value: Option<Vec<u8>>,
+}
+
+impl StateRow {
+    /// Checks the sizes of the kind, key and value.
+    fn check(&self) -> Result<(), String> {
+        for (field, name) in [("kind", &self.kind), ("key", &self.key)] {
+            if name.is_empty() || name.len() > STATE_NAME_BYTES_MAX {
+                return Err(format!("its {field} is {} bytes, not 1 to {STATE_NAME_BYTES_MAX}", name.len()));
+            }
+        }
+        match &self.value {
+            Some(value) if value.len() > STATE_VALUE_BYTES_MAX => {
+                Err(format!("its value is {} bytes, more than {STATE_VALUE_BYTES_MAX}", value.len()))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks an append's shape before it goes to a backend's writer: 1 to
+/// [`APPEND_ENTRIES_MAX`] drafts, and state rows of the right sizes.
+pub(crate) fn check_append(drafts: &[EntryDraft], rows: &[StateRow]) -> Result<(), StoreError> {
+    if drafts.is_empty() && !rows.is_empty() {
+        return Err(StoreError::RowsWithoutEntries { rows: rows.len() });
+    }
+    if drafts.is_empty() || drafts.len() > APPEND_ENTRIES_MAX {
+        return Err(StoreError::AppendSize { count: drafts.len() });
+    }
+    for (position, row) in rows.iter().enumerate() {
+        row.check().map_err(|reason| StoreError::InvalidStateRow { position, reason })?;
+    }
+    Ok(())
 }
 
 /// Where an appended entry landed.
@@ -197,6 +257,21 @@ pub enum StoreError {
         /// The number given.
         count: usize,
     },
+    /// State rows with no entry to carry them: every change of state comes
+    /// with the entry that makes it.
+    #[error("an append of {rows} state rows carries no entries")]
+    RowsWithoutEntries {
+        /// The number of rows given.
+        rows: usize,
+    },
+    /// A state row of an append is too large or has an empty kind or key.
+    #[error("state row {position} of the append: {reason}")]
+    InvalidStateRow {
+        /// Its position in the append's rows.
+        position: usize,
+        /// Why.
+        reason: String,
+    },
     /// A range or proof request outside the log.
     #[error(transparent)]
     Range(#[from] ProofRangeError),
@@ -250,7 +325,25 @@ pub trait Ledger: Send + Sync {
 
     /// Appends `drafts` as consecutive entries of `tenant`'s log. Concurrent
     /// appends are committed together; each append's entries stay contiguous.
-    fn append(&self, tenant: &str, drafts: Vec<EntryDraft>) -> AppendTicket;
+    fn append(&self, tenant: &str, drafts: Vec<EntryDraft>) -> AppendTicket {
+        self.append_with_state(tenant, drafts, Vec::new())
+    }
+
+    /// Appends entries and writes state rows in one transaction: both or neither.
+    /// Rows of later appends overwrite earlier ones (last writer wins, in log order).
+    ///
+    /// Within one append, rows apply in the order given, so a later row of the
+    /// same kind and key wins. An append that fails (an invalid draft, an
+    /// unknown tenant, rows without drafts, a row too large) writes none of its
+    /// entries and none of its rows; deleting a row that does not exist is no
+    /// error.
+    fn append_with_state(&self, tenant: &str, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket;
+
+    /// All rows of a tenant (optionally one kind), ordered by (kind, key).
+    ///
+    /// The values are always `Some`; the rows come from one snapshot of the
+    /// committed store.
+    fn state_rows(&self, tenant: &str, kind: Option<&str>) -> Result<Vec<StateRow>, StoreError>;
 
     /// The number of committed entries.
     fn size(&self, tenant: &str) -> Result<u64, StoreError>;

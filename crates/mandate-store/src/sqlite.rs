@@ -3,9 +3,10 @@
 //! One writer thread owns the only write connection. Appends reach it through
 //! a bounded queue; it drains whatever is waiting (up to
 //! [`SqliteOptions::batch_entries_max`]), assigns indexes and `prev` hashes,
-//! writes entries, tree nodes and search rows in one transaction, commits (one
-//! fsync), and only then answers every append of the batch. Readers use their
-//! own connections: WAL lets them read the last commit while the writer works.
+//! writes entries, tree nodes, search rows and the appends' state rows in one
+//! transaction, commits (one fsync), and only then answers every append of the
+//! batch. Readers use their own connections: WAL lets them read the last
+//! commit while the writer works.
 //!
 //! The file holds every tenant's signing key, so it is created readable by
 //! its owner only. Several processes may share it (a server, and a command
@@ -32,6 +33,10 @@
 //! - `search_identity(segment, identity, key, type, decision, time_us)`: the
 //!   same rows (those with an identity) ordered by `(identity, key)` within
 //!   segments of [`SEGMENT_ENTRIES`] entries (`segment = key >> SEGMENT_BITS`).
+//! - `state(log, kind, key, value)`: the state rows of each log
+//!   ([`crate::StateRow`]), the current value of each object, written (or
+//!   deleted) in the transaction of the entries that changed it; appends are
+//!   applied in log order, so the last writer wins.
 //!
 //! Why segments: an index ordered by identity alone takes every append to a
 //! different leaf page per identity, and SQLite writes whole pages to the WAL
@@ -55,8 +60,8 @@ use mandate_log::{Checkpoint, Entry, EntryHead, Frontier, Hash, SignedCheckpoint
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
-    APPEND_ENTRIES_MAX, AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX,
-    SEARCH_PAGE_MAX, SearchPage, SearchQuery, StoreError, StoredEntry,
+    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
+    SearchQuery, StateRow, StoreError, StoredEntry,
 };
 
 /// Indexes occupy the low 40 bits of an entry's key: 1.1 trillion entries per
@@ -64,8 +69,8 @@ use crate::{
 const INDEX_BITS: u32 = 40;
 
 /// The schema version in `PRAGMA user_version`. Version 2 added
-/// `logs.signer` and the `search` table.
-const SCHEMA_VERSION: i64 = 2;
+/// `logs.signer` and the `search` tables; version 3 the `state` table.
+const SCHEMA_VERSION: i64 = 3;
 
 /// Entries per segment of `search_identity`, as a power of two: 4,096, so
 /// that the unfolded tail a search by identity scans stays under a
@@ -140,6 +145,17 @@ CREATE TABLE search_identity (
 ) WITHOUT ROWID;
 ";
 
+/// The state table, in new databases and when migrating from version 2 (or 1).
+const STATE_SCHEMA: &str = "
+CREATE TABLE state (
+    log INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (log, kind, key)
+) WITHOUT ROWID;
+";
+
 /// Copies the search rows with an identity of keys `[?1, ?2)`, one complete
 /// segment, into `search_identity` as segment `?3`, in index order.
 const FOLD_SEGMENT_SQL: &str = "INSERT INTO search_identity (segment, identity, key, type, decision, time_us)
@@ -185,6 +201,8 @@ type AppendReply = tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError
 struct PendingAppend {
     tenant: String,
     drafts: Vec<EntryDraft>,
+    /// Written with the entries, or not at all.
+    rows: Vec<StateRow>,
     reply: AppendReply,
 }
 
@@ -457,33 +475,58 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
         }
     }
     match version {
-        0 => transaction
-            .execute_batch(SCHEMA)
-            .and_then(|()| transaction.execute_batch(SEARCH_SCHEMA))
-            .map_err(db_error)?,
-        1 => {
+        0 => {
             transaction
-                .execute_batch(
-                    "ALTER TABLE logs ADD COLUMN signer TEXT NOT NULL DEFAULT '';
-                     ALTER TABLE logs ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;",
-                )
-                .map_err(db_error)?;
-            transaction.execute_batch(SEARCH_SCHEMA).map_err(db_error)?;
-            index_existing_entries(&transaction)?;
-            // Those rows have no identity: whole segments count as folded.
-            transaction
-                .execute("UPDATE logs SET indexed = size - size % ?1", params![to_i64(SEGMENT_ENTRIES)])
+                .execute_batch(SCHEMA)
+                .and_then(|()| transaction.execute_batch(SEARCH_SCHEMA))
+                .and_then(|()| transaction.execute_batch(STATE_SCHEMA))
                 .map_err(db_error)?;
         }
         SCHEMA_VERSION => return Ok(()), // another process migrated it meanwhile
-        newer => {
+        newer if newer > SCHEMA_VERSION => {
             return Err(StoreError::Database {
                 message: format!("the database schema is version {newer}, newer than this mandate ({SCHEMA_VERSION})"),
             });
         }
+        _ => {
+            // One step per version, each from the one before.
+            if version == 1 {
+                migrate_1_to_2(&transaction)?;
+                version = 2;
+            }
+            if version == 2 {
+                // Logs written before version 3 have no state rows: whoever
+                // writes them starts with the next append.
+                transaction.execute_batch(STATE_SCHEMA).map_err(db_error)?;
+                version = 3;
+            }
+            if version != SCHEMA_VERSION {
+                return Err(StoreError::Database {
+                    message: format!("the database schema is version {version}, which this mandate cannot migrate"),
+                });
+            }
+        }
     }
     transaction.pragma_update(None, "user_version", SCHEMA_VERSION).map_err(db_error)?;
     transaction.commit().map_err(db_error)
+}
+
+/// Version 2: each log keeps its signer key (empty for the logs that exist
+/// already), and every entry has a search row.
+fn migrate_1_to_2(transaction: &Connection) -> Result<(), StoreError> {
+    transaction
+        .execute_batch(
+            "ALTER TABLE logs ADD COLUMN signer TEXT NOT NULL DEFAULT '';
+             ALTER TABLE logs ADD COLUMN indexed INTEGER NOT NULL DEFAULT 0;",
+        )
+        .map_err(db_error)?;
+    transaction.execute_batch(SEARCH_SCHEMA).map_err(db_error)?;
+    index_existing_entries(transaction)?;
+    // Those rows have no identity: whole segments count as folded.
+    transaction
+        .execute("UPDATE logs SET indexed = size - size % ?1", params![to_i64(SEGMENT_ENTRIES)])
+        .map_err(db_error)?;
+    Ok(())
 }
 
 /// Gives every entry written before schema version 2 its search row: its type
@@ -538,15 +581,38 @@ impl Ledger for SqliteLedger {
         })
     }
 
-    fn append(&self, tenant: &str, drafts: Vec<EntryDraft>) -> AppendTicket {
-        if drafts.is_empty() || drafts.len() > APPEND_ENTRIES_MAX {
-            return AppendTicket::done(Err(StoreError::AppendSize { count: drafts.len() }));
+    fn append_with_state(&self, tenant: &str, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
+        if let Err(error) = crate::check_append(&drafts, &rows) {
+            return AppendTicket::done(Err(error));
         }
         let (reply, receiver) = tokio::sync::oneshot::channel();
-        match self.send(Command::Append(PendingAppend { tenant: tenant.to_owned(), drafts, reply })) {
+        match self.send(Command::Append(PendingAppend { tenant: tenant.to_owned(), drafts, rows, reply })) {
             Ok(()) => AppendTicket::waiting(receiver),
             Err(error) => AppendTicket::done(Err(error)),
         }
+    }
+
+    fn state_rows(&self, tenant: &str, kind: Option<&str>) -> Result<Vec<StateRow>, StoreError> {
+        self.read_log(tenant, |connection, log, _| {
+            let mut statement = match kind {
+                None => {
+                    connection.prepare_cached("SELECT kind, key, value FROM state WHERE log = ?1 ORDER BY kind, key")
+                }
+                Some(_) => connection.prepare_cached(
+                    "SELECT kind, key, value FROM state WHERE log = ?1 AND kind = ?2 ORDER BY kind, key",
+                ),
+            }
+            .map_err(db_error)?;
+            let read = |row: &rusqlite::Row<'_>| {
+                Ok(StateRow { kind: row.get(0)?, key: row.get(1)?, value: Some(row.get(2)?) })
+            };
+            let rows = match kind {
+                None => statement.query_map(params![log], read),
+                Some(kind) => statement.query_map(params![log, kind], read),
+            }
+            .map_err(db_error)?;
+            rows.collect::<Result<Vec<_>, _>>().map_err(db_error)
+        })
     }
 
     fn size(&self, tenant: &str) -> Result<u64, StoreError> {
@@ -876,7 +942,9 @@ impl Writer {
         let mut moved: HashMap<String, Head> = HashMap::new();
         let mut rows = Vec::new();
         let mut nodes = Vec::new();
-        for PendingAppend { tenant, drafts, reply } in appends {
+        // The state rows of the appends that succeed, in log order.
+        let mut state: Vec<(i64, StateRow)> = Vec::new();
+        for PendingAppend { tenant, drafts, rows: state_rows, reply } in appends {
             let head = match moved.get(&tenant) {
                 Some(head) => Ok(head.clone()),
                 None => current_head(&transaction, &mut self.heads, &tenant),
@@ -884,6 +952,8 @@ impl Writer {
             let result = head.and_then(|head| stage(&tenant, head, drafts, &mut rows, &mut nodes));
             let result = match result {
                 Ok((head, appended)) => {
+                    // A failed append never gets here: its rows are dropped.
+                    state.extend(state_rows.into_iter().map(|row| (head.log, row)));
                     moved.insert(tenant, head);
                     Ok(appended)
                 }
@@ -904,6 +974,9 @@ impl Writer {
                 .map_err(db_error)?;
             for (log, id, hash) in &nodes {
                 insert_node.execute(params![log, node_key(*id), hash.as_bytes()]).map_err(db_error)?;
+            }
+            if !state.is_empty() {
+                write_state_rows(&transaction, &state)?;
             }
             let mut fold = transaction.prepare_cached(FOLD_SEGMENT_SQL).map_err(db_error)?;
             let mut update_log = transaction
@@ -1022,6 +1095,27 @@ fn insert_search_rows(connection: &Connection, rows: &[Row]) -> Result<(), Store
         .map_err(db_error)?;
     for row in chunks.remainder() {
         insert_one.execute(values(row)).map_err(db_error)?;
+    }
+    Ok(())
+}
+
+/// Applies the state rows of a batch in order (so the last write of a key
+/// wins): a value replaces the row, `None` deletes it.
+fn write_state_rows(connection: &Connection, rows: &[(i64, StateRow)]) -> Result<(), StoreError> {
+    let mut upsert = connection
+        .prepare_cached(
+            "INSERT INTO state (log, kind, key, value) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
+        )
+        .map_err(db_error)?;
+    let mut delete =
+        connection.prepare_cached("DELETE FROM state WHERE log = ?1 AND kind = ?2 AND key = ?3").map_err(db_error)?;
+    for (log, StateRow { kind, key, value }) in rows {
+        match value {
+            Some(value) => upsert.execute(params![log, kind, key, value]),
+            None => delete.execute(params![log, kind, key]),
+        }
+        .map_err(db_error)?;
     }
     Ok(())
 }

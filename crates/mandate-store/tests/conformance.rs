@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use mandate_log::{Checkpoint, Entry, Hash, LogVerifier, MemoryTree, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, Ledger, SearchPage, SearchQuery, SqliteLedger, StoreError};
+use mandate_store::{EntryDraft, Ledger, SearchPage, SearchQuery, SqliteLedger, StateRow, StoreError};
 use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
@@ -422,6 +422,209 @@ fn a_rare_match_is_reached_in_bounded_pages(ledger: &dyn Ledger) {
     assert_eq!(search_all(ledger, "r", &query), Vec::<u64>::new());
 }
 
+fn row(kind: &str, key: &str, value: &str) -> StateRow {
+    StateRow { kind: kind.into(), key: key.into(), value: Some(value.as_bytes().to_vec()) }
+}
+
+fn deleted(kind: &str, key: &str) -> StateRow {
+    StateRow { kind: kind.into(), key: key.into(), value: None }
+}
+
+/// The rows of `tenant` as `(kind, key, value)` text.
+fn rows_of(ledger: &dyn Ledger, tenant: &str, kind: Option<&str>) -> Vec<(String, String, String)> {
+    ledger
+        .state_rows(tenant, kind)
+        .unwrap()
+        .into_iter()
+        .map(|row| (row.kind, row.key, String::from_utf8(row.value.expect("read rows have values")).unwrap()))
+        .collect()
+}
+
+fn triples(rows: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    rows.iter().map(|&(kind, key, value)| (kind.into(), key.into(), value.into())).collect()
+}
+
+fn state_rows_are_written_with_their_entries(ledger: &dyn Ledger) {
+    ledger.create_log("st", &signer("st")).unwrap();
+    assert_eq!(ledger.state_rows("st", None).unwrap(), vec![]);
+    let rows = vec![row("budget", "b2", "20"), row("reservation", "r1", "open"), row("budget", "b1", "10")];
+    let appended = ledger.append_with_state("st", vec![draft(0), draft(1)], rows).wait().unwrap();
+    assert_eq!(appended.len(), 2);
+    // Sorted by (kind, key), whatever the order written.
+    assert_eq!(
+        rows_of(ledger, "st", None),
+        triples(&[("budget", "b1", "10"), ("budget", "b2", "20"), ("reservation", "r1", "open")])
+    );
+    assert_eq!(rows_of(ledger, "st", Some("budget")), triples(&[("budget", "b1", "10"), ("budget", "b2", "20")]));
+    assert_eq!(rows_of(ledger, "st", Some("reservation")), triples(&[("reservation", "r1", "open")]));
+    assert_eq!(rows_of(ledger, "st", Some("nothing")), triples(&[]));
+    // A plain append leaves the rows as they are.
+    ledger.append("st", vec![draft(2)]).wait().unwrap();
+    assert_eq!(rows_of(ledger, "st", None).len(), 3);
+    // Overwrite, delete, delete what is not there, and within one append the
+    // later row of a key wins.
+    let rows = vec![
+        row("budget", "b1", "9"),
+        deleted("reservation", "r1"),
+        deleted("reservation", "never"),
+        row("budget", "b3", "first"),
+        row("budget", "b3", "second"),
+        row("budget", "b2", "gone soon"),
+        deleted("budget", "b2"),
+    ];
+    ledger.append_with_state("st", vec![draft(3)], rows).wait().unwrap();
+    assert_eq!(rows_of(ledger, "st", None), triples(&[("budget", "b1", "9"), ("budget", "b3", "second")]));
+    // A deleted row can come back; empty values and any bytes are kept as given.
+    let binary = StateRow { kind: "blob".into(), key: "k".into(), value: Some(vec![0, 255, 1, 0]) };
+    let empty = StateRow { kind: "blob".into(), key: "empty".into(), value: Some(vec![]) };
+    ledger
+        .append_with_state("st", vec![draft(4)], vec![row("reservation", "r1", "again"), binary.clone(), empty.clone()])
+        .wait()
+        .unwrap();
+    assert_eq!(ledger.state_rows("st", Some("blob")).unwrap(), vec![empty, binary]);
+    assert_eq!(rows_of(ledger, "st", Some("reservation")), triples(&[("reservation", "r1", "again")]));
+    // Kinds and keys sort by their bytes.
+    ledger
+        .append_with_state("st", vec![draft(5)], vec![row("z", "b", "1"), row("z", "B", "2"), row("z", "é", "3")])
+        .wait()
+        .unwrap();
+    assert_eq!(rows_of(ledger, "st", Some("z")), triples(&[("z", "B", "2"), ("z", "b", "1"), ("z", "é", "3")]));
+    assert_eq!(ledger.size("st").unwrap(), 6);
+    verify_all(ledger, "st");
+    assert!(matches!(ledger.state_rows("nobody", None), Err(StoreError::UnknownTenant { .. })));
+}
+
+fn a_failed_append_writes_no_rows(ledger: &dyn Ledger) {
+    ledger.create_log("f", &signer("f")).unwrap();
+    ledger.append_with_state("f", vec![draft(0)], vec![row("budget", "b", "0")]).wait().unwrap();
+    // Refused before the writer: rows without entries, bad names, a value too large.
+    assert_eq!(
+        ledger.append_with_state("f", vec![], vec![row("budget", "b", "1")]).wait(),
+        Err(StoreError::RowsWithoutEntries { rows: 1 })
+    );
+    assert_eq!(
+        ledger.append_with_state("f", vec![], vec![deleted("budget", "b")]).wait(),
+        Err(StoreError::RowsWithoutEntries { rows: 1 })
+    );
+    assert!(matches!(ledger.append_with_state("f", vec![], vec![]).wait(), Err(StoreError::AppendSize { count: 0 })));
+    let name_max = mandate_store::STATE_NAME_BYTES_MAX;
+    let value_max = mandate_store::STATE_VALUE_BYTES_MAX;
+    let long = "k".repeat(name_max + 1);
+    let too_large = StateRow { kind: "budget".into(), key: "b".into(), value: Some(vec![7; value_max + 1]) };
+    for bad in [row("", "b", "1"), row("budget", "", "1"), row(&long, "b", "1"), row("budget", &long, "1"), too_large] {
+        let rows = vec![row("budget", "b", "1"), bad];
+        let refused = ledger.append_with_state("f", vec![draft(1)], rows).wait();
+        assert!(matches!(refused, Err(StoreError::InvalidStateRow { position: 1, .. })), "{refused:?}");
+    }
+    // Deleting with a bad name is refused too.
+    let refused = ledger.append_with_state("f", vec![draft(1)], vec![deleted("budget", "")]).wait();
+    assert!(matches!(refused, Err(StoreError::InvalidStateRow { position: 0, .. })), "{refused:?}");
+    assert_eq!(ledger.size("f").unwrap(), 1);
+    assert_eq!(rows_of(ledger, "f", None), triples(&[("budget", "b", "0")]));
+    // The limits themselves are fine.
+    let widest = StateRow { kind: "k".repeat(name_max), key: "k".repeat(name_max), value: Some(vec![7; value_max]) };
+    ledger.append_with_state("f", vec![draft(1)], vec![widest.clone()]).wait().unwrap();
+    assert_eq!(ledger.state_rows("f", Some(&widest.kind)).unwrap(), vec![widest]);
+    // Refused by the writer, inside a batch of appends that succeed: an entry
+    // that is too large once its head is added, behind a good one.
+    let mut body = serde_json::Map::new();
+    body.insert("x".into(), json!("y".repeat(mandate_log::entry::ENTRY_BYTES_MAX - 10)));
+    let oversized = EntryDraft::new("test.append", "2026-11-22T12:00:00Z", &body).unwrap();
+    std::thread::scope(|scope| {
+        let failing = scope.spawn(|| {
+            ledger
+                .append_with_state(
+                    "f",
+                    vec![draft(100), oversized],
+                    vec![row("budget", "b", "from the failed append"), row("budget", "failed", "x")],
+                )
+                .wait()
+        });
+        let unknown = scope
+            .spawn(|| ledger.append_with_state("nobody", vec![draft(0)], vec![row("budget", "b", "nobody")]).wait());
+        let fine: Vec<_> = (0..8)
+            .map(|n| {
+                scope.spawn(move || {
+                    ledger.append_with_state("f", vec![draft(n)], vec![row("fine", &format!("{n}"), "ok")]).wait()
+                })
+            })
+            .collect();
+        assert!(matches!(failing.join().unwrap(), Err(StoreError::InvalidEntry { position: 1, .. })));
+        assert!(matches!(unknown.join().unwrap(), Err(StoreError::UnknownTenant { .. })));
+        for append in fine {
+            append.join().unwrap().unwrap();
+        }
+    });
+    assert_eq!(ledger.size("f").unwrap(), 10);
+    assert_eq!(rows_of(ledger, "f", Some("budget")), triples(&[("budget", "b", "0")]));
+    assert_eq!(rows_of(ledger, "f", Some("fine")).len(), 8);
+    let (lines, _) = verify_all(ledger, "f");
+    assert!(lines.iter().all(|line| Entry::parse(line).unwrap().body["n"] != json!(100)));
+}
+
+fn state_rows_are_per_tenant(ledger: &dyn Ledger) {
+    for tenant in ["ta", "tb", "tc"] {
+        ledger.create_log(tenant, &signer(tenant)).unwrap();
+    }
+    ledger
+        .append_with_state("ta", vec![draft(0)], vec![row("budget", "shared", "a"), row("budget", "only-a", "a")])
+        .wait()
+        .unwrap();
+    ledger.append_with_state("tb", vec![draft(0)], vec![row("budget", "shared", "b")]).wait().unwrap();
+    assert_eq!(rows_of(ledger, "ta", None), triples(&[("budget", "only-a", "a"), ("budget", "shared", "a")]));
+    assert_eq!(rows_of(ledger, "tb", None), triples(&[("budget", "shared", "b")]));
+    assert_eq!(rows_of(ledger, "tc", None), triples(&[]));
+    // Deleting in one tenant leaves the other's row of the same name.
+    ledger
+        .append_with_state("tb", vec![draft(1)], vec![deleted("budget", "shared"), deleted("budget", "only-a")])
+        .wait()
+        .unwrap();
+    assert_eq!(rows_of(ledger, "ta", None), triples(&[("budget", "only-a", "a"), ("budget", "shared", "a")]));
+    assert_eq!(rows_of(ledger, "tb", None), triples(&[]));
+}
+
+fn concurrent_rows_end_with_the_last_write_in_log_order(ledger: &dyn Ledger) {
+    ledger.create_log("cr", &signer("cr")).unwrap();
+    let threads = 16;
+    let appends_per_thread = 40;
+    std::thread::scope(|scope| {
+        for thread in 0..threads {
+            scope.spawn(move || {
+                for i in 0..appends_per_thread {
+                    // The append's own number, unique across threads; its
+                    // index is only known once the writer assigns it.
+                    let n = thread * appends_per_thread + i;
+                    let drafts = (0..1 + n % 3).map(|_| draft(n)).collect();
+                    let rows = vec![
+                        row("counter", "counter", &n.to_string()),
+                        row("thread", &format!("thread-{thread:02}"), &i.to_string()),
+                        row("append", &format!("{n:04}"), &n.to_string()),
+                    ];
+                    ledger.append_with_state("cr", drafts, rows).wait().unwrap();
+                }
+            });
+        }
+    });
+    let (lines, _) = verify_all(ledger, "cr");
+    let numbers: Vec<u64> = lines.iter().map(|line| Entry::parse(line).unwrap().body["n"].as_u64().unwrap()).collect();
+    // The counter holds the number of the append that is last in the log.
+    let last = *numbers.last().unwrap();
+    assert_eq!(rows_of(ledger, "cr", Some("counter")), triples(&[("counter", "counter", &last.to_string())]));
+    // Each thread's row holds its last append (a thread's appends are in order).
+    let threads_rows = rows_of(ledger, "cr", Some("thread"));
+    assert_eq!(threads_rows.len(), threads as usize);
+    for (thread, (_, _, value)) in threads_rows.iter().enumerate() {
+        assert_eq!(value, &(appends_per_thread - 1).to_string(), "thread {thread}");
+    }
+    // Every append left its row.
+    let appends = rows_of(ledger, "cr", Some("append"));
+    assert_eq!(appends.len(), (threads * appends_per_thread) as usize);
+    for (n, (_, key, value)) in appends.iter().enumerate() {
+        assert_eq!((key.as_str(), value.as_str()), (format!("{n:04}").as_str(), n.to_string().as_str()));
+    }
+    assert_eq!(ledger.state_rows("cr", None).unwrap().len(), 1 + threads as usize + appends.len());
+}
+
 macro_rules! backend {
     ($module:ident, $factory:expr) => {
         mod $module {
@@ -479,6 +682,22 @@ macro_rules! backend {
             #[test]
             fn a_rare_match_is_reached_in_bounded_pages() {
                 with_ledger(super::a_rare_match_is_reached_in_bounded_pages)
+            }
+            #[test]
+            fn state_rows_are_written_with_their_entries() {
+                with_ledger(super::state_rows_are_written_with_their_entries)
+            }
+            #[test]
+            fn a_failed_append_writes_no_rows() {
+                with_ledger(super::a_failed_append_writes_no_rows)
+            }
+            #[test]
+            fn state_rows_are_per_tenant() {
+                with_ledger(super::state_rows_are_per_tenant)
+            }
+            #[test]
+            fn concurrent_rows_end_with_the_last_write_in_log_order() {
+                with_ledger(super::concurrent_rows_end_with_the_last_write_in_log_order)
             }
         }
     };

@@ -7,18 +7,22 @@
 //! the child's acknowledgements from its stdout, and kills it at a random
 //! moment. Run with that variable, it is the child: it appends until killed.
 //! Search rows are written with their entries, so after every kill search
-//! finds each entry exactly once.
+//! finds each entry exactly once. State rows too: each append writes a row
+//! of its own (named after the append, since its index is only known once
+//! the writer assigns it) and overwrites its writer's "last" row, so after
+//! every kill the rows are exactly those of the appends in the log: every
+//! acknowledged append's row is there, and no row outlives its entries.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mandate_log::{Hash, LogVerifier};
-use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StoreError};
+use mandate_log::{Entry, Hash, LogVerifier};
+use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StateRow, StoreError};
 use serde_json::json;
 
 const CHILD_ENV: &str = "MANDATE_CRASH_CHILD_DB";
@@ -37,6 +41,8 @@ fn acknowledged_appends_survive_sigkill() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mandate.db");
     let mut acknowledged: BTreeMap<u64, Hash> = BTreeMap::new();
+    // The first index of each acknowledged append, and the name of its row.
+    let mut acknowledged_appends: BTreeMap<u64, String> = BTreeMap::new();
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "acknowledged_appends_survive_sigkill", "--nocapture", "--test-threads=1"])
@@ -48,18 +54,26 @@ fn acknowledged_appends_survive_sigkill() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let acks = Arc::new(Mutex::new(Vec::new()));
+        let append_acks = Arc::new(Mutex::new(Vec::new()));
         let reader = {
-            let acks = acks.clone();
+            let (acks, append_acks) = (acks.clone(), append_acks.clone());
             std::thread::spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
                     // A line cut by the kill is not an acknowledgement.
                     let mut parts = line.split(' ');
-                    if let (Some("ack"), Some(index), Some(hash), None) =
-                        (parts.next(), parts.next(), parts.next(), parts.next())
-                        && let (Ok(index), Ok(hash)) = (index.parse::<u64>(), Hash::from_hex(hash))
-                    {
-                        acks.lock().unwrap().push((index, hash));
+                    match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                        (Some("ack"), Some(index), Some(hash), None) => {
+                            if let (Ok(index), Ok(hash)) = (index.parse::<u64>(), Hash::from_hex(hash)) {
+                                acks.lock().unwrap().push((index, hash));
+                            }
+                        }
+                        (Some("row"), Some(index), Some(name), None) if name.ends_with(';') => {
+                            if let Ok(index) = index.parse::<u64>() {
+                                append_acks.lock().unwrap().push((index, name.trim_end_matches(';').to_owned()));
+                            }
+                        }
+                        _ => {}
                     }
                 }
             })
@@ -78,17 +92,30 @@ fn acknowledged_appends_survive_sigkill() {
         for (index, hash) in round_acks {
             assert_eq!(acknowledged.insert(index, hash).filter(|old| *old != hash), None, "index {index} acked twice");
         }
-        check_store(&db, &acknowledged, round);
+        for (index, name) in append_acks.lock().unwrap().drain(..) {
+            assert_eq!(acknowledged_appends.insert(index, name), None, "append at {index} acked twice");
+        }
+        check_store(&db, &acknowledged, &acknowledged_appends, round);
     }
 }
 
 /// Opens the store as a restarted server would and checks every promise.
-fn check_store(db: &Path, acknowledged: &BTreeMap<u64, Hash>, round: u32) {
+fn check_store(
+    db: &Path,
+    acknowledged: &BTreeMap<u64, Hash>,
+    acknowledged_appends: &BTreeMap<u64, String>,
+    round: u32,
+) {
     let ledger = SqliteLedger::open(db).unwrap();
     let size = ledger.size(TENANT).unwrap();
     let (&last_acked, _) = acknowledged.last_key_value().unwrap();
     assert!(size > last_acked, "round {round}: log has {size} entries but index {last_acked} was acknowledged");
     let mut verifier = LogVerifier::new(&[]);
+    // From the log: the row each append should have left (name → entries,
+    // and where it starts), and each writer's last append.
+    let mut append_rows: BTreeMap<String, String> = BTreeMap::new();
+    let mut appends_at: BTreeMap<u64, String> = BTreeMap::new();
+    let mut last_rows: BTreeMap<String, String> = BTreeMap::new();
     let mut start = 0;
     while start < size {
         let end = (start + mandate_store::ENTRIES_PAGE_MAX).min(size);
@@ -97,10 +124,38 @@ fn check_store(db: &Path, acknowledged: &BTreeMap<u64, Hash>, round: u32) {
             if let Some(hash) = acknowledged.get(&entry.index) {
                 assert_eq!(*hash, entry.leaf_hash, "round {round}: acknowledged entry {} changed", entry.index);
             }
+            let body = Entry::parse(&entry.bytes).unwrap().body;
+            let number = |field: &str| body[field].as_u64().unwrap();
+            let (name, k) = (append_name(number("round"), number("writer"), number("seq")), number("k"));
+            if k == 0 {
+                appends_at.insert(entry.index, name.clone());
+                last_rows.insert(format!("writer{}", number("writer")), name.clone());
+            }
+            append_rows.insert(name, format!("{}", k + 1));
         }
         start = end;
     }
     verifier.finish(None, None).unwrap();
+    // Rows ⇔ entries: the rows are exactly those of the appends in the log.
+    let rows_of = |kind: &str| -> BTreeMap<String, String> {
+        let rows = ledger.state_rows(TENANT, Some(kind)).unwrap();
+        rows.into_iter().map(|row| (row.key, String::from_utf8(row.value.unwrap()).unwrap())).collect()
+    };
+    let stored = rows_of("append");
+    if stored != append_rows {
+        let (stored_keys, log_keys): (BTreeSet<_>, BTreeSet<_>) =
+            (stored.keys().collect(), append_rows.keys().collect());
+        panic!(
+            "round {round}: rows without entries {:?}, appends without rows {:?}",
+            stored_keys.difference(&log_keys).take(5).collect::<Vec<_>>(),
+            log_keys.difference(&stored_keys).take(5).collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(rows_of("last"), last_rows, "round {round}: a writer's last row is not its last append");
+    for (index, name) in acknowledged_appends {
+        assert_eq!(appends_at.get(index), Some(name), "round {round}: the acknowledged append at {index} lost its row");
+    }
+    assert_eq!(ledger.state_rows(TENANT, None).unwrap().len(), stored.len() + last_rows.len());
     // Every entry has its search row: by type, and by identity (one per writer).
     let count = |query: SearchQuery| {
         let mut query = SearchQuery { limit: mandate_store::SEARCH_PAGE_MAX, ..query };
@@ -119,6 +174,11 @@ fn check_store(db: &Path, acknowledged: &BTreeMap<u64, Hash>, round: u32) {
         .map(|writer| count(SearchQuery { identity: Some(format!("agent:writer{writer}")), ..SearchQuery::default() }))
         .sum();
     assert_eq!(by_writer, size, "round {round}: identity search misses entries");
+}
+
+/// The name of an append's own row.
+fn append_name(round: u64, writer: u64, seq: u64) -> String {
+    format!("r{round}.w{writer}.s{seq}")
 }
 
 /// The child: append from several threads and print each acknowledgement
@@ -151,8 +211,20 @@ fn append_until_killed(db: &Path) {
                                 .with_terms(Some(&format!("agent:writer{writer}")), None)
                         })
                         .collect();
-                    let appended = ledger.append(TENANT, drafts).wait().unwrap();
+                    let name = append_name(round, writer, seq);
+                    let count = (1 + seq % 3).to_string();
+                    let rows = vec![
+                        StateRow { kind: "append".into(), key: name.clone(), value: Some(count.into_bytes()) },
+                        StateRow {
+                            kind: "last".into(),
+                            key: format!("writer{writer}"),
+                            value: Some(name.clone().into_bytes()),
+                        },
+                    ];
+                    let appended = ledger.append_with_state(TENANT, drafts, rows).wait().unwrap();
                     let mut out = stdout.lock().unwrap();
+                    // The terminator tells a whole line from one cut by the kill.
+                    writeln!(out, "row {} {name};", appended[0].index).unwrap();
                     for entry in appended {
                         writeln!(out, "ack {} {}", entry.index, entry.leaf_hash.to_hex()).unwrap();
                     }

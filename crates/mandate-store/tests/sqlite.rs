@@ -1,12 +1,12 @@
 //! Behaviour of the SQLite backend beyond the conformance suite: what survives
 //! a reopen, what it refuses to sign when its files were edited, two ledgers
-//! on one file, and migration from schema version 1.
+//! on one file, and migration from schema versions 1 and 2.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
 
 use mandate_log::{Entry, LogVerifier, SignerKey};
-use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StoreError};
+use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StateRow, StoreError};
 use serde_json::json;
 
 fn draft(n: u64) -> EntryDraft {
@@ -16,6 +16,33 @@ fn draft(n: u64) -> EntryDraft {
 
 fn signer() -> Arc<SignerKey> {
     Arc::new(SignerKey::from_seed("mandate.test/t", [3; 32]).unwrap())
+}
+
+fn row(kind: &str, key: &str, value: &str) -> StateRow {
+    StateRow { kind: kind.into(), key: key.into(), value: Some(value.as_bytes().to_vec()) }
+}
+
+/// The version in the file's header.
+fn schema_version(path: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(path).unwrap().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap()
+}
+
+#[test]
+fn state_rows_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        let rows = vec![row("budget", "b1", "10"), row("budget", "b2", "20"), row("reservation", "r1", "open")];
+        ledger.append_with_state("t", vec![draft(0)], rows).wait().unwrap();
+        let change = vec![row("budget", "b1", "9"), StateRow { kind: "budget".into(), key: "b2".into(), value: None }];
+        ledger.append_with_state("t", vec![draft(1)], change).wait().unwrap();
+    }
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b1", "9"), row("reservation", "r1", "open")]);
+    ledger.append_with_state("t", vec![draft(2)], vec![row("budget", "b1", "8")]).wait().unwrap();
+    assert_eq!(ledger.state_rows("t", Some("budget")).unwrap(), vec![row("budget", "b1", "8")]);
 }
 
 #[test]
@@ -174,16 +201,24 @@ fn two_ledgers_take_turns_on_one_tenant() {
     a.create_log("t", &signer()).unwrap();
     let identity = |n: u64| ["agent:a", "agent:b", "agent:c"][(n % 3) as usize];
     let mut n = 0;
-    for (ledger, count) in [(&a, 4_000), (&b, 200), (&a, 4_000), (&b, 100), (&a, 300), (&b, 9)] {
+    for (turn, (ledger, count)) in
+        [(&a, 4_000), (&b, 200), (&a, 4_000), (&b, 100), (&a, 300), (&b, 9)].into_iter().enumerate()
+    {
         let end = n + count;
         while n < end {
             let chunk = (end - n).min(1_000);
             let drafts = (n..n + chunk).map(|k| draft(k).with_terms(Some(identity(k)), None)).collect();
-            assert_eq!(ledger.append("t", drafts).wait().unwrap()[0].index, n);
+            let rows = vec![row("counter", "next", &(n + chunk).to_string()), row("turn", &turn.to_string(), "")];
+            assert_eq!(ledger.append_with_state("t", drafts, rows).wait().unwrap()[0].index, n);
             n += chunk;
         }
     }
     assert_eq!(verify_log(&a, "t"), n);
+    // Both see the rows of both, the last write winning.
+    for ledger in [&a, &b] {
+        assert_eq!(ledger.state_rows("t", Some("counter")).unwrap(), vec![row("counter", "next", &n.to_string())]);
+        assert_eq!(ledger.state_rows("t", Some("turn")).unwrap().len(), 6);
+    }
     for ledger in [&a, &b] {
         let mut found = Vec::new();
         let mut query = SearchQuery { identity: Some("agent:b".into()), limit: 1_000, ..SearchQuery::default() };
@@ -199,8 +234,14 @@ fn two_ledgers_take_turns_on_one_tenant() {
     }
 }
 
-/// Turns a closed version-2 database back into the version-1 shape.
+/// Turns a closed version-3 database back into the version-2 shape.
+fn downgrade_to_version_2(path: &std::path::Path) {
+    rusqlite::Connection::open(path).unwrap().execute_batch("DROP TABLE state; PRAGMA user_version = 2;").unwrap();
+}
+
+/// Turns a closed version-3 database back into the version-1 shape.
 fn downgrade_to_version_1(path: &std::path::Path) {
+    downgrade_to_version_2(path);
     let raw = rusqlite::Connection::open(path).unwrap();
     raw.execute_batch(
         "DROP TABLE search;
@@ -225,9 +266,7 @@ fn a_version_1_database_is_migrated() {
     };
     downgrade_to_version_1(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    let version: i64 =
-        rusqlite::Connection::open(&path).unwrap().pragma_query_value(None, "user_version", |row| row.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(schema_version(&path), 3);
     // The log, its checkpoint and its chain are intact; its key is not there.
     assert_eq!(ledger.size("t").unwrap(), 30);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -247,11 +286,75 @@ fn a_version_1_database_is_migrated() {
     // New tenants have keys.
     ledger.create_log("u", &signer()).unwrap();
     assert_eq!(ledger.signer("u").unwrap().to_private_text(), signer().to_private_text());
+    // State rows start empty and are written from now on.
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![]);
+    ledger.append_with_state("t", vec![draft(31)], vec![row("budget", "b", "1")]).wait().unwrap();
     // Opening again changes nothing.
     drop(ledger);
     let ledger = SqliteLedger::open(&path).unwrap();
     assert_eq!(ledger.tenants().unwrap(), ["t", "u"]);
-    assert_eq!(ledger.search("t", &by_type).unwrap().entries.len(), 31);
+    assert_eq!(ledger.search("t", &by_type).unwrap().entries.len(), 32);
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
+}
+
+#[test]
+fn a_version_2_database_is_migrated() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let (signed, lines) = {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        let drafts = (0..30).map(|n| draft(n).with_terms(Some("agent:a"), Some("allow"))).collect();
+        ledger.append_with_state("t", drafts, vec![row("budget", "b", "from version 3")]).wait().unwrap();
+        (ledger.sign_checkpoint("t", signer()).unwrap(), ledger.entries("t", 0, 30).unwrap())
+    };
+    // The rows written above go with the state table: a version-2 file never had them.
+    downgrade_to_version_2(&path);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(schema_version(&path), 3);
+    // Entries, checkpoint, key and search are untouched; there are no rows.
+    assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
+    assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
+    assert_eq!(ledger.signer("t").unwrap().to_private_text(), signer().to_private_text());
+    let by_identity = SearchQuery { identity: Some("agent:a".into()), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &by_identity).unwrap().entries.len(), 30);
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![]);
+    // Rows are written from the next append on, and the log chains on.
+    ledger.append_with_state("t", vec![draft(30)], vec![row("budget", "b", "1")]).wait().unwrap();
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
+    assert_eq!(verify_log(&ledger, "t"), 31);
+    // Opening again migrates nothing more.
+    drop(ledger);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(schema_version(&path), 3);
+    assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
+}
+
+/// Two processes (here: two ledgers) opening a version-2 file at once
+/// migrate it once.
+#[test]
+fn a_migration_runs_once_when_two_open_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        ledger.append("t", vec![draft(0)]).wait().unwrap();
+    }
+    downgrade_to_version_2(&path);
+    let ledgers: Vec<SqliteLedger> = std::thread::scope(|scope| {
+        let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| SqliteLedger::open(&path).unwrap())).collect();
+        opening.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    assert_eq!(schema_version(&path), 3);
+    for (n, ledger) in ledgers.iter().enumerate() {
+        ledger
+            .append_with_state("t", vec![draft(1 + n as u64)], vec![row("budget", "b", &n.to_string())])
+            .wait()
+            .unwrap();
+    }
+    assert_eq!(ledgers[0].state_rows("t", None).unwrap(), vec![row("budget", "b", "3")]);
+    assert_eq!(verify_log(&ledgers[0], "t"), 5);
 }
 
 #[test]
@@ -259,7 +362,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     drop(SqliteLedger::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 3).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
     assert!(matches!(SqliteLedger::open(&path), Err(StoreError::Database { .. })));
 }
 
