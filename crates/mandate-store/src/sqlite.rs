@@ -604,7 +604,14 @@ impl Ledger for SqliteLedger {
             }
             .map_err(db_error)?;
             let read = |row: &rusqlite::Row<'_>| {
-                Ok(StateRow { kind: row.get(0)?, key: row.get(1)?, value: Some(row.get(2)?) })
+                // Values are written as BLOBs; one edited by hand may come
+                // back as TEXT, and is still read, so that a replay can name
+                // it as a difference instead of failing.
+                let value = match row.get_ref(2)? {
+                    rusqlite::types::ValueRef::Text(bytes) | rusqlite::types::ValueRef::Blob(bytes) => bytes.to_vec(),
+                    other => other.as_bytes().map(<[u8]>::to_vec).unwrap_or_default(),
+                };
+                Ok(StateRow { kind: row.get(0)?, key: row.get(1)?, value: Some(value) })
             };
             let rows = match kind {
                 None => statement.query_map(params![log], read),

@@ -92,6 +92,17 @@ fn the_demo_store_replays_without_difference_and_tampered_rows_are_named() {
     assert!(output.status.success(), "{}{}", stdout(&output), stderr(&output));
     assert!(stdout(&output).contains("no difference"));
 
+    // Edited by hand as text (as the sqlite3 shell does): still read, and
+    // named as a difference rather than failing the replay.
+    let edited = original.replace(r#""spent":6000"#, r#""spent":1"#);
+    database(&data)
+        .execute("UPDATE state SET value = ?1 WHERE kind = 'budget' AND key = 'buyer-daily'", [&edited])
+        .unwrap();
+    let output = replay(&data);
+    assert_difference(&output);
+    assert!(stdout(&output).contains(r#""spent":1,"#), "{}", stdout(&output));
+    write_row(&data, "budget", "buyer-daily", &original);
+
     // A reservation's row deleted.
     let key: String = database(&data)
         .query_row("SELECT key FROM state WHERE kind = 'reservation' ORDER BY key LIMIT 1", [], |row| row.get(0))
