@@ -47,9 +47,37 @@ fn write_admin_key(path: &Path, key: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The lock file that keeps a second server off a data directory.
+const LOCK_FILE: &str = "serve.lock";
+
+/// Takes the data directory's server lock for as long as the returned file
+/// lives. A tenant's sequencer assumes it is its log's only writer of
+/// decisions: two servers on one store would each decide against a state
+/// missing the other's entries (and could overspend a budget between them).
+/// The operating system releases the lock when the process ends, however it
+/// ends.
+fn lock_data_directory(data: &Path) -> anyhow::Result<fs::File> {
+    let path = data.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => {
+            anyhow::bail!("another `mandate serve` is using {}; stop it first", data.display())
+        }
+        Err(fs::TryLockError::Error(error)) => Err(error).with_context(|| format!("locking {}", path.display())),
+    }
+}
+
 /// `mandate serve`.
 pub fn serve(data: PathBuf, addr: String, origin_host: String) -> anyhow::Result<()> {
     let ledger = open_ledger(&data)?;
+    let _lock = lock_data_directory(&data)?;
     let needs_default =
         !ledger.tenants()?.iter().any(|name| name == DEFAULT_TENANT) || ledger.size(DEFAULT_TENANT)? == 0;
     if needs_default {

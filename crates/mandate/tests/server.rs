@@ -999,3 +999,17 @@ fn a_batch_decides_in_order_each_with_its_own_entry() {
     server.post("/v1/authorize/batch", json!({"requests": too_many})).problem(400, "invalid_field");
     assert_eq!(server.log_size(), start + 6);
 }
+
+#[test]
+fn a_second_server_on_the_same_data_directory_is_refused() {
+    let (_dir, server) = Server::fresh();
+    let before = server.log_size();
+    let second = mandate(&["serve", "--data", path_str(&server.data), "--addr", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another `mandate serve` is using"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    // The first one serves on, its log untouched.
+    assert_eq!(server.log_size(), before);
+    server.get("/healthz").expect_text(200);
+}
