@@ -74,8 +74,18 @@ fn lock_data_directory(data: &Path) -> anyhow::Result<fs::File> {
     }
 }
 
+/// Sends the server's diagnostics to stderr: `MANDATE_LOG` filters them
+/// (`tracing` directives such as `warn` or `mandate_server=debug`; default
+/// `info`). Nothing the server logs carries a key, token or request body.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MANDATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(false).try_init();
+}
+
 /// `mandate serve`.
 pub fn serve(data: PathBuf, addr: String, origin_host: String) -> anyhow::Result<()> {
+    init_logging();
     let ledger = open_ledger(&data)?;
     let _lock = lock_data_directory(&data)?;
     let needs_default =
