@@ -5,6 +5,25 @@
 //! (`mandate_log::json::parse_strict`: duplicate keys, lone surrogates and
 //! numbers beyond ±2^53 are refused), then into typed fields with the failing
 //! field's path named in the problem.
+//!
+//! # Roles
+//!
+//! Every handler authenticates first ([`authenticate`] with a [`Need`]), and
+//! every lookup is in the caller's tenant, so another tenant's objects answer
+//! 404. An agent token (`mt_…`) acts as its identity and nothing else:
+//!
+//! | endpoint | admin | auditor | agent token |
+//! |---|---|---|---|
+//! | `/v1/log/*` (checkpoint, entries, proofs, receipt, public key, search) | yes | yes | 403 |
+//! | `POST /v1/authorize`, `/v1/authorize/batch` | yes (`identity` required) | 403 | as its identity (`identity` omitted or its own, else 403 naming `identity`); actions outside its scopes 403 naming `action` |
+//! | `POST /v1/reservations/{id}/settle`, `/void` | yes | 403 | its identity's reservations; another's: 404 |
+//! | `GET /v1/approvals/{id}` (long poll) | yes | 403 | approvals of its identity's decisions; another's: 404 |
+//! | `POST /v1/tokens/introspect` | any token of the tenant | 403 | itself only (another token: 403 naming `token`) |
+//! | everything else (identities, grants, policies, settings, admin keys, budgets, reservations and approvals otherwise, `POST /v1/tokens`, `/v1/tokens/revoke`) | yes | 403 | 403 |
+//!
+//! An action outside a token's scopes is refused with 403 `forbidden` rather
+//! than answered with a logged deny: the scopes limit what the token may ask,
+//! not what the identity may do, so nothing is decided and nothing is logged.
 
 use std::collections::BTreeMap;
 use std::time::Instant;
@@ -28,7 +47,7 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
 use crate::problem::{Code, Problem};
-use crate::registry::{Caller, NewAdminKey};
+use crate::registry::{Caller, NewAdminKey, NewAgentToken, Principal};
 use crate::spend;
 use crate::state::{Role, hex};
 use crate::tenant::{self, AuthorizeRequest, Op, SUBMISSION_OPS_MAX};
@@ -43,14 +62,21 @@ type ApiResult = Result<Response, Problem>;
 
 /// What a route needs of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Need {
+pub enum Need {
     /// A change, or a read of authority state: the `admin` role.
     Admin,
     /// The log, search and export: `admin` or `auditor`.
     Audit,
+    /// What an agent does as itself (decide, settle, void, wait for its
+    /// approvals, introspect itself): `admin`, or an agent token, whose
+    /// handler then holds it to its identity.
+    Agent,
 }
 
-fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Caller, Problem> {
+/// The bearer key or token of a request, checked against what the route
+/// needs: 401 when it is missing or not an active key or token, 403 when
+/// its role may not call the route.
+pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Caller, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -58,11 +84,30 @@ fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Calle
         // RFC 9110 §11.1: the scheme is case-insensitive.
         .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "send `Authorization: Bearer <key>`"))?;
-    let caller = app.registry.authenticate(token.trim())?;
-    if need == Need::Admin && caller.role != Role::Admin {
-        return Err(Problem::new(Code::Forbidden, format!("a `{}` key may not do this", caller.role.as_str())));
+    let caller = app.registry.authenticate(token.trim(), jiff::Timestamp::now())?;
+    let allowed = match (&caller.principal, need) {
+        (Principal::Key { role: Role::Admin, .. }, _) => true,
+        (Principal::Key { role: Role::Auditor, .. }, need) => need == Need::Audit,
+        (Principal::Agent { .. }, need) => need == Need::Agent,
+    };
+    if !allowed {
+        let detail = match caller.agent() {
+            Some(_) => "an agent token may only authorize, settle, void, wait for its approvals and introspect itself"
+                .to_owned(),
+            None => format!("a `{}` key may not do this", caller.role_name()),
+        };
+        return Err(Problem::new(Code::Forbidden, detail));
     }
     Ok(caller)
+}
+
+/// The operation as the caller asks it: an agent token's goes to the
+/// sequencer wrapped, so that it is checked again there, in log order.
+fn as_caller(caller: &Caller, op: Op) -> Op {
+    match caller.agent() {
+        Some((token_id, _)) => Op::AsAgent { token_id: token_id.to_owned(), op: Box::new(op) },
+        None => op,
+    }
 }
 
 /// Reads a body as an I-JSON object.
@@ -505,8 +550,9 @@ pub async fn revoke_admin_key(State(app): State<AppState>, headers: HeaderMap, P
 #[derive(Debug, Clone, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AuthorizeBody {
-    /// The acting identity (with an admin key; agent tokens act as their own).
-    identity: String,
+    /// The acting identity: required with an admin key; with an agent token,
+    /// omitted or the token's own identity.
+    identity: Option<String>,
     /// The action, e.g. `payments.charge`.
     action: String,
     /// The resource, e.g. `merchant://books`.
@@ -549,13 +595,36 @@ fn short_text(field: &str, text: Option<String>) -> Result<Option<String>, Probl
     }
 }
 
-fn check_request(body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
+fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
     let name = |field: &str| format!("{prefix}{field}");
-    let identity = identity_id(&name("identity"), &body.identity)?;
+    let identity = match (caller.agent(), &body.identity) {
+        (None, Some(text)) => identity_id(&name("identity"), text)?,
+        (None, None) => {
+            return Err(Problem::field(
+                Code::InvalidField,
+                name("identity"),
+                format!("`{}` is required (only an agent token may omit it)", name("identity")),
+            ));
+        }
+        (Some((_, token)), None) => token.identity.clone(),
+        (Some((_, token)), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
+        (Some((_, token)), Some(_)) => {
+            return Err(Problem::field(
+                Code::Forbidden,
+                name("identity"),
+                format!("an agent token acts only as its identity `{}`", token.identity),
+            ));
+        }
+    };
     for (field, text) in [("action", &body.action), ("resource", &body.resource)] {
         if text.is_empty() || text.len() > 1024 {
             return Err(Problem::field(Code::InvalidField, name(field), format!("`{field}` must be 1 to 1024 bytes")));
         }
+    }
+    if let Some((_, token)) = caller.agent()
+        && !token.allows(&body.action)
+    {
+        return Err(tenant::scope_problem(token, &body.action, &name("action")));
     }
     let context = body.context.unwrap_or_default();
     for reserved in ["amounts", "chain"] {
@@ -634,33 +703,37 @@ fn record_decision(app: &AppState, started: Instant, answer: &Map<String, Value>
     app.metrics.decision(&outcome, started.elapsed());
 }
 
-/// Decides (SPEC §3). A deny is an answer: HTTP 200.
+/// Decides (SPEC §3). A deny is an answer: HTTP 200. With an agent token,
+/// the decision is the token's identity's, and an action outside the
+/// token's scopes is refused (403) without a decision.
 #[utoipa::path(post, path = "/v1/authorize", tag = "decisions", request_body = AuthorizeBody,
     responses((status = 200, description = "`{decision, decision_id, reasons, chain, policies, budgets, reservation, approval, log_index}`"),
-        (status = 400, description = "invalid field")))]
+        (status = 400, description = "invalid field"),
+        (status = 403, description = "an agent token naming another `identity`, or an `action` outside its scopes")))]
 pub async fn authorize(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request = check_request(typed(json_object(body)?)?, "")?;
-    let answer = caller.tenant.submit_one(Op::Authorize(Box::new(request))).await?;
+    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let request = check_request(&caller, typed(json_object(body)?)?, "")?;
+    let answer = caller.tenant.submit_one(as_caller(&caller, Op::Authorize(Box::new(request)))).await?;
     record_decision(&app, started, &answer);
     ok(answer)
 }
 
 /// Decides up to 30 requests in order, in one commit.
 #[utoipa::path(post, path = "/v1/authorize/batch", tag = "decisions", request_body = AuthorizeBatch,
-    responses((status = 200, description = "`{results}`: one answer (or problem) per request, in order")))]
+    responses((status = 200, description = "`{results}`: one answer (or problem) per request, in order"),
+        (status = 403, description = "an agent token: a request naming another `identity`, or an `action` outside its scopes (nothing is decided)")))]
 pub async fn authorize_batch(
     State(app): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Agent)?;
     let batch: AuthorizeBatch = typed(json_object(body)?)?;
     if batch.requests.is_empty() || batch.requests.len() > SUBMISSION_OPS_MAX {
         return Err(Problem::field(
@@ -674,7 +747,8 @@ pub async fn authorize_batch(
         .into_iter()
         .enumerate()
         .map(|(i, body)| {
-            check_request(body, &format!("requests[{i}].")).map(|request| Op::Authorize(Box::new(request)))
+            check_request(&caller, body, &format!("requests[{i}]."))
+                .map(|request| as_caller(&caller, Op::Authorize(Box::new(request))))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let results = caller.tenant.submit(ops).await?;
@@ -1071,6 +1145,7 @@ pub struct SettleBody {
 }
 
 /// Settles a reservation: spends the actual amounts and releases the rest.
+/// An agent token settles only its identity's reservations (others: 404).
 #[utoipa::path(post, path = "/v1/reservations/{id}/settle", tag = "reservations", request_body = SettleBody,
     params(("id" = String, Path, description = "reservation id")),
     responses((status = 200, description = "the reservation; the same answer again for the same settlement"),
@@ -1081,19 +1156,20 @@ pub async fn settle(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Agent)?;
     let request: SettleBody = typed(json_object(body)?)?;
-    ok(caller.tenant.submit_one(Op::Settle { id, amounts: request.amounts }).await?)
+    ok(caller.tenant.submit_one(as_caller(&caller, Op::Settle { id, amounts: request.amounts })).await?)
 }
 
-/// Voids a reservation: releases everything it holds.
+/// Voids a reservation: releases everything it holds. An agent token voids
+/// only its identity's reservations (others: 404).
 #[utoipa::path(post, path = "/v1/reservations/{id}/void", tag = "reservations",
     params(("id" = String, Path, description = "reservation id")),
     responses((status = 200, description = "the reservation; the same answer again for a repeated void"),
         (status = 404, description = "no such reservation"), (status = 409, description = "resolved otherwise")))]
 pub async fn void(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
-    ok(caller.tenant.submit_one(Op::Void(id)).await?)
+    let caller = authenticate(&app, &headers, Need::Agent)?;
+    ok(caller.tenant.submit_one(as_caller(&caller, Op::Void(id))).await?)
 }
 
 /// One reservation (held, or resolved within the last 24 h).
@@ -1157,7 +1233,8 @@ pub struct ApprovalWait {
 const APPROVAL_WAIT_MAX_S: u64 = 60;
 
 /// One approval; with `wait_s`, a long poll that answers as soon as it is
-/// approved, denied or expired.
+/// approved, denied or expired. An agent token sees only the approvals of
+/// its identity's decisions (others: 404).
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
     params(("id" = String, Path, description = "approval id"), ApprovalWait),
     responses((status = 200, description = "the approval"), (status = 404, description = "no such approval")))]
@@ -1167,13 +1244,21 @@ pub async fn get_approval(
     Path(id): Path<String>,
     Query(query): Query<ApprovalWait>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let owner = caller.agent().map(|(_, token)| token.identity.clone());
     let wait = std::time::Duration::from_secs(query.wait_s.unwrap_or(0).min(APPROVAL_WAIT_MAX_S));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let view = caller
             .tenant
-            .read(|state| state.spending.approvals.get(&id).map(spend::approval_view))
+            .read(|state| {
+                state
+                    .spending
+                    .approvals
+                    .get(&id)
+                    .filter(|approval| owner.as_ref().is_none_or(|owner| approval.chain.first() == Some(owner)))
+                    .map(spend::approval_view)
+            })
             .await?
             .ok_or_else(|| Problem::not_found("approval"))?;
         let pending = view.get("status").and_then(Value::as_str) == Some("pending");
@@ -1199,7 +1284,10 @@ async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: By
     let answer: ApprovalAnswer =
         if body.is_empty() { ApprovalAnswer::default() } else { typed(json_object(Ok(body))?)? };
     let by = match answer.approver {
-        None => format!("admin_key:{}", caller.key_id),
+        None => match &caller.principal {
+            Principal::Key { key_id, .. } => format!("admin_key:{key_id}"),
+            Principal::Agent { .. } => return Err(Problem::new(Code::Forbidden, "an agent token may not do this")),
+        },
         Some(approver) => {
             let approver = identity_id("approver", &approver)?;
             let on_chain = caller
@@ -1256,6 +1344,175 @@ pub async fn deny(
     answer_approval(app, headers, id, body, false).await
 }
 
+// ---------------------------------------------------------------- agent tokens
+
+/// The longest an agent token may live: 30 days.
+pub const TOKEN_TTL_MAX_S: u64 = 30 * 86_400;
+
+/// The most scopes one agent token may have.
+pub const TOKEN_SCOPES_MAX: usize = 32;
+
+/// `POST /v1/tokens`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenCreate {
+    /// The identity the token acts as, and only as (it must be effective).
+    identity: String,
+    /// Seconds until the token expires: 1 to 2,592,000 (30 days).
+    ttl_s: u64,
+    /// 1 to 32 action patterns (`payments.charge`, `github.*`, `*`) the token
+    /// may ask about; absent or null: every action.
+    scopes: Option<Vec<String>>,
+}
+
+/// Issues an agent token for one identity. The answer's `token` (`mt_…`) is
+/// shown this once; the log keeps only the SHA-256 of its secret.
+#[utoipa::path(post, path = "/v1/tokens", tag = "tokens", request_body = TokenCreate,
+    responses((status = 201, description = "`{token, id, identity, issued_at, expires_at, scopes, revoked, created_log_index, log_index}`"),
+        (status = 400, description = "invalid field (an unknown or ineffective `identity` among them)")))]
+pub async fn create_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: TokenCreate = typed(json_object(body)?)?;
+    let identity = identity_id("identity", &request.identity)?;
+    if request.ttl_s == 0 || request.ttl_s > TOKEN_TTL_MAX_S {
+        return Err(Problem::field(Code::InvalidField, "ttl_s", format!("`ttl_s` must be 1 to {TOKEN_TTL_MAX_S}")));
+    }
+    let scopes = match request.scopes {
+        None => None,
+        Some(scopes) if scopes.is_empty() || scopes.len() > TOKEN_SCOPES_MAX => {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "scopes",
+                format!("`scopes` holds 1 to {TOKEN_SCOPES_MAX} action patterns (omit it for every action)"),
+            ));
+        }
+        Some(scopes) => Some(
+            scopes
+                .iter()
+                .enumerate()
+                .map(|(i, scope)| {
+                    mandate_core::pattern::ActionPattern::parse(scope)
+                        .map_err(|error| Problem::field(Code::InvalidField, format!("scopes[{i}]"), error.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    let token = NewAgentToken::generate()?;
+    let op = Op::CreateToken {
+        token_id: token.token_id.clone(),
+        identity,
+        ttl: jiff::SignedDuration::from_secs(request.ttl_s as i64),
+        scopes,
+        secret_sha256: token.secret_sha256,
+    };
+    let mut answer = caller.tenant.submit_one(op).await?;
+    let expires_at = answer
+        .get("expires_at")
+        .and_then(Value::as_str)
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(jiff::Timestamp::MAX);
+    app.registry.add_token(&token.token_id, caller.tenant.name(), expires_at);
+    answer.insert("token".into(), Value::from(token.token));
+    created(answer)
+}
+
+/// `POST /v1/tokens/introspect` (RFC 7662, as JSON).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenIntrospect {
+    /// The agent token (`mt_…`).
+    token: String,
+    /// RFC 7662's hint; accepted and ignored (only agent tokens are introspected).
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// Whether an agent token is active, in RFC 7662's shape: `{active, sub,
+/// exp, iat, scope, token_type, token_id, expires_at}` plus the identity
+/// `chain` (acting identity first) as an extension; anything not active in
+/// this tenant (unknown, another tenant's, revoked, expired, its identity
+/// or an ancestor revoked) is just `{"active": false}`. An admin key may
+/// introspect any token; an agent token only itself.
+#[utoipa::path(post, path = "/v1/tokens/introspect", tag = "tokens", request_body = TokenIntrospect,
+    responses((status = 200, description = "`{active, sub, exp, iat, scope, token_type, token_id, expires_at, chain}` or `{active: false}`"),
+        (status = 403, description = "an agent token introspecting another token")))]
+pub async fn introspect_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let request: TokenIntrospect = typed(json_object(body)?)?;
+    if let Some((token_id, _)) = caller.agent() {
+        let presented = crate::registry::split_agent_token(&request.token).map(|(id, _)| id);
+        if presented != Some(token_id) {
+            return Err(Problem::field(Code::Forbidden, "token", "an agent token may introspect only itself"));
+        }
+    }
+    let now = jiff::Timestamp::now();
+    ok(caller.tenant.read(|state| tenant::introspection(state, &request.token, now)).await?)
+}
+
+/// `POST /v1/tokens/revoke`: the token (RFC 7009) or its id.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRevoke {
+    /// The agent token (`mt_…`) to revoke.
+    token: Option<String>,
+    /// Or its id (as `POST /v1/tokens` answered it).
+    id: Option<String>,
+    /// RFC 7009's hint; accepted and ignored.
+    #[allow(dead_code)]
+    token_type_hint: Option<String>,
+}
+
+/// Revokes an agent token at once, by the token itself (`token`) or by its
+/// `id`. As in RFC 7009, a `token` that is not one of this tenant's answers
+/// 200 `{"revoked": false}`; an unknown `id` answers 404. Revoking again
+/// answers the same as the first time, with its `log_index`.
+#[utoipa::path(post, path = "/v1/tokens/revoke", tag = "tokens", request_body = TokenRevoke,
+    responses((status = 200, description = "the token, with `revoked: true` and `log_index`; or `{revoked: false}` for a `token` not of this tenant"),
+        (status = 400, description = "neither or both of `token` and `id`"), (status = 404, description = "no token with this `id`")))]
+pub async fn revoke_token(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let request: TokenRevoke = typed(json_object(body)?)?;
+    let id = match (request.token, request.id) {
+        (Some(token), None) => {
+            let now = jiff::Timestamp::now();
+            let found = caller
+                .tenant
+                .read(|state| {
+                    let (id, secret) = crate::registry::split_agent_token(&token)?;
+                    let held = state.token(id, now)?;
+                    crate::registry::secret_matches(secret, &held.secret_sha256).then(|| id.to_owned())
+                })
+                .await?;
+            match found {
+                Some(id) => id,
+                None => {
+                    let mut body = Map::new();
+                    body.insert("revoked".into(), Value::Bool(false));
+                    return ok(body);
+                }
+            }
+        }
+        (None, Some(id)) => id,
+        (Some(_), Some(_)) => {
+            return Err(Problem::field(Code::InvalidField, "id", "give `token` or `id`, not both"));
+        }
+        (None, None) => return Err(Problem::field(Code::InvalidField, "token", "give `token` or `id`")),
+    };
+    ok(caller.tenant.submit_one(Op::RevokeToken(id)).await?)
+}
+
 /// Any other path.
 pub async fn fallback() -> Problem {
     Problem::new(Code::NotFound, "no such route")
@@ -1275,10 +1532,11 @@ pub async fn fallback() -> Problem {
         create_budget, list_budgets, get_budget, patch_budget,
         settle, void, get_reservation,
         list_approvals, get_approval, approve, deny,
+        create_token, introspect_token, revoke_token,
         checkpoint, entries, inclusion_proof, consistency_proof, receipt, public_key, search,
     ),
     components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch,
-        BudgetCreate, BudgetPatch, SettleBody, ApprovalAnswer)),
+        BudgetCreate, BudgetPatch, SettleBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;

@@ -3,7 +3,8 @@
 //! - [`state`]: a tenant's state as the fold of its log.
 //! - [`tenant`]: one tenant at run time: its sequencer (the only writer of its
 //!   state and log, group-committing batches) and committed reads.
-//! - [`registry`]: the tenants served, tenant creation, admin keys.
+//! - [`registry`]: the tenants served, tenant creation, admin keys and agent
+//!   tokens.
 //! - [`api`]: the HTTP handlers and the OpenAPI description.
 //! - [`problem`]: RFC 9457 errors with stable codes.
 
@@ -25,7 +26,7 @@ use axum::routing::{get, post};
 use mandate_store::Ledger;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-pub use registry::{CreateTenantError, NewAdminKey, Registry, create_tenant};
+pub use registry::{CreateTenantError, NewAdminKey, NewAgentToken, Registry, create_tenant};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -103,6 +104,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/approvals/{id}", get(get_approval))
         .route("/v1/approvals/{id}/approve", post(approve))
         .route("/v1/approvals/{id}/deny", post(deny))
+        .route("/v1/tokens", post(create_token))
+        .route("/v1/tokens/introspect", post(introspect_token))
+        .route("/v1/tokens/revoke", post(revoke_token))
         .route("/v1/log/checkpoint", get(checkpoint))
         .route("/v1/log/entries", get(entries))
         .route("/v1/log/proof/inclusion", get(inclusion_proof))

@@ -5,11 +5,18 @@
 //! The tenant's log records the key id, its role and the SHA-256 of the
 //! secret; the key itself is shown once to whoever created it. A request's
 //! key is found by its id and its secret's hash compared in constant time.
+//!
+//! An agent token is the same shape with the prefix `mt_`: issued for one
+//! identity with an expiry and optional scopes, its log entry holds only the
+//! hash. It authenticates while it is active: not revoked, not expired at the
+//! request's time, and its identity effective (it and every ancestor active),
+//! so revoking the identity or an ancestor stops its tokens at once.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use jiff::Timestamp;
 use mandate_core::policy::PolicySet;
 use mandate_log::SignerKey;
 use mandate_store::{EntryDraft, Ledger, StoreError};
@@ -18,11 +25,17 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::problem::{Code, Problem};
-use crate::state::{Role, TenantSettings, hex, types};
+use crate::state::{AgentToken, Role, TenantSettings, TokenInactive, hex, types};
 use crate::tenant::{self, Tenant};
 
 /// The prefix of admin keys.
 pub const ADMIN_KEY_PREFIX: &str = "mk_";
+
+/// The prefix of agent tokens.
+pub const AGENT_TOKEN_PREFIX: &str = "mt_";
+
+/// The fewest token owners remembered before expired ones are swept.
+const TOKEN_SWEEP_MIN: usize = 1_024;
 
 /// How often an unknown key id may trigger a look for new tenants.
 const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
@@ -44,23 +57,67 @@ fn random<const N: usize>() -> Result<[u8; N], Problem> {
     Ok(bytes)
 }
 
+/// `prefix` + 16 hex digits of id + 64 hex digits of secret: the whole
+/// credential, its id, and the SHA-256 of its secret.
+fn new_credential(prefix: &str) -> Result<(String, String, [u8; 32]), Problem> {
+    let id = hex(&random::<8>()?);
+    let secret = hex(&random::<32>()?);
+    let secret_sha256 = Sha256::digest(secret.as_bytes()).into();
+    Ok((format!("{prefix}{id}{secret}"), id, secret_sha256))
+}
+
 impl NewAdminKey {
     /// Makes a key from the operating system's randomness.
     pub fn generate() -> Result<NewAdminKey, Problem> {
-        let key_id = hex(&random::<8>()?);
-        let secret = hex(&random::<32>()?);
-        let secret_sha256 = Sha256::digest(secret.as_bytes()).into();
-        Ok(NewAdminKey { token: format!("{ADMIN_KEY_PREFIX}{key_id}{secret}"), key_id, secret_sha256 })
+        let (token, key_id, secret_sha256) = new_credential(ADMIN_KEY_PREFIX)?;
+        Ok(NewAdminKey { token, key_id, secret_sha256 })
     }
 }
 
-/// Splits `mk_<16 hex id><64 hex secret>` into id and secret.
-fn split_admin_key(token: &str) -> Option<(&str, &str)> {
-    let rest = token.strip_prefix(ADMIN_KEY_PREFIX)?;
+/// A freshly made agent token: the text to hand out once, and what the log keeps.
+#[derive(Debug, Clone)]
+pub struct NewAgentToken {
+    /// The whole token, `mt_…`: shown once, never stored.
+    pub token: String,
+    /// Its public id.
+    pub token_id: String,
+    /// SHA-256 of its secret half.
+    pub secret_sha256: [u8; 32],
+}
+
+impl NewAgentToken {
+    /// Makes a token from the operating system's randomness.
+    pub fn generate() -> Result<NewAgentToken, Problem> {
+        let (token, token_id, secret_sha256) = new_credential(AGENT_TOKEN_PREFIX)?;
+        Ok(NewAgentToken { token, token_id, secret_sha256 })
+    }
+}
+
+/// Splits `<prefix><16 hex id><64 hex secret>` into id and secret.
+fn split_credential<'a>(prefix: &str, token: &'a str) -> Option<(&'a str, &'a str)> {
+    let rest = token.strip_prefix(prefix)?;
     if rest.len() != 80 || !rest.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
         return None;
     }
     Some(rest.split_at(16))
+}
+
+/// Splits `mk_<16 hex id><64 hex secret>` into id and secret.
+fn split_admin_key(token: &str) -> Option<(&str, &str)> {
+    split_credential(ADMIN_KEY_PREFIX, token)
+}
+
+/// Splits `mt_<16 hex id><64 hex secret>` into id and secret.
+pub fn split_agent_token(token: &str) -> Option<(&str, &str)> {
+    split_credential(AGENT_TOKEN_PREFIX, token)
+}
+
+/// Whether `secret` hashes to `secret_sha256`.
+pub fn secret_matches(secret: &str, secret_sha256: &[u8; 32]) -> bool {
+    let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    // INVARIANT (constant-time-keys): the comparison takes the same time
+    // wherever the hashes differ.
+    presented.ct_eq(secret_sha256).into()
 }
 
 /// Why a tenant could not be created.
@@ -135,12 +192,33 @@ pub fn create_tenant(ledger: &dyn Ledger, name: &str, origin_host: &str) -> Resu
     Ok(key)
 }
 
-/// Every tenant this server serves, and where each admin key belongs.
+/// Every tenant this server serves, and where each admin key and agent
+/// token belongs.
 pub struct Registry {
     ledger: Arc<dyn Ledger>,
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     key_owners: RwLock<HashMap<String, String>>,
+    token_owners: RwLock<TokenOwners>,
     last_refresh: Mutex<Option<Instant>>,
+}
+
+/// Token id → (tenant, expiry). Expired tokens are swept whenever the map
+/// has doubled since the last sweep, so short-lived tokens do not pile up.
+#[derive(Debug, Default)]
+struct TokenOwners {
+    owners: HashMap<String, (String, Timestamp)>,
+    sweep_at: usize,
+}
+
+impl TokenOwners {
+    fn insert(&mut self, token_id: &str, tenant: &str, expires_at: Timestamp) {
+        self.owners.insert(token_id.to_owned(), (tenant.to_owned(), expires_at));
+        if self.owners.len() >= self.sweep_at {
+            let now = Timestamp::now();
+            self.owners.retain(|_, (_, expires_at)| *expires_at > now);
+            self.sweep_at = (2 * self.owners.len()).max(TOKEN_SWEEP_MIN);
+        }
+    }
 }
 
 impl std::fmt::Debug for Registry {
@@ -154,10 +232,45 @@ impl std::fmt::Debug for Registry {
 pub struct Caller {
     /// The tenant it acts in.
     pub tenant: Arc<Tenant>,
-    /// Its role.
-    pub role: Role,
-    /// Its key's id.
-    pub key_id: String,
+    /// The key or token it presented.
+    pub principal: Principal,
+}
+
+/// What authenticated a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    /// An admin key.
+    Key {
+        /// Its id.
+        key_id: String,
+        /// Its role.
+        role: Role,
+    },
+    /// An agent token, which acts as its identity and nothing else.
+    Agent {
+        /// Its id.
+        token_id: String,
+        /// The token as the tenant holds it (identity, expiry, scopes).
+        token: AgentToken,
+    },
+}
+
+impl Caller {
+    /// The role's name, for messages: `admin`, `auditor` or `agent`.
+    pub fn role_name(&self) -> &'static str {
+        match &self.principal {
+            Principal::Key { role, .. } => role.as_str(),
+            Principal::Agent { .. } => "agent",
+        }
+    }
+
+    /// The agent token, when one authenticated the request.
+    pub fn agent(&self) -> Option<(&str, &AgentToken)> {
+        match &self.principal {
+            Principal::Agent { token_id, token } => Some((token_id, token)),
+            Principal::Key { .. } => None,
+        }
+    }
 }
 
 impl Registry {
@@ -167,6 +280,7 @@ impl Registry {
             ledger,
             tenants: RwLock::new(HashMap::new()),
             key_owners: RwLock::new(HashMap::new()),
+            token_owners: RwLock::new(TokenOwners::default()),
             last_refresh: Mutex::new(None),
         };
         registry.refresh()?;
@@ -188,10 +302,17 @@ impl Registry {
             }
             let tenant = Tenant::start(self.ledger.clone(), &name)?;
             let key_ids: Vec<String> = tenant.peek(|state| state.admin_keys.keys().cloned().collect());
+            let token_ids: Vec<(String, Timestamp)> =
+                tenant.peek(|state| state.tokens.iter().map(|(id, token)| (id.clone(), token.expires_at)).collect());
             self.tenants.write().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), tenant);
             let mut owners = self.key_owners.write().unwrap_or_else(PoisonError::into_inner);
             for key_id in key_ids {
                 owners.insert(key_id, name.clone());
+            }
+            drop(owners);
+            let mut token_owners = self.token_owners.write().unwrap_or_else(PoisonError::into_inner);
+            for (token_id, expires_at) in token_ids {
+                token_owners.insert(&token_id, &name, expires_at);
             }
         }
         Ok(())
@@ -213,36 +334,84 @@ impl Registry {
         self.key_owners.write().unwrap_or_else(PoisonError::into_inner).insert(key_id.to_owned(), tenant.to_owned());
     }
 
-    /// Authenticates a bearer token.
-    pub fn authenticate(&self, token: &str) -> Result<Caller, Problem> {
+    /// Records that agent token `token_id` belongs to `tenant` (after its
+    /// creation committed).
+    pub fn add_token(&self, token_id: &str, tenant: &str, expires_at: Timestamp) {
+        self.token_owners.write().unwrap_or_else(PoisonError::into_inner).insert(token_id, tenant, expires_at);
+    }
+
+    /// The owner `look` finds; if none, looks for new tenants (at most once
+    /// every [`REFRESH_INTERVAL`]) and asks again.
+    fn owner(&self, look: impl Fn(&Registry) -> Option<String>) -> Option<String> {
+        if let Some(name) = look(self) {
+            return Some(name);
+        }
+        let due = self
+            .last_refresh
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_none_or(|last| last.elapsed() >= REFRESH_INTERVAL);
+        if due && let Err(error) = self.refresh() {
+            tracing::error!(%error, "looking for new tenants");
+        }
+        look(self)
+    }
+
+    /// Authenticates a bearer token: an admin key (`mk_…`) or an agent token
+    /// (`mt_…`) active at `now`.
+    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Caller, Problem> {
+        if token.starts_with(AGENT_TOKEN_PREFIX) {
+            return self.authenticate_agent(token, now);
+        }
         let unauthorized = || Problem::new(Code::Unauthorized, "the bearer token is not a valid key");
         let (key_id, secret) = split_admin_key(token).ok_or_else(unauthorized)?;
-        let owner = |registry: &Registry| {
-            registry.key_owners.read().unwrap_or_else(PoisonError::into_inner).get(key_id).cloned()
-        };
-        let tenant_name = match owner(self) {
-            Some(name) => name,
-            None => {
-                let due = self
-                    .last_refresh
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .is_none_or(|last| last.elapsed() >= REFRESH_INTERVAL);
-                if due && let Err(error) = self.refresh() {
-                    tracing::error!(%error, "looking for new tenants");
-                }
-                owner(self).ok_or_else(unauthorized)?
-            }
-        };
+        let tenant_name = self
+            .owner(|registry| registry.key_owners.read().unwrap_or_else(PoisonError::into_inner).get(key_id).cloned())
+            .ok_or_else(unauthorized)?;
         let tenant = self.tenant(&tenant_name).ok_or_else(unauthorized)?;
         let key = tenant.peek(|state| state.admin_keys.get(key_id).cloned()).ok_or_else(unauthorized)?;
-        let presented: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
-        // INVARIANT (constant-time-keys): the comparison takes the same time
-        // wherever the hashes differ.
-        let matches: bool = presented.ct_eq(&key.secret_sha256).into();
-        if !matches || key.revoked {
+        if !secret_matches(secret, &key.secret_sha256) || key.revoked {
             return Err(unauthorized());
         }
-        Ok(Caller { tenant, role: key.role, key_id: key_id.to_owned() })
+        Ok(Caller { tenant, principal: Principal::Key { key_id: key_id.to_owned(), role: key.role } })
+    }
+
+    fn authenticate_agent(&self, token: &str, now: Timestamp) -> Result<Caller, Problem> {
+        let unauthorized = || Problem::new(Code::Unauthorized, "the bearer token is not a valid agent token");
+        let (token_id, secret) = split_agent_token(token).ok_or_else(unauthorized)?;
+        let tenant_name = self
+            .owner(|registry| {
+                let owners = registry.token_owners.read().unwrap_or_else(PoisonError::into_inner);
+                owners.owners.get(token_id).map(|(tenant, _)| tenant.clone())
+            })
+            .ok_or_else(unauthorized)?;
+        let tenant = self.tenant(&tenant_name).ok_or_else(unauthorized)?;
+        let (held, inactive) = tenant
+            .peek(|state| {
+                let held = state.token(token_id, now)?;
+                Some((held.clone(), state.token_inactive(held, now)))
+            })
+            .ok_or_else(unauthorized)?;
+        if !secret_matches(secret, &held.secret_sha256) {
+            return Err(unauthorized());
+        }
+        // Past this point the caller holds the secret: it may know why.
+        if let Some(inactive) = inactive {
+            return Err(Problem::new(Code::Unauthorized, inactive_detail(&held, &inactive)));
+        }
+        Ok(Caller { tenant, principal: Principal::Agent { token_id: token_id.to_owned(), token: held } })
+    }
+}
+
+/// Why an agent token does not authenticate, for its holder.
+pub fn inactive_detail(token: &AgentToken, inactive: &TokenInactive) -> String {
+    match inactive {
+        TokenInactive::Revoked => "the agent token was revoked".to_owned(),
+        TokenInactive::Expired => {
+            format!("the agent token expired at {}", tenant::entry_time(token.expires_at))
+        }
+        TokenInactive::Ineffective(revoked) => {
+            format!("the agent token's identity `{}` is not effective: `{revoked}` is revoked", token.identity)
+        }
     }
 }

@@ -133,10 +133,11 @@ pub struct Spending {
 }
 
 /// The fingerprint of a decision's recorded request, without the ids that
-/// label it.
+/// label it (a retry with another token of the same identity is the same
+/// request).
 pub fn fingerprint(request: &Map<String, Value>) -> [u8; 32] {
     let mut object = request.clone();
-    for label in ["request_id", "session_id", "trace_id"] {
+    for label in ["request_id", "session_id", "trace_id", "token_id"] {
         object.remove(label);
     }
     Sha256::digest(canonical(&object)).into()

@@ -18,15 +18,18 @@
 //! | `identity.revoked` | `id`, `descendants` (whom the revocation cut off, for readers of the log) |
 //! | `grant.created` | the grant, with its `id` (see `mandate_core::wire`) |
 //! | `grant.revoked` | `id` |
-//! | `decision` | the answer (SPEC §3) and the `request` it answers |
+//! | `token.created` | `id`, `identity`, `expires_at`, `scopes` (action patterns, or null for every action), `secret_sha256` (hex of SHA-256 of the token's secret half; the token itself never enters the log); issued at the entry's time |
+//! | `token.revoked` | `id` |
+//! | `decision` | the answer (SPEC §3) and the `request` it answers (with `token_id` when an agent token asked) |
 //! | `budget.*`, `reservation.*`, `approval.*` | see `spend.rs` |
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use jiff::Timestamp;
+use jiff::{SignedDuration, Timestamp};
 use mandate_core::budget::Resolution;
 use mandate_core::decision::{Authority, Settings};
 use mandate_core::identity::IdentityId;
+use mandate_core::pattern::ActionPattern;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use serde_json::{Map, Value};
@@ -53,6 +56,10 @@ pub mod types {
     pub const GRANT_CREATED: &str = "grant.created";
     /// A grant revoked.
     pub const GRANT_REVOKED: &str = "grant.revoked";
+    /// An agent token issued.
+    pub const TOKEN_CREATED: &str = "token.created";
+    /// An agent token revoked.
+    pub const TOKEN_REVOKED: &str = "token.revoked";
     /// A decision answered.
     pub const DECISION: &str = "decision";
     /// A budget set.
@@ -110,6 +117,56 @@ pub struct AdminKey {
     pub secret_sha256: [u8; 32],
     /// Whether it was revoked.
     pub revoked: bool,
+}
+
+/// How long an expired agent token is remembered (for introspection, which
+/// then says `active: false`, and revocation by id); after that the fold
+/// forgets it, so that short-lived tokens do not pile up in memory.
+pub const TOKEN_RETENTION: SignedDuration = SignedDuration::from_hours(24);
+
+/// An agent token as the tenant holds it: only the hash of its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentToken {
+    /// The identity it acts as, and only as.
+    pub identity: IdentityId,
+    /// When it was issued (its entry's time).
+    pub issued_at: Timestamp,
+    /// When it stops working.
+    pub expires_at: Timestamp,
+    /// The actions it may ask about; `None`: every action.
+    pub scopes: Option<Vec<ActionPattern>>,
+    /// SHA-256 of the secret half.
+    pub secret_sha256: [u8; 32],
+    /// The `token.created` entry.
+    pub log_index: u64,
+    /// The `token.revoked` entry, once revoked.
+    pub revoked_log_index: Option<u64>,
+}
+
+/// Why an agent token does not work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenInactive {
+    /// It was revoked.
+    Revoked,
+    /// Its time is up.
+    Expired,
+    /// Its identity or an ancestor is revoked (the first one walking up).
+    Ineffective(IdentityId),
+}
+
+impl AgentToken {
+    /// Whether the token may ask about `action`.
+    pub fn allows(&self, action: &str) -> bool {
+        self.scopes.as_ref().is_none_or(|scopes| scopes.iter().any(|scope| scope.matches(action)))
+    }
+
+    /// The scopes as RFC 7662's `scope`: space-separated, `*` when unrestricted.
+    pub fn scope_text(&self) -> String {
+        match &self.scopes {
+            None => "*".to_owned(),
+            Some(scopes) => scopes.iter().map(ToString::to_string).collect::<Vec<_>>().join(" "),
+        }
+    }
 }
 
 /// One version of the policy set, as listed by `GET /v1/policies/versions`.
@@ -238,6 +295,9 @@ pub struct TenantState {
     pub policy_versions: Vec<PolicyVersion>,
     /// Admin keys by key id.
     pub admin_keys: BTreeMap<String, AdminKey>,
+    /// Agent tokens by id (expired ones forgotten after [`TOKEN_RETENTION`]).
+    pub tokens: HashMap<String, AgentToken>,
+    token_expiries: BTreeSet<(Timestamp, String)>,
     /// Settings.
     pub settings: TenantSettings,
     /// Where each identity was created and revoked: `(created index, revoked index)`.
@@ -266,6 +326,8 @@ impl TenantState {
             grant_owners: HashMap::new(),
             policy_versions: Vec::new(),
             admin_keys: BTreeMap::new(),
+            tokens: HashMap::new(),
+            token_expiries: BTreeSet::new(),
             settings: TenantSettings::default(),
             identity_entries: HashMap::new(),
             spending: Spending::default(),
@@ -288,8 +350,7 @@ impl TenantState {
             return Err(malformed(format!("expected entry {}", self.applied)));
         }
         let now: Timestamp = time.parse().map_err(|e| malformed(format!("time `{time}`: {e}")))?;
-        self.spending.forget(now);
-        self.last_time = Some(now);
+        self.advance(now);
         match entry_type {
             types::TENANT_CREATED => {
                 let settings = object(body, "settings").map_err(malformed)?;
@@ -355,6 +416,50 @@ impl TenantState {
                 let held = self.grant_mut(id).ok_or_else(|| malformed(format!("no grant `{id}`")))?;
                 held.grant.revoked = true;
             }
+            types::TOKEN_CREATED => {
+                let id = string(body, "id").map_err(malformed)?;
+                if self.tokens.contains_key(id) {
+                    return Err(malformed(format!("token `{id}` exists")));
+                }
+                let identity = string(body, "identity").map_err(malformed)?;
+                let identity = IdentityId::parse(identity)
+                    .ok()
+                    .filter(|identity| self.authority.directory.get(identity).is_some())
+                    .ok_or_else(|| malformed(format!("no identity `{identity}`")))?;
+                let expires_at: Timestamp = string(body, "expires_at")
+                    .map_err(malformed)?
+                    .parse()
+                    .map_err(|e| malformed(format!("`expires_at`: {e}")))?;
+                let scopes = match body.get("scopes") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(scopes)) => Some(
+                        scopes
+                            .iter()
+                            .map(|scope| scope.as_str().and_then(|scope| ActionPattern::parse(scope).ok()))
+                            .collect::<Option<Vec<_>>>()
+                            .ok_or_else(|| malformed("a scope is not an action pattern".into()))?,
+                    ),
+                    Some(_) => return Err(malformed("`scopes` is not an array".into())),
+                };
+                let secret_sha256 = hex32(string(body, "secret_sha256").map_err(malformed)?)
+                    .ok_or_else(|| malformed("bad secret_sha256".into()))?;
+                let token = AgentToken {
+                    identity,
+                    issued_at: now,
+                    expires_at,
+                    scopes,
+                    secret_sha256,
+                    log_index: index,
+                    revoked_log_index: None,
+                };
+                self.token_expiries.insert((forgotten_at(expires_at), id.to_owned()));
+                self.tokens.insert(id.to_owned(), token);
+            }
+            types::TOKEN_REVOKED => {
+                let id = string(body, "id").map_err(malformed)?;
+                let token = self.tokens.get_mut(id).ok_or_else(|| malformed(format!("no token `{id}`")))?;
+                token.revoked_log_index.get_or_insert(index);
+            }
             types::DECISION => self.spending.apply_decision(index, body, now).map_err(malformed)?,
             types::BUDGET_CREATED => {
                 let identity = string(body, "identity").map_err(malformed)?;
@@ -399,8 +504,7 @@ impl TenantState {
     /// while it holds the state).
     pub fn install_policies(&mut self, index: u64, time: &str, set: PolicySet) {
         if let Ok(now) = time.parse::<Timestamp>() {
-            self.spending.forget(now);
-            self.last_time = Some(now);
+            self.advance(now);
         }
         let version = self.policy_versions.len() as u64 + 1;
         self.policy_versions.push(PolicyVersion {
@@ -411,6 +515,45 @@ impl TenantState {
         });
         self.authority.policies = set;
         self.applied += 1;
+    }
+
+    /// Moves the state's clock to an entry's time: forgets what is due to be
+    /// forgotten at `now`.
+    fn advance(&mut self, now: Timestamp) {
+        self.spending.forget(now);
+        while let Some((at, _)) = self.token_expiries.first()
+            && *at <= now
+        {
+            if let Some((_, id)) = self.token_expiries.pop_first() {
+                self.tokens.remove(&id);
+            }
+        }
+        self.last_time = Some(now);
+    }
+
+    /// The agent token with this id, as the state holds it at `now` (an
+    /// expired one until the fold forgets it).
+    pub fn token(&self, id: &str, now: Timestamp) -> Option<&AgentToken> {
+        self.tokens.get(id).filter(|token| forgotten_at(token.expires_at) > now)
+    }
+
+    /// Why the token is inactive at `now`, or `None` when it is active: not
+    /// revoked, not expired, and its identity effective (it and every
+    /// ancestor active).
+    pub fn token_inactive(&self, token: &AgentToken, now: Timestamp) -> Option<TokenInactive> {
+        if token.revoked_log_index.is_some() {
+            return Some(TokenInactive::Revoked);
+        }
+        if token.expires_at <= now {
+            return Some(TokenInactive::Expired);
+        }
+        match self.authority.directory.chain(&token.identity) {
+            Ok(_) => None,
+            Err(mandate_core::identity::ChainError::Revoked { revoked, .. }) => {
+                Some(TokenInactive::Ineffective(revoked))
+            }
+            Err(mandate_core::identity::ChainError::Unknown { id }) => Some(TokenInactive::Ineffective(id)),
+        }
     }
 
     fn set_settings(&mut self, settings: TenantSettings) {
@@ -428,6 +571,11 @@ impl TenantState {
         let grantee = self.grant_owners.get(id)?;
         self.authority.grants.get_mut(grantee)?.iter_mut().find(|held| held.grant.id == id)
     }
+}
+
+/// When the fold forgets a token that expires at `expires_at`.
+fn forgotten_at(expires_at: Timestamp) -> Timestamp {
+    expires_at.checked_add(TOKEN_RETENTION).unwrap_or(Timestamp::MAX)
 }
 
 fn string<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, String> {

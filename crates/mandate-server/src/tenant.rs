@@ -23,6 +23,7 @@ use mandate_core::budget::{self, Budget, Resolution, Resolve};
 use mandate_core::decision;
 use mandate_core::grant::{self, Grant};
 use mandate_core::identity::{Identity, IdentityId, Kind};
+use mandate_core::pattern::ActionPattern;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use mandate_log::SignerKey;
@@ -75,6 +76,33 @@ pub enum Op {
     },
     /// Revoke an admin key.
     RevokeAdminKey(String),
+    /// Issue an agent token (the secret stays with the caller).
+    CreateToken {
+        /// The token's public id.
+        token_id: String,
+        /// The identity it acts as.
+        identity: IdentityId,
+        /// How long it works from its issue.
+        ttl: SignedDuration,
+        /// The actions it may ask about; `None`: every action.
+        scopes: Option<Vec<ActionPattern>>,
+        /// SHA-256 of its secret.
+        secret_sha256: [u8; 32],
+    },
+    /// Revoke an agent token.
+    RevokeToken(String),
+    /// An operation asked with an agent token. The sequencer checks, at the
+    /// batch's time and in log order, that the token is still active, and
+    /// that the operation is one an agent may ask as its identity: a
+    /// decision for that identity within the token's scopes (recorded with
+    /// the token's id), or the settlement or void of that identity's own
+    /// reservation (any other is not found). Anything else is forbidden.
+    AsAgent {
+        /// The token's id.
+        token_id: String,
+        /// The operation.
+        op: Box<Op>,
+    },
     /// Set a budget.
     CreateBudget(Budget),
     /// Change a budget's limit.
@@ -474,9 +502,20 @@ fn evaluate(
     drafts: &mut Vec<EntryDraft>,
 ) -> Result<(Map<String, Value>, Option<usize>), Problem> {
     let index = state.applied;
+    let (op, token_id) = match op {
+        Op::AsAgent { token_id, op } => {
+            check_agent_op(state, &token_id, &op, now)?;
+            (*op, Some(token_id))
+        }
+        op => (op, None),
+    };
     let (entry_type, body, terms, prepared_policies) = match op {
+        Op::AsAgent { .. } => return Err(Problem::new(Code::Internal, "an agent's operation inside another")),
         Op::Authorize(request) => {
-            let recorded = request_body(state, &request);
+            let mut recorded = request_body(state, &request);
+            if let Some(token_id) = token_id {
+                recorded.insert("token_id".into(), Value::from(token_id));
+            }
             if let Some(request_id) = &request.request_id
                 && let Some(seen) = state.spending.seen(&request.identity, request_id, now)
             {
@@ -642,6 +681,37 @@ fn evaluate(
             body.insert("key_id".into(), Value::from(key_id));
             (types::ADMIN_KEY_REVOKED, body, (None, None), None)
         }
+        Op::CreateToken { token_id, identity, ttl, scopes, secret_sha256 } => {
+            check_token_identity(state, &identity)?;
+            if state.tokens.contains_key(&token_id) {
+                return Err(Problem::new(Code::Conflict, format!("token `{token_id}` exists")));
+            }
+            let expires_at = now
+                .checked_add(ttl)
+                .map_err(|_| Problem::field(Code::InvalidField, "ttl_s", "`ttl_s` reaches past the end of time"))?;
+            let mut body = Map::new();
+            body.insert("expires_at".into(), Value::from(entry_time(expires_at)));
+            body.insert("id".into(), Value::from(token_id));
+            body.insert("identity".into(), Value::from(identity.to_string()));
+            body.insert(
+                "scopes".into(),
+                scopes.map_or(Value::Null, |scopes| {
+                    Value::Array(scopes.iter().map(|scope| Value::from(scope.to_string())).collect())
+                }),
+            );
+            body.insert("secret_sha256".into(), Value::from(state::hex(&secret_sha256)));
+            (types::TOKEN_CREATED, body, (Some(identity.to_string()), None), None)
+        }
+        Op::RevokeToken(token_id) => {
+            let Some(token) = state.token(&token_id, now) else { return Err(Problem::not_found("token")) };
+            if token.revoked_log_index.is_some() {
+                return Ok((repeated(token_view(&token_id, token), token.revoked_log_index), None));
+            }
+            let subject = token.identity.to_string();
+            let mut body = Map::new();
+            body.insert("id".into(), Value::from(token_id));
+            (types::TOKEN_REVOKED, body, (Some(subject), None), None)
+        }
     };
     let draft = EntryDraft::new(entry_type, time, &body)
         .map_err(|error| Problem::new(Code::PayloadTooLarge, format!("the log entry cannot be written: {error}")))?
@@ -653,6 +723,59 @@ fn evaluate(
     drafts.push(draft);
     let answer = answer_for(state, entry_type, body)?;
     Ok((answer, Some(drafts.len() - 1)))
+}
+
+/// The checks of [`Op::AsAgent`], at `now`, against the state as the
+/// batch's earlier operations left it.
+fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) -> Result<(), Problem> {
+    let token = state
+        .token(token_id, now)
+        .ok_or_else(|| Problem::new(Code::Unauthorized, "the bearer token is not a valid agent token"))?;
+    if let Some(inactive) = state.token_inactive(token, now) {
+        return Err(Problem::new(Code::Unauthorized, crate::registry::inactive_detail(token, &inactive)));
+    }
+    match op {
+        Op::Authorize(request) => {
+            if request.identity != token.identity {
+                return Err(Problem::field(
+                    Code::Forbidden,
+                    "identity",
+                    format!("an agent token acts only as its identity `{}`", token.identity),
+                ));
+            }
+            if !token.allows(&request.action) {
+                return Err(scope_problem(token, &request.action, "action"));
+            }
+            Ok(())
+        }
+        // Another identity's reservation is answered as if it did not exist.
+        Op::Settle { id, .. } | Op::Void(id) => match state.spending.budgets.reservation(id) {
+            Some(reservation) if reservation.identity != token.identity => Err(Problem::not_found("reservation")),
+            _ => Ok(()),
+        },
+        _ => Err(Problem::new(Code::Forbidden, "an agent token may not do this")),
+    }
+}
+
+/// 403 for an action outside an agent token's scopes, naming them.
+pub fn scope_problem(token: &state::AgentToken, action: &str, field: &str) -> Problem {
+    Problem::field(
+        Code::Forbidden,
+        field,
+        format!("`{action}` is outside the agent token's scopes (`{}`)", token.scope_text()),
+    )
+    .with("scopes", Value::Array(token.scope_text().split(' ').map(Value::from).collect()))
+}
+
+/// A token may be issued for an identity that exists and is effective.
+fn check_token_identity(state: &TenantState, identity: &IdentityId) -> Result<(), Problem> {
+    match state.authority.directory.chain(identity) {
+        Ok(_) => Ok(()),
+        Err(mandate_core::identity::ChainError::Unknown { .. }) => {
+            Err(Problem::field(Code::InvalidField, "identity", format!("no identity `{identity}`")))
+        }
+        Err(error) => Err(Problem::field(Code::InvalidField, "identity", error.to_string())),
+    }
 }
 
 /// The key of an answer that is a retry of an earlier decision: its value
@@ -757,6 +880,14 @@ fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -
                 .get(&key_id)
                 .map(|key| admin_key_view(&key_id, key))
                 .ok_or_else(|| Problem::new(Code::Internal, "key vanished"))
+        }
+        types::TOKEN_CREATED | types::TOKEN_REVOKED => {
+            let token_id = id("id");
+            state
+                .tokens
+                .get(&token_id)
+                .map(|token| token_view(&token_id, token))
+                .ok_or_else(|| Problem::new(Code::Internal, "token vanished"))
         }
         types::BUDGET_CREATED | types::BUDGET_UPDATED => {
             let now = state.last_time.unwrap_or(Timestamp::UNIX_EPOCH);
@@ -1038,5 +1169,52 @@ pub fn admin_key_view(key_id: &str, key: &state::AdminKey) -> Map<String, Value>
     view.insert("id".into(), Value::from(key_id));
     view.insert("revoked".into(), Value::Bool(key.revoked));
     view.insert("role".into(), Value::from(key.role.as_str()));
+    view
+}
+
+/// An agent token as the API shows it (never its secret or hash).
+pub fn token_view(token_id: &str, token: &state::AgentToken) -> Map<String, Value> {
+    let mut view = Map::new();
+    view.insert("created_log_index".into(), Value::from(token.log_index));
+    view.insert("expires_at".into(), Value::from(entry_time(token.expires_at)));
+    view.insert("id".into(), Value::from(token_id));
+    view.insert("identity".into(), Value::from(token.identity.to_string()));
+    view.insert("issued_at".into(), Value::from(entry_time(token.issued_at)));
+    view.insert("revoked".into(), Value::Bool(token.revoked_log_index.is_some()));
+    if let Some(index) = token.revoked_log_index {
+        view.insert("revoked_log_index".into(), Value::from(index));
+    }
+    view.insert(
+        "scopes".into(),
+        token.scopes.as_ref().map_or(Value::Null, |scopes| {
+            Value::Array(scopes.iter().map(|scope| Value::from(scope.to_string())).collect())
+        }),
+    );
+    view
+}
+
+/// RFC 7662 introspection of `token` at `now`: `{"active": false}` for
+/// anything that is not an active agent token of this tenant (malformed,
+/// unknown, another tenant's, wrong secret, revoked, expired, identity not
+/// effective); otherwise `active`, `sub`, `exp`, `iat`, `scope`,
+/// `token_type`, `token_id`, and the identity `chain` as an extension.
+pub fn introspection(state: &TenantState, token: &str, now: Timestamp) -> Map<String, Value> {
+    let mut view = Map::new();
+    view.insert("active".into(), Value::Bool(false));
+    let Some((token_id, secret)) = crate::registry::split_agent_token(token) else { return view };
+    let Some(held) = state.token(token_id, now) else { return view };
+    if !crate::registry::secret_matches(secret, &held.secret_sha256) || state.token_inactive(held, now).is_some() {
+        return view;
+    }
+    let Ok(chain) = state.authority.directory.chain(&held.identity) else { return view };
+    view.insert("active".into(), Value::Bool(true));
+    view.insert("chain".into(), Value::Array(chain.ids().map(|id| Value::from(id.to_string())).collect()));
+    view.insert("exp".into(), Value::from(held.expires_at.as_second()));
+    view.insert("expires_at".into(), Value::from(entry_time(held.expires_at)));
+    view.insert("iat".into(), Value::from(held.issued_at.as_second()));
+    view.insert("scope".into(), Value::from(held.scope_text()));
+    view.insert("sub".into(), Value::from(held.identity.to_string()));
+    view.insert("token_id".into(), Value::from(token_id));
+    view.insert("token_type".into(), Value::from("Bearer"));
     view
 }
