@@ -1298,7 +1298,9 @@ async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: By
                         .authority
                         .directory
                         .get(&approver)
-                        .is_some_and(|identity| identity.kind == mandate_core::identity::Kind::Human);
+                        .is_some_and(|identity| identity.kind == mandate_core::identity::Kind::Human)
+                        // A revoked human no longer speaks for the chain.
+                        && state.authority.directory.chain(&approver).is_ok();
                     Some(human && chain.contains(&approver))
                 })
                 .await?

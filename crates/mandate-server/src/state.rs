@@ -291,6 +291,9 @@ pub struct TenantState {
     pub authority: Authority,
     /// Grant id → grantee, to find a grant by id.
     pub grant_owners: HashMap<String, IdentityId>,
+    /// The grant each signature was first stored with: a signature is good
+    /// for one grant, so that a revoked signed grant cannot be posted again.
+    pub grant_signatures: HashMap<[u8; 64], String>,
     /// Every policy set version, oldest first.
     pub policy_versions: Vec<PolicyVersion>,
     /// Admin keys by key id.
@@ -324,6 +327,7 @@ impl TenantState {
                 settings: Settings::default(),
             },
             grant_owners: HashMap::new(),
+            grant_signatures: HashMap::new(),
             policy_versions: Vec::new(),
             admin_keys: BTreeMap::new(),
             tokens: HashMap::new(),
@@ -408,6 +412,9 @@ impl TenantState {
                     _ => return Err(malformed("`id` is missing".into())),
                 };
                 let grant = wire::grant_from_json(&fields, id.clone()).map_err(|e| fail(e.into()))?;
+                if let Some(signature) = grant.signature {
+                    self.grant_signatures.entry(signature).or_insert_with(|| id.clone());
+                }
                 self.grant_owners.insert(id, grant.grantee.clone());
                 self.authority.add_grant(grant);
             }

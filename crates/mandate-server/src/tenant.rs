@@ -219,15 +219,29 @@ pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, Load
     fold_log(ledger, tenant, ledger.size(tenant)?)
 }
 
-/// Folds the first `size` entries of a tenant's log into a state.
+/// Folds the first `size` entries of a tenant's log into a state. Each
+/// entry must be the one its index and `prev` say: an entry edited in the
+/// database, moved, or from another tenant stops the fold rather than being
+/// acted on.
 pub fn fold_log(ledger: &dyn Ledger, tenant: &str, size: u64) -> Result<TenantState, LoadError> {
     let mut state = TenantState::new(tenant)?;
+    let mut prev = mandate_log::hash::Hash::ZERO;
     let mut start = 0;
     while start < size {
         let end = size.min(start + mandate_store::ENTRIES_PAGE_MAX);
         for stored in ledger.entries(tenant, start, end)? {
-            let entry = mandate_log::Entry::parse(&stored.bytes)
-                .map_err(|error| LoadError::Entry { index: stored.index, reason: error.to_string() })?;
+            let bad = |reason: String| LoadError::Entry { index: stored.index, reason };
+            let entry = mandate_log::Entry::parse(&stored.bytes).map_err(|error| bad(error.to_string()))?;
+            if entry.index != stored.index || entry.tenant != tenant {
+                return Err(bad(format!("it says it is entry {} of `{}`", entry.index, entry.tenant)));
+            }
+            if entry.prev != prev {
+                return Err(bad("its `prev` is not the hash of the entry before it: the log was altered".into()));
+            }
+            prev = mandate_log::hash::leaf_hash(&stored.bytes);
+            if prev != stored.leaf_hash {
+                return Err(bad("its bytes do not hash to the leaf the tree holds: the log was altered".into()));
+            }
             state.apply(entry.index, &entry.time, &entry.entry_type, &entry.body)?;
         }
         start = end;
@@ -386,11 +400,17 @@ impl Sequencer {
                     Err(_) => break,
                 }
             }
-            self.run_batch(batch).await;
+            if !self.run_batch(batch).await {
+                // The state could not be rebuilt: stop, so that every later
+                // request is answered "unavailable" instead of decided
+                // against a state the log does not hold.
+                return;
+            }
         }
     }
 
-    async fn run_batch(&self, batch: Vec<Submission>) {
+    /// Runs one batch; false when the tenant must stop.
+    async fn run_batch(&self, batch: Vec<Submission>) -> bool {
         // INVARIANT (one-clock-per-batch): every entry of a batch carries the
         // same time, read once here.
         let mut drafts: Vec<EntryDraft> = Vec::new();
@@ -456,34 +476,43 @@ impl Sequencer {
                         .collect();
                     let _ = reply.send(answers);
                 }
+                true
             }
             Err(problem) => {
                 tracing::error!(tenant = %self.tenant, detail = %problem.detail(), "commit failed; rebuilding the state");
-                self.rebuild();
+                let rebuilt = self.rebuild();
                 for (reply, staged) in replies {
                     let answers = staged.into_iter().map(|_| Err(problem.clone())).collect();
                     let _ = reply.send(answers);
                 }
+                rebuilt
             }
         }
     }
 
     /// After a failed commit the state holds changes that are not in the
     /// log: fold the log again.
-    fn rebuild(&self) {
+    /// Returns whether it could.
+    fn rebuild(&self) -> bool {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        match load_state(self.ledger.as_ref(), &self.tenant) {
-            Ok(fresh) => *state = fresh,
+        let rebuilt = match load_state(self.ledger.as_ref(), &self.tenant) {
+            Ok(fresh) => {
+                *state = fresh;
+                true
+            }
             Err(error) => {
                 tracing::error!(tenant = %self.tenant, %error, "cannot rebuild the state; the tenant stops");
-                // Leave the old state but make every later read fail: the epoch moves.
+                false
             }
-        }
+        };
+        // Reads in flight fail (the epoch moves); after a failed rebuild the
+        // sequencer stops and so do all later reads and writes.
         let size = state.applied;
         self.committed.send_modify(|committed| {
             committed.size = size;
             committed.epoch += 1;
         });
+        rebuilt
     }
 }
 
@@ -601,6 +630,13 @@ fn evaluate(
                     Code::Conflict,
                     format!("approval `{id}` is already {}", approval.status.as_str()),
                 ));
+            }
+            // Approving gives authority now: the chain must still have it.
+            if approve
+                && let Some(acting) = approval.chain.first()
+                && let Err(error) = state.authority.directory.chain(acting)
+            {
+                return Err(Problem::new(Code::Conflict, format!("approval `{id}` cannot be given: {error}")));
             }
             let subject = approval.chain.first().map(ToString::to_string);
             let mut body = Map::new();
@@ -947,6 +983,16 @@ fn check_new_grant(state: &TenantState, grant: &Grant, now: Timestamp) -> Result
             };
             return Err(Problem::field(Code::GrantSignatureInvalid, "signature", detail));
         }
+    }
+    // It verifies, so it is this very grant again.
+    if let Some(earlier) = grant.signature.and_then(|signature| state.grant_signatures.get(&signature)) {
+        return Err(Problem::field(
+            Code::Conflict,
+            "signature",
+            format!(
+                "this signature was already used for grant `{earlier}`; a signature is good for one grant: to grant it again, change it (its expiry, say) and sign that"
+            ),
+        ));
     }
     let grantor_grants: Vec<&Grant> = state
         .authority

@@ -1283,3 +1283,34 @@ fn replay_agrees_with_the_stored_state_after_kill_9() {
     let summary = assert_replay_agrees(&data, "after a restart and a stop");
     assert!(summary.contains(", 4 approvals; "), "{summary}");
 }
+
+#[test]
+fn a_revoked_chain_cannot_be_approved_but_can_still_be_denied() {
+    let (_dir, server) = Server::fresh();
+    family(&server);
+    server.put_policies(APPROVAL_POLICIES);
+    budget(&server, "alice-usd", ALICE, "usd_cents", "total", 100_000);
+    let (first, _) = pending(&server.authorize(pay(SUB, 5_000)));
+    let (second, second_reservation) = pending(&server.authorize(pay(SUB, 5_000)));
+
+    // The sub-agent's parent is revoked while both wait.
+    server.post(&format!("/v1/identities/{AGENT_A}/revoke"), json!({})).expect(200);
+    let size = server.log_size();
+    for body in [json!({"approver": ALICE}), json!({})] {
+        let refused = server.post(&format!("/v1/approvals/{first}/approve"), body).problem(409, "conflict");
+        assert!(refused["detail"].as_str().unwrap().contains(AGENT_A), "{refused}");
+    }
+    assert_eq!(server.log_size(), size, "a refused approval wrote nothing");
+    assert_eq!(approval(&server, &first, 0)["status"], "pending");
+
+    // Denying still works, and releases what it held.
+    let denied = server.post(&format!("/v1/approvals/{second}/deny"), json!({"approver": ALICE})).expect(200);
+    assert_eq!(denied["status"], "denied");
+    assert_eq!(server.get(&format!("/v1/reservations/{second_reservation}")).expect(200)["status"], "voided");
+
+    // A revoked human speaks for nobody.
+    server.post(&format!("/v1/identities/{ALICE}/revoke"), json!({})).expect(200);
+    let refused =
+        server.post(&format!("/v1/approvals/{first}/deny"), json!({"approver": ALICE})).problem(403, "forbidden");
+    assert_eq!(refused["field"], "approver", "{refused}");
+}

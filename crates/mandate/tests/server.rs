@@ -397,6 +397,16 @@ fn a_grant_signed_offline_is_accepted_and_a_bad_signature_is_refused() {
     server.post("/v1/grants", bobs).problem(422, "grant_signature_invalid");
     assert_eq!(server.log_size(), size_before_bob);
     assert_eq!(size_before_bob, size + 2, "only the two identities were logged");
+
+    // Revoked, the same signed grant cannot be posted again: a signature is
+    // good for one grant.
+    let id = stored["id"].as_str().unwrap();
+    server.post(&format!("/v1/grants/{id}/revoke"), json!({})).expect(200);
+    let size = server.log_size();
+    let again = server.post("/v1/grants", signed.clone()).problem(409, "conflict");
+    assert_eq!(again["field"], "signature", "{again}");
+    assert_eq!(server.log_size(), size);
+    assert_denied(&server.authorize(charge(BUYER, "merchant://books/1", 100)), "no_grant", Some(BUYER));
 }
 
 // ---------------------------------------------------------------- 5. attenuation
@@ -1012,4 +1022,31 @@ fn a_second_server_on_the_same_data_directory_is_refused() {
     // The first one serves on, its log untouched.
     assert_eq!(server.log_size(), before);
     server.get("/healthz").expect_text(200);
+}
+
+#[test]
+fn a_log_edited_in_the_database_is_not_served() {
+    let (_dir, mut server) = Server::fresh();
+    server.identity(ALICE, "human", None);
+    server.identity(BUYER, "agent", Some(ALICE));
+    let index = server.log_size() - 1;
+    let stopped = server.stop();
+    assert!(stopped.status.success());
+    // The operator rewrites the last entry: `agent:buyer` becomes a human.
+    // Its `prev` still holds, so only the leaf hash the tree keeps shows it.
+    let database = rusqlite::Connection::open(server.data.join("mandate.db")).unwrap();
+    let bytes: Vec<u8> =
+        database.query_row("SELECT bytes FROM entries ORDER BY key DESC LIMIT 1", [], |row| row.get(0)).unwrap();
+    let text = String::from_utf8(bytes).unwrap();
+    assert!(text.contains(r#""kind":"agent""#), "{text}");
+    let edited = text.replace(r#""kind":"agent""#, r#""kind":"human""#).replace(r#","parent":"user:alice""#, "");
+    database
+        .execute("UPDATE entries SET bytes = ?1 WHERE key = (SELECT max(key) FROM entries)", [edited.as_bytes()])
+        .unwrap();
+    drop(database);
+
+    let output = mandate(&["serve", "--data", path_str(&server.data), "--addr", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a tampered log was served: {stderr}");
+    assert!(stderr.contains(&format!("entry {index}")) && stderr.contains("altered"), "{stderr}");
 }
