@@ -48,6 +48,16 @@ fn openapi_document_describes_every_route() {
         "/v1/log/receipt",
         "/v1/log/public-key",
         "/v1/log/search",
+        "/v1/budgets",
+        "/v1/budgets/{id}",
+        "/v1/reservations/{id}/settle",
+        "/v1/reservations/{id}/void",
+        "/v1/approvals",
+        "/v1/approvals/{id}/approve",
+        "/v1/approvals/{id}/deny",
+        "/v1/tokens",
+        "/v1/tokens/introspect",
+        "/v1/tokens/revoke",
     ] {
         assert!(paths.contains_key(path), "{path} is not in the OpenAPI document");
     }
