@@ -195,6 +195,19 @@ impl Budget {
         self.spent.saturating_add(self.reserved)
     }
 
+    /// Why `asked` more does not fit.
+    fn shortfall(&self, asked: u64) -> Shortfall {
+        Shortfall {
+            budget: self.id.clone(),
+            identity: self.identity.clone(),
+            dimension: self.dimension.clone(),
+            period: self.period,
+            limit: self.limit,
+            remaining: self.remaining(),
+            asked,
+        }
+    }
+
     /// What may still be reserved.
     pub fn remaining(&self) -> u64 {
         self.limit.saturating_sub(self.used())
@@ -509,15 +522,7 @@ impl Budgets {
                 };
                 let budget = budget.at(now);
                 if !budget.admits(amount) {
-                    return Err(Shortfall {
-                        budget: budget.id.clone(),
-                        identity: budget.identity.clone(),
-                        dimension: budget.dimension.clone(),
-                        period: budget.period,
-                        limit: budget.limit,
-                        remaining: budget.remaining(),
-                        asked: amount,
-                    });
+                    return Err(budget.shortfall(amount));
                 }
                 let before = budget.used();
                 touches.push(Touch {
@@ -548,15 +553,7 @@ impl Budgets {
             let Some(budget) = self.budgets.get(&touch.budget) else { continue };
             let budget = budget.at(now);
             if !budget.admits(touch.amount) {
-                return Err(Shortfall {
-                    budget: budget.id.clone(),
-                    identity: budget.identity.clone(),
-                    dimension: budget.dimension.clone(),
-                    period: budget.period,
-                    limit: budget.limit,
-                    remaining: budget.remaining(),
-                    asked: touch.amount,
-                });
+                return Err(budget.shortfall(touch.amount));
             }
         }
         let mut holds = Vec::new();
