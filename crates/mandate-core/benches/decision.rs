@@ -1,4 +1,5 @@
-//! The in-process decision: a chain of 3, 20 Cedar policies, signed grants.
+//! The in-process decision: a chain of 3, 20 Cedar policies, signed grants;
+//! without budgets, and with one usd_cents budget per identity on the chain.
 //!
 //! ```sh
 //! cargo bench -p mandate-core --bench decision
@@ -10,6 +11,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use ed25519_dalek::SigningKey;
+use mandate_core::budget::{Budget, Budgets, NewReservation, Period};
 use mandate_core::decision::{Authority, NoBudgets, Outcome, Request, Settings, decide};
 use mandate_core::grant::Grant;
 use mandate_core::identity::{Directory, Identity, IdentityId, Kind};
@@ -90,6 +92,54 @@ fn decisions(c: &mut Criterion) {
     c.bench_function("decide/chain_3_policies_20_signed_grants", |b| {
         b.iter(|| decide(black_box(&authority), black_box(&request), &NoBudgets))
     });
+
+    // The same request with three usd_cents budgets on the chain, one per
+    // identity and each of another period, already holding and having spent
+    // something, so that step 4 plans three touches.
+    let budgets = three_budgets(request.at);
+    let decision = decide(&authority, &request, &budgets);
+    assert_eq!(decision.outcome, Outcome::Allow);
+    assert_eq!(decision.budgets.len(), 3);
+    c.bench_function("decide/chain_3_policies_20_signed_grants_3_budgets", |b| {
+        b.iter(|| decide(black_box(&authority), black_box(&request), black_box(&budgets)))
+    });
+    // Step 4 alone: what the budgets add to a decision.
+    let chain = decision.chain.clone();
+    c.bench_function("budget/plan_chain_3_budgets_3", |b| {
+        b.iter(|| black_box(&budgets).plan(black_box(&chain), black_box(&amounts), request.at))
+    });
+}
+
+/// `agent:sub` per day, `agent:buyer` per month, `user:alice` per year, with
+/// ten settled and ten held reservations among them.
+fn three_budgets(now: jiff::Timestamp) -> Budgets {
+    let mut budgets = Budgets::new();
+    for (budget, identity, period, limit) in [
+        ("b-sub-day", "agent:sub", Period::Day, 100_000),
+        ("b-buyer-month", "agent:buyer", Period::Month, 1_000_000),
+        ("b-alice-year", "user:alice", Period::Year, 10_000_000),
+    ] {
+        let budget = Budget::new(budget.into(), id(identity), "usd_cents".into(), period, limit, now);
+        budgets.create(budget).unwrap();
+    }
+    let chain = [id("agent:sub"), id("agent:buyer"), id("user:alice")];
+    let amounts = BTreeMap::from([("usd_cents".to_owned(), 1_000)]);
+    for n in 0..20 {
+        let touches = budgets.plan(&chain, &amounts, now).unwrap();
+        let reservation = NewReservation {
+            id: format!("r{n}"),
+            decision_id: format!("d{n}"),
+            identity: chain[0].clone(),
+            amounts: amounts.clone(),
+            expires_at: now + jiff::SignedDuration::from_secs(300),
+        };
+        budgets.take(&touches, Some(reservation), now).unwrap();
+        if n % 2 == 0 {
+            let actual = mandate_core::budget::Resolution::Settle(amounts.clone());
+            budgets.resolve(&format!("r{n}"), actual, now).unwrap();
+        }
+    }
+    budgets
 }
 
 criterion_group!(benches, decisions);
