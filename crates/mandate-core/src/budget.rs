@@ -351,7 +351,10 @@ pub enum Resolution {
 impl Resolution {
     fn status(&self) -> Status {
         match self {
-            Resolution::Settle(amounts) => Status::Settled(amounts.clone()),
+            // A dimension settled at 0 is the same as one not named.
+            Resolution::Settle(amounts) => Status::Settled(
+                amounts.iter().filter(|(_, amount)| **amount > 0).map(|(d, a)| (d.clone(), *a)).collect(),
+            ),
             Resolution::Void => Status::Voided,
             Resolution::Expire => Status::Expired,
         }
@@ -615,6 +618,13 @@ impl Budgets {
     /// or refused.
     pub fn check_resolution(&self, id: &str, resolution: &Resolution) -> Result<Resolve, ResolveError> {
         let reservation = self.reservations.get(id).ok_or_else(|| ResolveError::Unknown { id: id.to_owned() })?;
+        // Resolved already: the same resolution is a repeat, anything else a
+        // conflict, whatever its amounts.
+        match &reservation.status {
+            Status::Held => {}
+            status if *status == resolution.status() => return Ok(Resolve::Repeated),
+            status => return Err(ResolveError::Conflict { id: id.to_owned(), status: status.as_str() }),
+        }
         if let Resolution::Settle(actual) = resolution {
             for (dimension, asked) in actual {
                 let reserved = reservation.amounts.get(dimension).copied().ok_or_else(|| {
@@ -630,11 +640,7 @@ impl Budgets {
                 }
             }
         }
-        match &reservation.status {
-            Status::Held => Ok(Resolve::Now),
-            status if *status == resolution.status() => Ok(Resolve::Repeated),
-            status => Err(ResolveError::Conflict { id: id.to_owned(), status: status.as_str() }),
-        }
+        Ok(Resolve::Now)
     }
 
     /// Resolves reservation `id` at `now`: releases what it holds and, for
