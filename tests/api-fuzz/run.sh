@@ -43,7 +43,7 @@ if cmp -s "$requirements" "$venv/requirements.installed" && "$venv/bin/schemathe
 else
     say "installing $(grep -v '^#' "$requirements" | tr '\n' ' ')into $venv"
     rm -rf "$venv"
-    "${PYTHON:-python3}" -m venv "$venv" || fail "cannot make a venv with ${PYTHON:-python3} (needs CPython >= 3.10 with venv)"
+    "${PYTHON:-python3}" -m venv "$venv" || fail "cannot make a venv with ${PYTHON:-python3} (schemathesis needs CPython >= 3.11 with venv)"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r "$requirements" \
         || fail "pip could not install $requirements"
     cp "$requirements" "$venv/requirements.installed"
