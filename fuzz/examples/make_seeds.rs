@@ -10,6 +10,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use mandate_fuzz::api::{AUTHORIZE_SEEDS, BODY_SEEDS, QUERY_SEEDS};
 use mandate_fuzz::{LOG_SIZE, RECEIPT_INDEX, log_lines, receipt, signed_checkpoint, signer};
 use mandate_log::note::{self, SignerKey};
 
@@ -28,7 +29,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The test vector of Go's golang.org/x/mod/sumdb/note.
     let go_note = "If you think cryptography is the answer to your problem,\nthen you don't know what your problem is.\n\n\u{2014} PeterNeumann x08go/ZJkuBS9UG/SffcvIAQxVBtiFupLLr8pAcElZInNIuGUgYN1FFYC2pZSNXgKvqfqdngotpRZb6KE6RyyBwJnAM=\n";
 
-    let targets: [(&str, Seeds); 7] = [
+    let text = |seeds: &[(&'static str, &str)]| -> Seeds {
+        seeds.iter().map(|(name, text)| (*name, text.as_bytes().to_vec())).collect()
+    };
+    let targets: [(&str, Seeds); 10] = [
         ("entry_parse", vec![("identity", line(0)), ("decision", line(1)), ("deny", line(3))]),
         (
             "entry_fast_path",
@@ -86,6 +90,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ("torn", export(3).get(..export(3).len() - 10).unwrap_or_default().to_vec()),
             ],
         ),
+        ("api_authorize", text(AUTHORIZE_SEEDS)),
+        ("api_bodies", text(BODY_SEEDS)),
+        ("api_query", text(QUERY_SEEDS)),
     ];
     for (target, seeds) in targets {
         write_seeds(&root.join(target), &seeds)?;

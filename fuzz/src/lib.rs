@@ -123,3 +123,6 @@ pub fn receipt(index: u64, extra: Option<Vec<u8>>) -> Receipt {
 pub fn receipt_entry() -> Vec<u8> {
     log_lines(LOG_SIZE).into_iter().nth(RECEIPT_INDEX as usize).unwrap_or_default()
 }
+
+/// Fixtures and checks of the `api_*` targets (the server's request decoding).
+pub mod api;

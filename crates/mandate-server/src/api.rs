@@ -4,7 +4,9 @@
 //! Every request body is read as bytes and parsed with the I-JSON parser
 //! (`mandate_log::json::parse_strict`: duplicate keys, lone surrogates and
 //! numbers beyond ±2^53 are refused), then into typed fields with the failing
-//! field's path named in the problem.
+//! field's path named in the problem. The `decode_*` functions are that
+//! decoding, one per body and query: the handlers call them, and so do the
+//! fuzz targets in `fuzz/`. Every limit is in [`crate::limits`].
 //!
 //! # Roles
 //!
@@ -26,16 +28,20 @@
 //! not what the identity may do, so nothing is decided and nothing is logged.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::ops::Deref;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use mandate_core::identity::IdentityId;
+use mandate_core::budget::Budget;
+use mandate_core::grant::Grant;
+use mandate_core::identity::{Identity, IdentityId};
+use mandate_core::pattern::ActionPattern;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use mandate_store::SearchQuery;
@@ -46,17 +52,17 @@ use sha2::{Digest, Sha256};
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::AppState;
+use crate::limits::{
+    ACTION_BYTES_MAX, APPROVAL_WAIT_MAX_S, AUTHORIZE_BATCH_MAX, BODY_BYTES_MAX, BUDGET_ID_BYTES_MAX,
+    DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, IDENTITIES_PAGE_MAX, INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT,
+    RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX, SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX,
+    TOKEN_TTL_MAX_S,
+};
 use crate::problem::{Code, Problem};
 use crate::registry::{Caller, NewAdminKey, NewAgentToken, Principal};
 use crate::spend;
-use crate::state::{Role, hex};
-use crate::tenant::{self, AuthorizeRequest, Op, SUBMISSION_OPS_MAX};
-
-/// The most bytes a request body may have.
-pub const BODY_BYTES_MAX: usize = 256 * 1024;
-
-/// The most entries one `GET /v1/log/entries` answers.
-const ENTRIES_RESPONSE_MAX: u64 = 100_000;
+use crate::state::{AgentToken, Role, hex};
+use crate::tenant::{self, AuthorizeRequest, Op};
 
 type ApiResult = Result<Response, Problem>;
 
@@ -73,10 +79,28 @@ pub enum Need {
     Agent,
 }
 
+/// An authenticated caller, counted against its credential's requests in
+/// flight ([`crate::limits::IN_FLIGHT_PER_KEY_MAX`]) until dropped, at the
+/// end of the handler.
+#[derive(Debug)]
+pub struct Authenticated {
+    caller: Caller,
+    _in_flight: InFlightGuard,
+}
+
+impl Deref for Authenticated {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
 /// The bearer key or token of a request, checked against what the route
 /// needs: 401 when it is missing or not an active key or token, 403 when
-/// its role may not call the route.
-pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Caller, Problem> {
+/// its role may not call the route, 429 when the credential already has
+/// [`crate::limits::IN_FLIGHT_PER_KEY_MAX`] requests in flight.
+pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Authenticated, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -98,7 +122,14 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<C
         };
         return Err(Problem::new(Code::Forbidden, detail));
     }
-    Ok(caller)
+    // Counted only once the secret is verified: nobody can use up a
+    // credential's share but its holder.
+    let credential = match &caller.principal {
+        Principal::Key { key_id, .. } => format!("{}{key_id}", crate::registry::ADMIN_KEY_PREFIX),
+        Principal::Agent { token_id, .. } => format!("{}{token_id}", crate::registry::AGENT_TOKEN_PREFIX),
+    };
+    let in_flight = app.in_flight.enter(&credential)?;
+    Ok(Authenticated { caller, _in_flight: in_flight })
 }
 
 /// The operation as the caller asks it: an agent token's goes to the
@@ -110,20 +141,20 @@ fn as_caller(caller: &Caller, op: Op) -> Op {
     }
 }
 
-/// Reads a body as an I-JSON object.
-fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Problem> {
-    let bytes = body.map_err(|rejection| {
+/// A body's bytes: 413 over [`BODY_BYTES_MAX`].
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Problem> {
+    body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             Problem::new(Code::PayloadTooLarge, format!("the body is over {BODY_BYTES_MAX} bytes"))
         } else {
             Problem::new(Code::InvalidJson, rejection.body_text())
         }
-    })?;
-    match mandate_log::json::parse_strict(&bytes) {
-        Ok(Value::Object(object)) => Ok(object),
-        Ok(_) => Err(Problem::new(Code::InvalidJson, "the body must be a JSON object")),
-        Err(error) => Err(Problem::new(Code::InvalidJson, format!("the body is not I-JSON: {error}"))),
-    }
+    })
+}
+
+/// Reads a body as an I-JSON object.
+fn json_object(body: Result<Bytes, BytesRejection>) -> Result<Map<String, Value>, Problem> {
+    decode_object(&body_bytes(body)?)
 }
 
 /// Reads a body into `T`, naming the field at fault.
@@ -143,15 +174,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Problem> {
-        let query = parts.uri.query().unwrap_or_default();
-        let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
-        serde_path_to_error::deserialize(deserializer).map(Query).map_err(|error| {
-            let path = error.path().to_string();
-            let message = error.into_inner().to_string();
-            let field = if path == "." { message_field(&message).unwrap_or_default() } else { path };
-            Problem::field(Code::InvalidField, field.clone(), format!("query parameter `{field}`: {message}"))
-        })
+        decode_query(parts.uri.query().unwrap_or_default()).map(Query)
     }
+}
+
+/// Reads a query string into `T`, naming the parameter at fault.
+pub fn decode_query<T: DeserializeOwned>(query: &str) -> Result<T, Problem> {
+    let deserializer = serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+    serde_path_to_error::deserialize(deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let message = error.into_inner().to_string();
+        let field = if path == "." { message_field(&message).unwrap_or_default() } else { path };
+        Problem::field(Code::InvalidField, field.clone(), format!("query parameter `{field}`: {message}"))
+    })
 }
 
 /// The `{id}` path segment, as a problem naming `id` when it is not UTF-8.
@@ -196,6 +231,267 @@ fn identity_id(field: &str, text: &str) -> Result<IdentityId, Problem> {
     IdentityId::parse(text).map_err(|error| Problem::field(Code::InvalidField, field, error.to_string()))
 }
 
+// ---------------------------------------------------------------- request decoding
+//
+// One function per body and per query with checks of its own: the handlers
+// decode with these and nothing else, and the fuzz targets in `fuzz/` call
+// them on arbitrary bytes. Each answers a value within every limit of
+// `crate::limits`, or a problem with a 4xx status (naming the field for
+// `invalid_field`); none touches a tenant.
+
+/// Parses a body as an I-JSON object: 400 `invalid_json` for anything else
+/// (not JSON, not I-JSON, nested deeper than [`crate::limits::JSON_DEPTH_MAX`],
+/// not an object).
+pub fn decode_object(bytes: &[u8]) -> Result<Map<String, Value>, Problem> {
+    match mandate_log::json::parse_strict(bytes) {
+        Ok(Value::Object(object)) => Ok(object),
+        Ok(_) => Err(Problem::new(Code::InvalidJson, "the body must be a JSON object")),
+        Err(error) => Err(Problem::new(Code::InvalidJson, format!("the body is not I-JSON: {error}"))),
+    }
+}
+
+/// Parses a body into `T`, naming the field at fault.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Problem> {
+    typed(decode_object(bytes)?)
+}
+
+/// `POST /v1/identities`.
+pub fn decode_identity(bytes: &[u8]) -> Result<Identity, Problem> {
+    Ok(wire::identity_from_json(&decode_object(bytes)?)?)
+}
+
+/// `POST /v1/grants`; `id` is the id the server gives the grant.
+pub fn decode_grant(bytes: &[u8], id: String) -> Result<Grant, Problem> {
+    Ok(wire::grant_from_json(&decode_object(bytes)?, id)?)
+}
+
+/// `POST /v1/authorize`, as asked with an admin key (`agent` is `None`) or
+/// with an agent token (its token): the request the sequencer decides.
+pub fn decode_authorize(bytes: &[u8], agent: Option<&AgentToken>) -> Result<AuthorizeRequest, Problem> {
+    check_request(agent, decode(bytes)?, "")
+}
+
+/// `POST /v1/authorize/batch`: 1 to [`AUTHORIZE_BATCH_MAX`] requests, each
+/// checked as [`decode_authorize`] checks one, the field named with its
+/// position (`requests[3].action`).
+pub fn decode_authorize_batch(bytes: &[u8], agent: Option<&AgentToken>) -> Result<Vec<AuthorizeRequest>, Problem> {
+    let batch: AuthorizeBatch = decode(bytes)?;
+    if batch.requests.is_empty() || batch.requests.len() > AUTHORIZE_BATCH_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "requests",
+            format!("`requests` holds 1 to {AUTHORIZE_BATCH_MAX} requests"),
+        ));
+    }
+    batch
+        .requests
+        .into_iter()
+        .enumerate()
+        .map(|(i, body)| check_request(agent, body, &format!("requests[{i}].")))
+        .collect()
+}
+
+/// `POST /v1/budgets`: the budget, its window from `now` (set again from
+/// its entry's time when it is applied), a new UUID as its id when none is
+/// given.
+pub fn decode_budget(bytes: &[u8], now: jiff::Timestamp) -> Result<Budget, Problem> {
+    let request: BudgetCreate = decode(bytes)?;
+    let identity = identity_id("identity", &request.identity)?;
+    let period = mandate_core::budget::Period::parse(&request.period).ok_or_else(|| {
+        Problem::field(Code::InvalidField, "period", "`period` must be hour, day, week, month, year or total")
+    })?;
+    if !wire::is_dimension(&request.dimension) {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "dimension",
+            format!("`dimension` must be 1 to {DIMENSION_BYTES_MAX} of a-z, 0-9 and _"),
+        ));
+    }
+    let id = match request.id {
+        Some(id) if id.is_empty() || id.len() > BUDGET_ID_BYTES_MAX => {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "id",
+                format!("`id` must be 1 to {BUDGET_ID_BYTES_MAX} bytes"),
+            ));
+        }
+        Some(id) => id,
+        None => uuid::Uuid::now_v7().to_string(),
+    };
+    let limit = check_limit(request.limit)?;
+    Ok(Budget::new(id, identity, request.dimension, period, limit, now))
+}
+
+/// `PATCH /v1/budgets/{id}`: the new limit.
+pub fn decode_budget_patch(bytes: &[u8]) -> Result<u64, Problem> {
+    let request: BudgetPatch = decode(bytes)?;
+    check_limit(request.limit)
+}
+
+/// `POST /v1/reservations/{id}/settle`: the amounts spent, by dimension
+/// (whether they fit the reservation is the sequencer's question).
+pub fn decode_settle(bytes: &[u8]) -> Result<BTreeMap<String, u64>, Problem> {
+    let request: SettleBody = decode(bytes)?;
+    Ok(request.amounts)
+}
+
+/// `POST /v1/approvals/{id}/approve` and `/deny`: the human who answers, if
+/// named. An empty body names nobody.
+pub fn decode_approval_answer(bytes: &[u8]) -> Result<Option<IdentityId>, Problem> {
+    if bytes.is_empty() {
+        return Ok(None);
+    }
+    let answer: ApprovalAnswer = decode(bytes)?;
+    answer.approver.map(|approver| identity_id("approver", &approver)).transpose()
+}
+
+/// `POST /v1/admin-keys`: the new key's role.
+pub fn decode_admin_key(bytes: &[u8]) -> Result<Role, Problem> {
+    let request: AdminKeyCreate = decode(bytes)?;
+    Role::parse(&request.role)
+        .ok_or_else(|| Problem::field(Code::InvalidField, "role", "`role` must be \"admin\" or \"auditor\""))
+}
+
+/// What `POST /v1/tokens` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRequest {
+    /// The identity the token acts as.
+    pub identity: IdentityId,
+    /// How long it lives: 1 s to [`TOKEN_TTL_MAX_S`].
+    pub ttl: jiff::SignedDuration,
+    /// What it may ask about; `None`: everything.
+    pub scopes: Option<Vec<ActionPattern>>,
+}
+
+/// `POST /v1/tokens`.
+pub fn decode_token(bytes: &[u8]) -> Result<TokenRequest, Problem> {
+    let request: TokenCreate = decode(bytes)?;
+    let identity = identity_id("identity", &request.identity)?;
+    if request.ttl_s == 0 || request.ttl_s > TOKEN_TTL_MAX_S {
+        return Err(Problem::field(Code::InvalidField, "ttl_s", format!("`ttl_s` must be 1 to {TOKEN_TTL_MAX_S}")));
+    }
+    let scopes = match request.scopes {
+        None => None,
+        Some(scopes) if scopes.is_empty() || scopes.len() > TOKEN_SCOPES_MAX => {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "scopes",
+                format!("`scopes` holds 1 to {TOKEN_SCOPES_MAX} action patterns (omit it for every action)"),
+            ));
+        }
+        Some(scopes) => Some(
+            scopes
+                .iter()
+                .enumerate()
+                .map(|(i, scope)| {
+                    ActionPattern::parse(scope)
+                        .map_err(|error| Problem::field(Code::InvalidField, format!("scopes[{i}]"), error.to_string()))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+    };
+    // At most 30 days: the cast cannot wrap.
+    Ok(TokenRequest { identity, ttl: jiff::SignedDuration::from_secs(request.ttl_s as i64), scopes })
+}
+
+/// `POST /v1/tokens/introspect`: the token asked about.
+pub fn decode_introspect(bytes: &[u8]) -> Result<String, Problem> {
+    let request: TokenIntrospect = decode(bytes)?;
+    Ok(request.token)
+}
+
+/// Which token `POST /v1/tokens/revoke` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenRevokeBy {
+    /// The token itself (RFC 7009).
+    Token(String),
+    /// Its id.
+    Id(String),
+}
+
+/// `POST /v1/tokens/revoke`: `token` or `id`, not both.
+pub fn decode_token_revoke(bytes: &[u8]) -> Result<TokenRevokeBy, Problem> {
+    let request: TokenRevoke = decode(bytes)?;
+    match (request.token, request.id) {
+        (Some(token), None) => Ok(TokenRevokeBy::Token(token)),
+        (None, Some(id)) => Ok(TokenRevokeBy::Id(id)),
+        (Some(_), Some(_)) => Err(Problem::field(Code::InvalidField, "id", "give `token` or `id`, not both")),
+        (None, None) => Err(Problem::field(Code::InvalidField, "token", "give `token` or `id`")),
+    }
+}
+
+/// A page size: [`PAGE_LIMIT_DEFAULT`] when absent, else 1 to `max`.
+fn page_limit(limit: Option<usize>, max: usize) -> Result<usize, Problem> {
+    match limit {
+        None => Ok(PAGE_LIMIT_DEFAULT.min(max)),
+        Some(limit) if (1..=max).contains(&limit) => Ok(limit),
+        Some(_) => Err(Problem::field(Code::InvalidField, "limit", format!("`limit` must be 1 to {max}"))),
+    }
+}
+
+/// What `GET /v1/identities` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityPage {
+    /// Only the children of this identity.
+    pub parent: Option<String>,
+    /// Only ids after this one.
+    pub after: Option<String>,
+    /// At most this many: 1 to [`IDENTITIES_PAGE_MAX`].
+    pub limit: usize,
+}
+
+/// The query of `GET /v1/identities`.
+pub fn decode_identity_page(query: &str) -> Result<IdentityPage, Problem> {
+    let query: IdentityList = decode_query(query)?;
+    Ok(IdentityPage { parent: query.parent, after: query.after, limit: page_limit(query.limit, IDENTITIES_PAGE_MAX)? })
+}
+
+/// The query of `GET /v1/log/entries`: `[start, end)`, at most
+/// [`ENTRIES_RESPONSE_MAX`] entries.
+pub fn decode_entries_range(query: &str) -> Result<(u64, u64), Problem> {
+    let EntriesQuery { start, end } = decode_query(query)?;
+    if start > end || end - start > ENTRIES_RESPONSE_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "end",
+            format!("need start ≤ end and at most {ENTRIES_RESPONSE_MAX} entries"),
+        ));
+    }
+    Ok((start, end))
+}
+
+/// The query of `GET /v1/log/search`.
+pub fn decode_search(query: &str) -> Result<SearchQuery, Problem> {
+    let params: SearchParams = decode_query(query)?;
+    let after = match params.cursor.as_deref() {
+        Some(cursor) => Some(
+            cursor
+                .parse::<u64>()
+                .map_err(|_| Problem::field(Code::InvalidField, "cursor", "not a cursor from this API"))?,
+        ),
+        None => None,
+    };
+    Ok(SearchQuery {
+        identity: params.identity,
+        entry_type: params.entry_type,
+        decision: params.decision,
+        since_us: micros("since", params.since.as_deref())?,
+        until_us: micros("until", params.until.as_deref())?,
+        after,
+        limit: page_limit(params.limit, SEARCH_PAGE_MAX)?,
+    })
+}
+
+/// The query of `GET /v1/approvals/{id}`: how long to wait, at most
+/// [`APPROVAL_WAIT_MAX_S`].
+pub fn decode_approval_wait(query: &str) -> Result<Duration, Problem> {
+    let query: ApprovalWait = decode_query(query)?;
+    match query.wait_s.unwrap_or(0) {
+        seconds if seconds <= APPROVAL_WAIT_MAX_S => Ok(Duration::from_secs(seconds)),
+        _ => Err(Problem::field(Code::InvalidField, "wait_s", format!("`wait_s` must be 0 to {APPROVAL_WAIT_MAX_S}"))),
+    }
+}
+
 // ---------------------------------------------------------------- operations
 
 /// Liveness: the process answers.
@@ -217,7 +513,8 @@ pub async fn readyz(State(app): State<AppState>) -> ApiResult {
     ok(body)
 }
 
-/// Prometheus metrics: decisions by outcome, decision latency, log sizes.
+/// Prometheus metrics: decisions by outcome, decision latency, log sizes,
+/// authenticated requests in flight.
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(app): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
@@ -263,31 +560,30 @@ pub async fn create_identity(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let identity = wire::identity_from_json(&json_object(body)?)?;
+    let identity = decode_identity(&body_bytes(body)?)?;
     created(caller.tenant.submit_one(Op::CreateIdentity(identity)).await?)
 }
 
 /// Query of `GET /v1/identities`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct IdentityList {
     /// Only the children of this identity.
     parent: Option<String>,
     /// Return identities with ids after this one.
     after: Option<String>,
     /// At most this many (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
 /// Lists identities in id order.
 #[utoipa::path(get, path = "/v1/identities", tag = "identities", params(IdentityList),
-    responses((status = 200, description = "`{identities, next}`")))]
-pub async fn list_identities(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    Query(query): Query<IdentityList>,
-) -> ApiResult {
+    responses((status = 200, description = "`{identities, next}`"), (status = 400, description = "invalid parameter (`limit` 0 or over 1000)")))]
+pub async fn list_identities(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let query = decode_identity_page(query.as_deref().unwrap_or_default())?;
+    let limit = query.limit;
     let page = caller
         .tenant
         .read(|state| {
@@ -370,12 +666,13 @@ pub async fn create_grant(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let grant = wire::grant_from_json(&json_object(body)?, uuid::Uuid::now_v7().to_string())?;
+    let grant = decode_grant(&body_bytes(body)?, uuid::Uuid::now_v7().to_string())?;
     created(caller.tenant.submit_one(Op::CreateGrant(grant)).await?)
 }
 
 /// Query of `GET /v1/grants`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct GrantList {
     /// The grantee whose grants to list.
     grantee: String,
@@ -526,9 +823,7 @@ pub async fn create_admin_key(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request: AdminKeyCreate = typed(json_object(body)?)?;
-    let role = Role::parse(&request.role)
-        .ok_or_else(|| Problem::field(Code::InvalidField, "role", "`role` must be \"admin\" or \"auditor\""))?;
+    let role = decode_admin_key(&body_bytes(body)?)?;
     let key = NewAdminKey::generate()?;
     let op = Op::CreateAdminKey { key_id: key.key_id.clone(), role, secret_sha256: key.secret_sha256 };
     let mut answer = caller.tenant.submit_one(op).await?;
@@ -584,20 +879,23 @@ pub struct AuthorizeBatch {
     requests: Vec<AuthorizeBody>,
 }
 
-const SHORT_TEXT_MAX: usize = 256;
-
 fn short_text(field: &str, text: Option<String>) -> Result<Option<String>, Problem> {
     match text {
-        Some(text) if text.is_empty() || text.len() > SHORT_TEXT_MAX => {
-            Err(Problem::field(Code::InvalidField, field, format!("`{field}` must be 1 to {SHORT_TEXT_MAX} bytes")))
-        }
+        Some(text) if text.is_empty() || text.len() > SHORT_TEXT_BYTES_MAX => Err(Problem::field(
+            Code::InvalidField,
+            field,
+            format!("`{field}` must be 1 to {SHORT_TEXT_BYTES_MAX} bytes"),
+        )),
         other => Ok(other),
     }
 }
 
-fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
+/// Checks one request of `POST /v1/authorize` (or of a batch, its fields
+/// named after `prefix`), as asked by an admin key or by the agent token
+/// `agent`.
+fn check_request(agent: Option<&AgentToken>, body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
     let name = |field: &str| format!("{prefix}{field}");
-    let identity = match (caller.agent(), &body.identity) {
+    let identity = match (agent, &body.identity) {
         (None, Some(text)) => identity_id(&name("identity"), text)?,
         (None, None) => {
             return Err(Problem::field(
@@ -606,9 +904,9 @@ fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<A
                 format!("`{}` is required (only an agent token may omit it)", name("identity")),
             ));
         }
-        (Some((_, token)), None) => token.identity.clone(),
-        (Some((_, token)), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
-        (Some((_, token)), Some(_)) => {
+        (Some(token), None) => token.identity.clone(),
+        (Some(token), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
+        (Some(token), Some(_)) => {
             return Err(Problem::field(
                 Code::Forbidden,
                 name("identity"),
@@ -616,12 +914,14 @@ fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<A
             ));
         }
     };
-    for (field, text) in [("action", &body.action), ("resource", &body.resource)] {
-        if text.is_empty() || text.len() > 1024 {
-            return Err(Problem::field(Code::InvalidField, name(field), format!("`{field}` must be 1 to 1024 bytes")));
+    for (field, text, max) in
+        [("action", &body.action, ACTION_BYTES_MAX), ("resource", &body.resource, RESOURCE_BYTES_MAX)]
+    {
+        if text.is_empty() || text.len() > max {
+            return Err(Problem::field(Code::InvalidField, name(field), format!("`{field}` must be 1 to {max} bytes")));
         }
     }
-    if let Some((_, token)) = caller.agent()
+    if let Some(token) = agent
         && !token.allows(&body.action)
     {
         return Err(tenant::scope_problem(token, &body.action, &name("action")));
@@ -639,21 +939,18 @@ fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<A
     }
     let amounts = body.amounts.unwrap_or_default();
     for (dimension, amount) in &amounts {
-        if *amount > mandate_log::json::SAFE_INTEGER_MAX {
+        if *amount > INTEGER_MAX {
             return Err(Problem::field(
                 Code::InvalidField,
                 name(&format!("amounts.{dimension}")),
                 "amounts are at most 2^53-1",
             ));
         }
-        if dimension.is_empty()
-            || dimension.len() > 64
-            || !dimension.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
+        if !wire::is_dimension(dimension) {
             return Err(Problem::field(
                 Code::InvalidField,
                 name("amounts"),
-                format!("dimension `{dimension}` must be 1 to 64 of `a-z0-9_`"),
+                format!("dimension `{dimension}` must be 1 to {DIMENSION_BYTES_MAX} of `a-z0-9_`"),
             ));
         }
     }
@@ -676,11 +973,11 @@ fn check_request(caller: &Caller, body: AuthorizeBody, prefix: &str) -> Result<A
             "`trace_id` must be 32 lowercase hex digits, not all zero",
         ));
     }
-    if body.reservation_ttl_s.is_some_and(|ttl| ttl == 0 || ttl > 86_400) {
+    if body.reservation_ttl_s.is_some_and(|ttl| ttl == 0 || ttl > RESERVATION_TTL_MAX_S) {
         return Err(Problem::field(
             Code::InvalidField,
             name("reservation_ttl_s"),
-            "`reservation_ttl_s` must be 1 to 86400",
+            format!("`reservation_ttl_s` must be 1 to {RESERVATION_TTL_MAX_S}"),
         ));
     }
     Ok(AuthorizeRequest {
@@ -717,7 +1014,7 @@ pub async fn authorize(
 ) -> ApiResult {
     let started = Instant::now();
     let caller = authenticate(&app, &headers, Need::Agent)?;
-    let request = check_request(&caller, typed(json_object(body)?)?, "")?;
+    let request = decode_authorize(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?;
     let answer = caller.tenant.submit_one(as_caller(&caller, Op::Authorize(Box::new(request)))).await?;
     record_decision(&app, started, &answer);
     ok(answer)
@@ -734,23 +1031,10 @@ pub async fn authorize_batch(
 ) -> ApiResult {
     let started = Instant::now();
     let caller = authenticate(&app, &headers, Need::Agent)?;
-    let batch: AuthorizeBatch = typed(json_object(body)?)?;
-    if batch.requests.is_empty() || batch.requests.len() > SUBMISSION_OPS_MAX {
-        return Err(Problem::field(
-            Code::InvalidField,
-            "requests",
-            format!("`requests` holds 1 to {SUBMISSION_OPS_MAX} requests"),
-        ));
-    }
-    let ops = batch
-        .requests
+    let ops = decode_authorize_batch(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?
         .into_iter()
-        .enumerate()
-        .map(|(i, body)| {
-            check_request(&caller, body, &format!("requests[{i}]."))
-                .map(|request| as_caller(&caller, Op::Authorize(Box::new(request))))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|request| as_caller(&caller, Op::Authorize(Box::new(request))))
+        .collect();
     let results = caller.tenant.submit(ops).await?;
     let results = results
         .into_iter()
@@ -788,6 +1072,7 @@ pub async fn checkpoint(State(app): State<AppState>, headers: HeaderMap) -> ApiR
 
 /// Query of `GET /v1/log/entries`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct EntriesQuery {
     /// First index (inclusive).
     start: u64,
@@ -796,17 +1081,12 @@ pub struct EntriesQuery {
 }
 
 /// Entries `[start, end)`, one canonical entry per line.
-#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery), responses((status = 200, description = "JSONL", content_type = "application/x-ndjson")))]
-pub async fn entries(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<EntriesQuery>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery),
+    responses((status = 200, description = "JSONL", content_type = "application/x-ndjson"),
+        (status = 400, description = "invalid parameter (`end` before `start`, beyond the log, or more than 100,000 entries after it)")))]
+pub async fn entries(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Audit)?;
-    let (start, end) = (query.start, query.end);
-    if start > end || end - start > ENTRIES_RESPONSE_MAX {
-        return Err(Problem::field(
-            Code::InvalidField,
-            "end",
-            format!("need start ≤ end and at most {ENTRIES_RESPONSE_MAX} entries"),
-        ));
-    }
+    let (start, end) = decode_entries_range(query.as_deref().unwrap_or_default())?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let size = {
         let (ledger, name) = (ledger.clone(), name.clone());
@@ -855,6 +1135,7 @@ fn base64_hashes(hashes: &[mandate_log::Hash]) -> Value {
 
 /// Query of `GET /v1/log/proof/inclusion`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct InclusionQuery {
     /// The entry.
     index: u64,
@@ -881,6 +1162,7 @@ pub async fn inclusion_proof(
 
 /// Query of `GET /v1/log/proof/consistency`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ConsistencyQuery {
     /// The older size.
     from: u64,
@@ -907,6 +1189,7 @@ pub async fn consistency_proof(
 
 /// Query of `GET /v1/log/receipt`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ReceiptQuery {
     /// The entry.
     index: u64,
@@ -942,6 +1225,7 @@ pub async fn public_key(State(app): State<AppState>, headers: HeaderMap) -> ApiR
 
 /// Query of `GET /v1/log/search`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
     /// The identity an entry is about (a decision's acting identity, a created identity, a grant's grantee).
     identity: Option<String>,
@@ -956,6 +1240,7 @@ pub struct SearchParams {
     /// RFC 3339, exclusive.
     until: Option<String>,
     /// At most this many entries (default 100, at most 1000).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -972,26 +1257,12 @@ fn micros(field: &str, text: Option<&str>) -> Result<Option<i64>, Problem> {
 
 /// Entries matching every filter given, oldest first. A page may hold fewer
 /// than `limit` entries; continue while `next_cursor` is not null.
-#[utoipa::path(get, path = "/v1/log/search", tag = "log", params(SearchParams), responses((status = 200, description = "`{entries, next_cursor}`")))]
-pub async fn search(State(app): State<AppState>, headers: HeaderMap, Query(params): Query<SearchParams>) -> ApiResult {
+#[utoipa::path(get, path = "/v1/log/search", tag = "log", params(SearchParams),
+    responses((status = 200, description = "`{entries, next_cursor}`"),
+        (status = 400, description = "invalid parameter (`limit` 0 or over 1000, a bad `cursor`, `since` or `until`)")))]
+pub async fn search(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Audit)?;
-    let after = match params.cursor.as_deref() {
-        Some(cursor) => Some(
-            cursor
-                .parse::<u64>()
-                .map_err(|_| Problem::field(Code::InvalidField, "cursor", "not a cursor from this API"))?,
-        ),
-        None => None,
-    };
-    let query = SearchQuery {
-        identity: params.identity,
-        entry_type: params.entry_type,
-        decision: params.decision,
-        since_us: micros("since", params.since.as_deref())?,
-        until_us: micros("until", params.until.as_deref())?,
-        after,
-        limit: params.limit.unwrap_or(100).clamp(1, 1000),
-    };
+    let query = decode_search(query.as_deref().unwrap_or_default())?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let page = blocking(move || Ok(ledger.search(&name, &query)?)).await?;
     let entries = page
@@ -1035,7 +1306,7 @@ pub struct BudgetPatch {
 }
 
 fn check_limit(limit: u64) -> Result<u64, Problem> {
-    if limit > mandate_log::json::SAFE_INTEGER_MAX {
+    if limit > INTEGER_MAX {
         return Err(Problem::field(Code::InvalidField, "limit", "`limit` is at most 2^53-1"));
     }
     Ok(limit)
@@ -1051,27 +1322,13 @@ pub async fn create_budget(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request: BudgetCreate = typed(json_object(body)?)?;
-    let identity = identity_id("identity", &request.identity)?;
-    let period = mandate_core::budget::Period::parse(&request.period).ok_or_else(|| {
-        Problem::field(Code::InvalidField, "period", "`period` must be hour, day, week, month, year or total")
-    })?;
-    if !wire::is_dimension(&request.dimension) {
-        return Err(Problem::field(Code::InvalidField, "dimension", "`dimension` must be 1 to 64 of a-z, 0-9 and _"));
-    }
-    let id = short_text("id", request.id)?.unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if id.len() > 128 {
-        return Err(Problem::field(Code::InvalidField, "id", "`id` must be 1 to 128 bytes"));
-    }
-    let limit = check_limit(request.limit)?;
-    // The window is set again from the entry's time when it is applied.
-    let budget =
-        mandate_core::budget::Budget::new(id, identity, request.dimension, period, limit, jiff::Timestamp::now());
+    let budget = decode_budget(&body_bytes(body)?, jiff::Timestamp::now())?;
     created(caller.tenant.submit_one(Op::CreateBudget(budget)).await?)
 }
 
 /// Query of `GET /v1/budgets`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BudgetList {
     /// Only this identity's budgets.
     identity: Option<String>,
@@ -1127,8 +1384,7 @@ pub async fn patch_budget(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request: BudgetPatch = typed(json_object(body)?)?;
-    let limit = check_limit(request.limit)?;
+    let limit = decode_budget_patch(&body_bytes(body)?)?;
     ok(caller.tenant.submit_one(Op::UpdateBudget { id, limit }).await?)
 }
 
@@ -1157,8 +1413,8 @@ pub async fn settle(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Agent)?;
-    let request: SettleBody = typed(json_object(body)?)?;
-    ok(caller.tenant.submit_one(as_caller(&caller, Op::Settle { id, amounts: request.amounts })).await?)
+    let amounts = decode_settle(&body_bytes(body)?)?;
+    ok(caller.tenant.submit_one(as_caller(&caller, Op::Settle { id, amounts })).await?)
 }
 
 /// Voids a reservation: releases everything it holds. An agent token voids
@@ -1189,6 +1445,7 @@ pub async fn get_reservation(State(app): State<AppState>, headers: HeaderMap, Pa
 
 /// Query of `GET /v1/approvals`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApprovalList {
     /// `pending`, `approved`, `denied` or `expired`.
     status: Option<String>,
@@ -1224,29 +1481,29 @@ pub async fn list_approvals(
 
 /// Query of `GET /v1/approvals/{id}`.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ApprovalWait {
     /// Wait up to this many seconds (at most 60) for the approval to leave `pending`.
+    #[param(maximum = 60)]
     wait_s: Option<u64>,
 }
-
-/// The longest long poll.
-const APPROVAL_WAIT_MAX_S: u64 = 60;
 
 /// One approval; with `wait_s`, a long poll that answers as soon as it is
 /// approved, denied or expired. An agent token sees only the approvals of
 /// its identity's decisions (others: 404).
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
     params(("id" = String, Path, description = "approval id"), ApprovalWait),
-    responses((status = 200, description = "the approval"), (status = 404, description = "no such approval")))]
+    responses((status = 200, description = "the approval"), (status = 400, description = "`wait_s` over 60"),
+        (status = 404, description = "no such approval")))]
 pub async fn get_approval(
     State(app): State<AppState>,
     headers: HeaderMap,
     Path(id): Path<String>,
-    Query(query): Query<ApprovalWait>,
+    RawQuery(query): RawQuery,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Agent)?;
+    let wait = decode_approval_wait(query.as_deref().unwrap_or_default())?;
     let owner = caller.agent().map(|(_, token)| token.identity.clone());
-    let wait = std::time::Duration::from_secs(query.wait_s.unwrap_or(0).min(APPROVAL_WAIT_MAX_S));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
         let view = caller
@@ -1281,15 +1538,12 @@ pub struct ApprovalAnswer {
 
 async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: Bytes, approve: bool) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let answer: ApprovalAnswer =
-        if body.is_empty() { ApprovalAnswer::default() } else { typed(json_object(Ok(body))?)? };
-    let by = match answer.approver {
+    let by = match decode_approval_answer(&body)? {
         None => match &caller.principal {
             Principal::Key { key_id, .. } => format!("admin_key:{key_id}"),
             Principal::Agent { .. } => return Err(Problem::new(Code::Forbidden, "an agent token may not do this")),
         },
         Some(approver) => {
-            let approver = identity_id("approver", &approver)?;
             let on_chain = caller
                 .tenant
                 .read(|state| {
@@ -1328,8 +1582,7 @@ pub async fn approve(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body.map_err(|rejection| Problem::new(Code::InvalidJson, rejection.body_text()))?;
-    answer_approval(app, headers, id, body, true).await
+    answer_approval(app, headers, id, body_bytes(body)?, true).await
 }
 
 /// Denies a pending decision and voids its reservation.
@@ -1342,17 +1595,10 @@ pub async fn deny(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let body = body.map_err(|rejection| Problem::new(Code::InvalidJson, rejection.body_text()))?;
-    answer_approval(app, headers, id, body, false).await
+    answer_approval(app, headers, id, body_bytes(body)?, false).await
 }
 
 // ---------------------------------------------------------------- agent tokens
-
-/// The longest an agent token may live: 30 days.
-pub const TOKEN_TTL_MAX_S: u64 = 30 * 86_400;
-
-/// The most scopes one agent token may have.
-pub const TOKEN_SCOPES_MAX: usize = 32;
 
 /// `POST /v1/tokens`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -1378,39 +1624,10 @@ pub async fn create_token(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request: TokenCreate = typed(json_object(body)?)?;
-    let identity = identity_id("identity", &request.identity)?;
-    if request.ttl_s == 0 || request.ttl_s > TOKEN_TTL_MAX_S {
-        return Err(Problem::field(Code::InvalidField, "ttl_s", format!("`ttl_s` must be 1 to {TOKEN_TTL_MAX_S}")));
-    }
-    let scopes = match request.scopes {
-        None => None,
-        Some(scopes) if scopes.is_empty() || scopes.len() > TOKEN_SCOPES_MAX => {
-            return Err(Problem::field(
-                Code::InvalidField,
-                "scopes",
-                format!("`scopes` holds 1 to {TOKEN_SCOPES_MAX} action patterns (omit it for every action)"),
-            ));
-        }
-        Some(scopes) => Some(
-            scopes
-                .iter()
-                .enumerate()
-                .map(|(i, scope)| {
-                    mandate_core::pattern::ActionPattern::parse(scope)
-                        .map_err(|error| Problem::field(Code::InvalidField, format!("scopes[{i}]"), error.to_string()))
-                })
-                .collect::<Result<Vec<_>, _>>()?,
-        ),
-    };
+    let TokenRequest { identity, ttl, scopes } = decode_token(&body_bytes(body)?)?;
     let token = NewAgentToken::generate()?;
-    let op = Op::CreateToken {
-        token_id: token.token_id.clone(),
-        identity,
-        ttl: jiff::SignedDuration::from_secs(request.ttl_s as i64),
-        scopes,
-        secret_sha256: token.secret_sha256,
-    };
+    let op =
+        Op::CreateToken { token_id: token.token_id.clone(), identity, ttl, scopes, secret_sha256: token.secret_sha256 };
     let mut answer = caller.tenant.submit_one(op).await?;
     let expires_at = answer
         .get("expires_at")
@@ -1448,15 +1665,15 @@ pub async fn introspect_token(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Agent)?;
-    let request: TokenIntrospect = typed(json_object(body)?)?;
+    let token = decode_introspect(&body_bytes(body)?)?;
     if let Some((token_id, _)) = caller.agent() {
-        let presented = crate::registry::split_agent_token(&request.token).map(|(id, _)| id);
+        let presented = crate::registry::split_agent_token(&token).map(|(id, _)| id);
         if presented != Some(token_id) {
             return Err(Problem::field(Code::Forbidden, "token", "an agent token may introspect only itself"));
         }
     }
     let now = jiff::Timestamp::now();
-    ok(caller.tenant.read(|state| tenant::introspection(state, &request.token, now)).await?)
+    ok(caller.tenant.read(|state| tenant::introspection(state, &token, now)).await?)
 }
 
 /// `POST /v1/tokens/revoke`: the token (RFC 7009) or its id.
@@ -1485,9 +1702,8 @@ pub async fn revoke_token(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin)?;
-    let request: TokenRevoke = typed(json_object(body)?)?;
-    let id = match (request.token, request.id) {
-        (Some(token), None) => {
+    let id = match decode_token_revoke(&body_bytes(body)?)? {
+        TokenRevokeBy::Token(token) => {
             let now = jiff::Timestamp::now();
             let found = caller
                 .tenant
@@ -1506,11 +1722,7 @@ pub async fn revoke_token(
                 }
             }
         }
-        (None, Some(id)) => id,
-        (Some(_), Some(_)) => {
-            return Err(Problem::field(Code::InvalidField, "id", "give `token` or `id`, not both"));
-        }
-        (None, None) => return Err(Problem::field(Code::InvalidField, "token", "give `token` or `id`")),
+        TokenRevokeBy::Id(id) => id,
     };
     ok(caller.tenant.submit_one(Op::RevokeToken(id)).await?)
 }
@@ -1539,9 +1751,50 @@ pub async fn fallback() -> Problem {
     ),
     components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch,
         BudgetCreate, BudgetPatch, SettleBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &LimitAnswers),
 )]
 pub struct ApiDoc;
+
+/// Documents the answers any operation may give, whatever it does: 503 for
+/// a request past the time limit ([`crate::limits::REQUEST_TIME_MAX`]), and,
+/// on the authenticated `/v1` routes, 429 with `Retry-After` for a key with
+/// too many requests in flight ([`crate::limits::IN_FLIGHT_PER_KEY_MAX`]).
+struct LimitAnswers;
+
+impl utoipa::Modify for LimitAnswers {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{Content, Header, RefOr, Response, ResponseBuilder};
+        let problem = || Content::new(Some(ObjectBuilder::new().schema_type(Type::Object)));
+        let too_many: RefOr<Response> = ResponseBuilder::new()
+            .description(format!(
+                "this key has {} requests in flight already; retry after `Retry-After` seconds",
+                crate::limits::IN_FLIGHT_PER_KEY_MAX
+            ))
+            .header("Retry-After", Header::new(ObjectBuilder::new().schema_type(Type::Integer)))
+            .content("application/problem+json", problem())
+            .build()
+            .into();
+        let unavailable: RefOr<Response> = ResponseBuilder::new()
+            .description(format!(
+                "the server cannot answer now: the request took longer than {} s, or storage failed",
+                crate::limits::REQUEST_TIME_MAX.as_secs()
+            ))
+            .content("application/problem+json", problem())
+            .build()
+            .into();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.patch, &mut item.delete];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if path.starts_with("/v1/") {
+                    responses.entry("429".to_owned()).or_insert_with(|| too_many.clone());
+                }
+                responses.entry("503".to_owned()).or_insert_with(|| unavailable.clone());
+            }
+        }
+    }
+}
 
 /// Declares the bearer scheme.
 struct BearerAuth;
@@ -1555,5 +1808,59 @@ impl utoipa::Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
         openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use super::*;
+
+    /// The document states the limits the code holds requests to.
+    #[test]
+    fn the_document_states_the_limits() {
+        let document: Value = serde_json::from_str(&openapi_text()).unwrap();
+        let parameter = |path: &str, name: &str| -> Value {
+            let parameters = document["paths"][path]["get"]["parameters"].as_array().unwrap();
+            parameters.iter().find(|p| p["name"] == name).unwrap_or_else(|| panic!("{path} {name}")).clone()
+        };
+        for (path, name, max) in [
+            ("/v1/identities", "limit", IDENTITIES_PAGE_MAX as u64),
+            ("/v1/log/search", "limit", SEARCH_PAGE_MAX as u64),
+            ("/v1/approvals/{id}", "wait_s", APPROVAL_WAIT_MAX_S),
+        ] {
+            let parameter = parameter(path, name);
+            assert_eq!(parameter["in"], "query", "{path} {name}");
+            assert_eq!(parameter["schema"]["maximum"], max, "{path} {name}");
+        }
+        for (path, item) in document["paths"].as_object().unwrap() {
+            for (method, operation) in item.as_object().unwrap() {
+                let responses = &operation["responses"];
+                assert!(responses.get("503").is_some(), "{method} {path}");
+                if path.starts_with("/v1/") {
+                    assert!(responses["429"]["headers"].get("Retry-After").is_some(), "{method} {path}");
+                }
+                for parameter in operation["parameters"].as_array().into_iter().flatten() {
+                    let in_path = path.contains(&format!("{{{}}}", parameter["name"].as_str().unwrap()));
+                    assert_eq!(parameter["in"], if in_path { "path" } else { "query" }, "{method} {path}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn pages_over_their_maximum_are_refused_naming_limit() {
+        assert_eq!(decode_identity_page("").unwrap().limit, PAGE_LIMIT_DEFAULT);
+        assert_eq!(decode_identity_page("limit=1000").unwrap().limit, 1000);
+        assert_eq!(decode_search("limit=1000").unwrap().limit, 1000);
+        for query in ["limit=0", "limit=1001", "limit=18446744073709551615"] {
+            for problem in [decode_identity_page(query).unwrap_err(), decode_search(query).unwrap_err()] {
+                assert_eq!((problem.code(), problem.to_json()["field"].clone()), (Code::InvalidField, "limit".into()));
+            }
+        }
+        assert_eq!(decode_approval_wait("wait_s=60").unwrap(), Duration::from_secs(60));
+        let wait = decode_approval_wait("wait_s=61").unwrap_err();
+        assert_eq!(wait.to_json()["field"], "wait_s");
     }
 }

@@ -7,8 +7,11 @@
 //!   tokens.
 //! - [`api`]: the HTTP handlers and the OpenAPI description.
 //! - [`problem`]: RFC 9457 errors with stable codes.
+//! - [`limits`]: every limit a request is held to, the request time limit
+//!   and the per-credential limit on requests in flight.
 
 pub mod api;
+pub mod limits;
 pub mod problem;
 pub mod registry;
 pub mod spend;
@@ -35,6 +38,23 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Metrics.
     pub metrics: Metrics,
+    /// The requests each credential has in flight
+    /// ([`limits::IN_FLIGHT_PER_KEY_MAX`]).
+    pub in_flight: Arc<limits::InFlight>,
+    /// The longest a request may take ([`limits::REQUEST_TIME_MAX`]).
+    pub request_time: Duration,
+}
+
+impl AppState {
+    /// The state of a server over `registry`, with the limits of [`limits`].
+    pub fn new(registry: Arc<Registry>, metrics: Metrics) -> AppState {
+        AppState {
+            registry,
+            metrics,
+            in_flight: limits::InFlight::new(limits::IN_FLIGHT_PER_KEY_MAX),
+            request_time: limits::REQUEST_TIME_MAX,
+        }
+    }
 }
 
 /// The Prometheus recorder: one per process, since `metrics` records into a
@@ -74,9 +94,11 @@ impl Metrics {
     }
 }
 
-/// The router of the whole API.
+/// The router of the whole API: every route under the body limit
+/// ([`limits::BODY_BYTES_MAX`]) and the time limit (`app.request_time`).
 pub fn router(app: AppState) -> Router {
     use api::*;
+    let request_time = app.request_time;
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -116,7 +138,8 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/log/search", get(search))
         .fallback(fallback)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(BODY_BYTES_MAX))
+        .layer(DefaultBodyLimit::max(limits::BODY_BYTES_MAX))
+        .layer(axum::middleware::from_fn_with_state(request_time, limits::time_limit))
         .with_state(app)
 }
 
@@ -129,6 +152,9 @@ pub enum ServeError {
     /// The metrics recorder could not be installed.
     #[error("the metrics recorder could not be installed")]
     Metrics,
+    /// A setting from the environment is invalid.
+    #[error("{0}")]
+    Config(String),
     /// Listening failed.
     #[error("listening on {addr}: {error}")]
     Listen {
@@ -150,14 +176,18 @@ pub struct Bound {
 
 impl Bound {
     /// Loads every tenant of `ledger` and binds `addr`. Call inside a tokio
-    /// runtime: the tenants' sequencers start on it.
+    /// runtime: the tenants' sequencers start on it. The request time limit
+    /// is [`limits::REQUEST_TIME_MAX`] unless [`limits::REQUEST_TIMEOUT_ENV`]
+    /// sets another.
     pub async fn bind(ledger: Arc<dyn Ledger>, addr: &str) -> Result<Bound, ServeError> {
+        let request_time = limits::request_time_from_env().map_err(ServeError::Config)?;
         let registry = tokio::task::block_in_place(|| Registry::load(ledger))?;
         let metrics = Metrics::global().ok_or(ServeError::Metrics)?;
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|error| ServeError::Listen { addr: addr.to_owned(), error })?;
-        Ok(Bound { listener, app: AppState { registry: Arc::new(registry), metrics } })
+        let app = AppState { request_time, ..AppState::new(Arc::new(registry), metrics) };
+        Ok(Bound { listener, app })
     }
 
     /// The address actually bound (with the port chosen for `:0`).

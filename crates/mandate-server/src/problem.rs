@@ -14,8 +14,11 @@ pub enum Code {
     InvalidJson,
     /// A field is missing, of the wrong type or out of range.
     InvalidField,
-    /// The body is larger than the server accepts.
+    /// The body, or the log entry it would make, is larger than the server accepts.
     PayloadTooLarge,
+    /// The credential has as many requests in flight as it may: retry after
+    /// the `Retry-After` seconds.
+    TooManyRequests,
     /// No or an unknown bearer token.
     Unauthorized,
     /// The token's role may not do this.
@@ -36,7 +39,8 @@ pub enum Code {
     InvalidPolicy,
     /// A grant whose signature does not verify under its grantor's key.
     GrantSignatureInvalid,
-    /// The server cannot answer now (shutting down, storage failed).
+    /// The server cannot answer now (shutting down, storage failed, the
+    /// request took too long).
     Unavailable,
     /// A defect: the request may be retried.
     Internal,
@@ -49,6 +53,7 @@ impl Code {
             Code::InvalidJson => "invalid_json",
             Code::InvalidField => "invalid_field",
             Code::PayloadTooLarge => "payload_too_large",
+            Code::TooManyRequests => "too_many_requests",
             Code::Unauthorized => "unauthorized",
             Code::Forbidden => "forbidden",
             Code::NotFound => "not_found",
@@ -68,6 +73,7 @@ impl Code {
         match self {
             Code::InvalidJson | Code::InvalidField => StatusCode::BAD_REQUEST,
             Code::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Forbidden => StatusCode::FORBIDDEN,
             Code::NotFound => StatusCode::NOT_FOUND,
@@ -88,6 +94,7 @@ impl Code {
             Code::InvalidJson => "The request body is not acceptable JSON",
             Code::InvalidField => "A field of the request is invalid",
             Code::PayloadTooLarge => "The request body is too large",
+            Code::TooManyRequests => "Too many requests in flight for this key",
             Code::Unauthorized => "Authentication is required",
             Code::Forbidden => "This key may not do that",
             Code::NotFound => "Not found",
@@ -197,6 +204,9 @@ impl IntoResponse for Problem {
         let body = serde_json::to_vec(&Value::Object(self.to_json())).unwrap_or_default();
         let mut response = (self.status(), body).into_response();
         response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if self.code() == Code::TooManyRequests {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(crate::limits::RETRY_AFTER_S));
+        }
         response
     }
 }

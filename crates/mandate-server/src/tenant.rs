@@ -31,22 +31,13 @@ use mandate_store::{EntryDraft, Ledger, StateRow, StoreError};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::limits::{COMMIT_OPS_MAX, SEQUENCER_QUEUE_MAX};
 use crate::problem::{Code, Problem};
 use crate::spend::{self, ApprovalStatus};
 use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
 
-/// The most operations evaluated and committed together.
-const BATCH_OPS_MAX: usize = 512;
-
-/// The most submissions waiting for a tenant's sequencer; further requests
-/// wait for room (back-pressure, not unbounded memory).
-const QUEUE_MAX: usize = 4_096;
-
 /// How often the expiry timer looks for what is due.
 const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// The most operations in one submission (`authorize/batch` allows 30).
-pub const SUBMISSION_OPS_MAX: usize = 30;
 
 /// One change or decision for the sequencer.
 #[derive(Debug)]
@@ -133,7 +124,7 @@ pub enum Op {
 }
 
 /// A decision request, checked by the HTTP layer.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AuthorizeRequest {
     /// The acting identity.
     pub identity: IdentityId,
@@ -258,7 +249,7 @@ impl Tenant {
         let committed = Committed { size: state.applied, epoch: 0 };
         metrics::gauge!("mandate_log_entries", "tenant" => name.to_owned()).set(state.applied as f64);
         let state = Arc::new(RwLock::new(state));
-        let (queue, submissions) = mpsc::channel(QUEUE_MAX);
+        let (queue, submissions) = mpsc::channel(SEQUENCER_QUEUE_MAX);
         let (committed_tx, committed_rx) = watch::channel(committed);
         let sequencer = Sequencer {
             tenant: name.to_owned(),
@@ -391,7 +382,7 @@ impl Sequencer {
         while let Some(first) = submissions.recv().await {
             let mut ops = first.ops.len();
             let mut batch = vec![first];
-            while ops < BATCH_OPS_MAX {
+            while ops < COMMIT_OPS_MAX {
                 match submissions.try_recv() {
                     Ok(submission) => {
                         ops += submission.ops.len();
