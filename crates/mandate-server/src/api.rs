@@ -1783,14 +1783,53 @@ impl utoipa::Modify for LimitAnswers {
             .content("application/problem+json", problem())
             .build()
             .into();
+        let answer = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content("application/problem+json", problem())
+                .build()
+                .into()
+        };
         for (path, item) in openapi.paths.paths.iter_mut() {
-            let operations = [&mut item.get, &mut item.put, &mut item.post, &mut item.patch, &mut item.delete];
-            for operation in operations.into_iter().flatten() {
+            let api = path.starts_with("/v1/");
+            let has_id = path.contains('{');
+            let operations = [
+                (&mut item.get, false),
+                (&mut item.put, true),
+                (&mut item.post, true),
+                (&mut item.patch, true),
+                (&mut item.delete, true),
+            ];
+            for (operation, writes) in operations.into_iter().filter_map(|(op, writes)| Some((op.as_mut()?, writes))) {
+                let takes_body = operation.request_body.is_some();
                 let responses = &mut operation.responses.responses;
-                if path.starts_with("/v1/") {
-                    responses.entry("429".to_owned()).or_insert_with(|| too_many.clone());
+                let mut declare = |status: &str, response: &dyn Fn() -> RefOr<Response>| {
+                    responses.entry(status.to_owned()).or_insert_with(response);
+                };
+                if api {
+                    // Every problem an API operation can answer, so that a
+                    // client (or a fuzzer) can hold the server to its document.
+                    declare("400", &|| answer("a field, query parameter or the JSON is invalid (named in `field`)"));
+                    declare("401", &|| answer("no key or token, or not one of this server's"));
+                    declare("403", &|| answer("this key's role, or this token, may not do this"));
+                    declare("429", &|| too_many.clone());
+                    if has_id {
+                        declare("404", &|| answer("no such object in this tenant"));
+                    }
+                    if takes_body {
+                        declare("413", &|| answer("the body, or the log entry it makes, is too large"));
+                    }
+                    if writes {
+                        declare("409", &|| {
+                            answer("conflicts with the current state (exists, resolved otherwise, reused id)")
+                        });
+                        declare("422", &|| answer("well-formed, but refused by the authority model"));
+                    }
+                } else {
+                    // Operations endpoints need no credential.
+                    operation.security = Some(vec![utoipa::openapi::security::SecurityRequirement::default()]);
                 }
-                responses.entry("503".to_owned()).or_insert_with(|| unavailable.clone());
+                declare("503", &|| unavailable.clone());
             }
         }
     }
