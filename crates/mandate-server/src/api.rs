@@ -19,6 +19,7 @@
 //! | `/v1/log/*` (checkpoint, entries, proofs, receipt, public key, search) | yes | yes | 403 |
 //! | `POST /v1/authorize`, `/v1/authorize/batch` | yes (`identity` required) | 403 | as its identity (`identity` omitted or its own, else 403 naming `identity`); actions outside its scopes 403 naming `action` |
 //! | `POST /v1/reservations/{id}/settle`, `/void` | yes | 403 | its identity's reservations; another's: 404 |
+//! | `POST /v1/events` | yes | 403 | events after its identity's decisions; another identity's decision: 404 |
 //! | `GET /v1/approvals/{id}` (long poll) | yes | 403 | approvals of its identity's decisions; another's: 404 |
 //! | `POST /v1/tokens/introspect` | any token of the tenant | 403 | itself only (another token: 403 naming `token`) |
 //! | everything else (identities, grants, policies, settings, admin keys, budgets, reservations and approvals otherwise, `POST /v1/tokens`, `/v1/tokens/revoke`) | yes | 403 | 403 |
@@ -54,15 +55,15 @@ use utoipa::{IntoParams, OpenApi, ToSchema};
 use crate::AppState;
 use crate::limits::{
     ACTION_BYTES_MAX, APPROVAL_WAIT_MAX_S, AUTHORIZE_BATCH_MAX, BODY_BYTES_MAX, BUDGET_ID_BYTES_MAX,
-    DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, IDENTITIES_PAGE_MAX, INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT,
-    RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX, SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX,
-    TOKEN_TTL_MAX_S,
+    DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX,
+    IDENTITIES_PAGE_MAX, INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX,
+    SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S,
 };
 use crate::problem::{Code, Problem};
 use crate::registry::{Caller, NewAdminKey, NewAgentToken, Principal};
 use crate::spend;
 use crate::state::{AgentToken, Role, hex};
-use crate::tenant::{self, AuthorizeRequest, Op};
+use crate::tenant::{self, AuthorizeRequest, EventRequest, Op};
 
 type ApiResult = Result<Response, Problem>;
 
@@ -73,8 +74,8 @@ pub enum Need {
     Admin,
     /// The log, search and export: `admin` or `auditor`.
     Audit,
-    /// What an agent does as itself (decide, settle, void, wait for its
-    /// approvals, introspect itself): `admin`, or an agent token, whose
+    /// What an agent does as itself (decide, settle, void, record events,
+    /// wait for its approvals, introspect itself): `admin`, or an agent token, whose
     /// handler then holds it to its identity.
     Agent,
 }
@@ -116,8 +117,10 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<A
     };
     if !allowed {
         let detail = match caller.agent() {
-            Some(_) => "an agent token may only authorize, settle, void, wait for its approvals and introspect itself"
-                .to_owned(),
+            Some(_) => {
+                "an agent token may only authorize, settle, void, record events, wait for its approvals and introspect itself"
+                    .to_owned()
+            }
             None => format!("a `{}` key may not do this", caller.role_name()),
         };
         return Err(Problem::new(Code::Forbidden, detail));
@@ -333,6 +336,59 @@ pub fn decode_budget_patch(bytes: &[u8]) -> Result<u64, Problem> {
 pub fn decode_settle(bytes: &[u8]) -> Result<BTreeMap<String, u64>, Problem> {
     let request: SettleBody = decode(bytes)?;
     Ok(request.amounts)
+}
+
+/// `POST /v1/events`: the outcome one of `success`, `failure`, `error`;
+/// `decision_id` 1 to [`SHORT_TEXT_BYTES_MAX`] bytes; `duration_ms` at most
+/// 2^53-1; `output_digest` 1 to [`EVENT_OUTPUT_DIGEST_BYTES_MAX`] bytes
+/// without control characters; `attributes` an object of at most
+/// [`EVENT_ATTRIBUTES_BYTES_MAX`] bytes in its canonical form. Whether the
+/// decision exists is the sequencer's question.
+pub fn decode_event(bytes: &[u8]) -> Result<EventRequest, Problem> {
+    let body: EventBody = decode(bytes)?;
+    if body.decision_id.is_empty() || body.decision_id.len() > SHORT_TEXT_BYTES_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "decision_id",
+            format!("`decision_id` must be 1 to {SHORT_TEXT_BYTES_MAX} bytes"),
+        ));
+    }
+    if !crate::state::EVENT_OUTCOMES.contains(&body.outcome.as_str()) {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "outcome",
+            "`outcome` must be \"success\", \"failure\" or \"error\"",
+        ));
+    }
+    if body.duration_ms.is_some_and(|duration| duration > INTEGER_MAX) {
+        return Err(Problem::field(Code::InvalidField, "duration_ms", "`duration_ms` is at most 2^53-1"));
+    }
+    if let Some(digest) = &body.output_digest
+        && (digest.is_empty() || digest.len() > EVENT_OUTPUT_DIGEST_BYTES_MAX || digest.chars().any(char::is_control))
+    {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "output_digest",
+            format!("`output_digest` must be 1 to {EVENT_OUTPUT_DIGEST_BYTES_MAX} bytes of printable text"),
+        ));
+    }
+    if let Some(attributes) = &body.attributes {
+        let size = mandate_log::json::canonicalize_object(attributes).map_or(usize::MAX, |bytes| bytes.len());
+        if size > EVENT_ATTRIBUTES_BYTES_MAX {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "attributes",
+                format!("`attributes` must be an object of at most {EVENT_ATTRIBUTES_BYTES_MAX} bytes (RFC 8785)"),
+            ));
+        }
+    }
+    Ok(EventRequest {
+        decision_id: body.decision_id,
+        outcome: body.outcome,
+        duration_ms: body.duration_ms,
+        output_digest: body.output_digest,
+        attributes: body.attributes,
+    })
 }
 
 /// `POST /v1/approvals/{id}/approve` and `/deny`: the human who answers, if
@@ -1428,6 +1484,46 @@ pub async fn void(State(app): State<AppState>, headers: HeaderMap, Path(id): Pat
     ok(caller.tenant.submit_one(as_caller(&caller, Op::Void(id))).await?)
 }
 
+// ---------------------------------------------------------------- events
+
+/// `POST /v1/events`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    /// The decision the tool ran after, made within the last 24 h (any
+    /// outcome: a denied call may still be followed by an `error`).
+    #[schema(min_length = 1, max_length = 256)]
+    decision_id: String,
+    /// `success`, `failure` or `error`.
+    outcome: String,
+    /// How long the tool ran, in milliseconds (0 to 2^53-1).
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
+    duration_ms: Option<u64>,
+    /// A digest of the tool's output, e.g. `sha256:<hex>`: up to 128 bytes of printable text.
+    #[schema(min_length = 1, max_length = 128)]
+    output_digest: Option<String>,
+    /// Free attributes: a JSON object of at most 4 KiB (RFC 8785 form).
+    #[schema(value_type = Option<Object>)]
+    attributes: Option<Map<String, Value>>,
+}
+
+/// Records a tool's outcome after a decision of the last 24 h, as an
+/// `event.recorded` entry (several per decision are fine). An agent token
+/// records events only after its identity's decisions (others: 404).
+#[utoipa::path(post, path = "/v1/events", tag = "decisions", request_body = EventBody,
+    responses((status = 201, description = "`{id, decision_id, outcome, duration_ms, output_digest, attributes, identity, log_index}`"),
+        (status = 400, description = "invalid field"),
+        (status = 404, description = "no such decision in the last 24 h (or, to an agent token, another identity's)")))]
+pub async fn record_event(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let event = decode_event(&body_bytes(body)?)?;
+    created(caller.tenant.submit_one(as_caller(&caller, Op::RecordEvent(Box::new(event)))).await?)
+}
+
 /// One reservation (held, or resolved within the last 24 h).
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
     params(("id" = String, Path, description = "reservation id")),
@@ -1742,7 +1838,7 @@ pub async fn fallback() -> Problem {
         create_grant, list_grants, get_grant, revoke_grant,
         put_policies, get_policies, policy_versions,
         get_settings, patch_settings, create_admin_key, revoke_admin_key,
-        authorize, authorize_batch,
+        authorize, authorize_batch, record_event,
         create_budget, list_budgets, get_budget, patch_budget,
         settle, void, get_reservation,
         list_approvals, get_approval, approve, deny,
@@ -1750,7 +1846,7 @@ pub async fn fallback() -> Problem {
         checkpoint, entries, inclusion_proof, consistency_proof, receipt, public_key, search,
     ),
     components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch,
-        BudgetCreate, BudgetPatch, SettleBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
+        BudgetCreate, BudgetPatch, SettleBody, EventBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
     modifiers(&BearerAuth, &LimitAnswers),
 )]
 pub struct ApiDoc;

@@ -117,6 +117,7 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/admin-keys/{id}/revoke", post(revoke_admin_key))
         .route("/v1/authorize", post(authorize))
         .route("/v1/authorize/batch", post(authorize_batch))
+        .route("/v1/events", post(record_event))
         .route("/v1/budgets", post(create_budget).get(list_budgets))
         .route("/v1/budgets/{id}", get(get_budget).patch(patch_budget))
         .route("/v1/reservations/{id}", get(get_reservation))

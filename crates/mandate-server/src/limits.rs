@@ -12,7 +12,7 @@
 //! |---|---|
 //! | [`BODY_BYTES_MAX`] | 413 `payload_too_large` |
 //! | [`JSON_DEPTH_MAX`], duplicate keys, lone surrogates, numbers beyond [`INTEGER_MAX`] | 400 `invalid_json` |
-//! | string lengths, counts, TTLs, [`AUTHORIZE_BATCH_MAX`], page sizes, [`APPROVAL_WAIT_MAX_S`] | 400 `invalid_field`, naming the field |
+//! | string lengths, counts, TTLs, [`AUTHORIZE_BATCH_MAX`], page sizes, [`APPROVAL_WAIT_MAX_S`], [`EVENT_OUTPUT_DIGEST_BYTES_MAX`], [`EVENT_ATTRIBUTES_BYTES_MAX`] | 400 `invalid_field`, naming the field |
 //! | [`ENTRY_BYTES_MAX`] (the entry a change would write) | 413 `payload_too_large` |
 //! | [`IN_FLIGHT_PER_KEY_MAX`] | 429 `too_many_requests` with `Retry-After: 1` |
 //! | [`REQUEST_TIME_MAX`] | 503 `unavailable` |
@@ -63,6 +63,13 @@ pub const RESOURCE_BYTES_MAX: usize = 1024;
 
 /// The longest `request_id` and `session_id` of a decision, in bytes.
 pub const SHORT_TEXT_BYTES_MAX: usize = 256;
+
+/// The longest `output_digest` of an event (`POST /v1/events`), in bytes.
+pub const EVENT_OUTPUT_DIGEST_BYTES_MAX: usize = 128;
+
+/// The largest `attributes` of an event (`POST /v1/events`), in bytes of
+/// its RFC 8785 form.
+pub const EVENT_ATTRIBUTES_BYTES_MAX: usize = 4 * 1024;
 
 /// The longest budget id, in bytes.
 pub const BUDGET_ID_BYTES_MAX: usize = 128;

@@ -22,6 +22,7 @@
 //! | `token.revoked` | `id` |
 //! | `decision` | the answer (SPEC §3) and the `request` it answers (with `token_id` when an agent token asked) |
 //! | `budget.*`, `reservation.*`, `approval.*` | see `spend.rs` |
+//! | `event.recorded` | `id` (UUID v7), `decision_id`, `identity` (the decision's acting identity), `outcome` (`success`, `failure` or `error`), and if given `duration_ms`, `output_digest`, `attributes`: a tool's outcome after a decision of the last 24 h (any decision, a deny included); changes nothing in the state |
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -78,7 +79,12 @@ pub mod types {
     pub const APPROVAL_DENIED: &str = "approval.denied";
     /// A pending decision unanswered in time.
     pub const APPROVAL_EXPIRED: &str = "approval.expired";
+    /// A tool's outcome after a decision.
+    pub const EVENT_RECORDED: &str = "event.recorded";
 }
+
+/// The outcomes an event may record.
+pub const EVENT_OUTCOMES: [&str; 3] = ["success", "failure", "error"];
 
 /// What an admin key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -499,6 +505,15 @@ impl TenantState {
                     _ => ApprovalStatus::Expired,
                 };
                 self.spending.apply_approval(index, id, status, by, now).map_err(malformed)?;
+            }
+            types::EVENT_RECORDED => {
+                for field in ["id", "decision_id", "identity"] {
+                    string(body, field).map_err(malformed)?;
+                }
+                let outcome = string(body, "outcome").map_err(malformed)?;
+                if !EVENT_OUTCOMES.contains(&outcome) {
+                    return Err(malformed(format!("unknown outcome `{outcome}`")));
+                }
             }
             other => return Err(malformed(format!("unknown entry type `{other}`"))),
         }

@@ -86,8 +86,10 @@ pub enum Op {
     /// batch's time and in log order, that the token is still active, and
     /// that the operation is one an agent may ask as its identity: a
     /// decision for that identity within the token's scopes (recorded with
-    /// the token's id), or the settlement or void of that identity's own
-    /// reservation (any other is not found). Anything else is forbidden.
+    /// the token's id), the settlement or void of that identity's own
+    /// reservation, or an event after that identity's own decision (any
+    /// other reservation or decision is not found). Anything else is
+    /// forbidden.
     AsAgent {
         /// The token's id.
         token_id: String,
@@ -112,6 +114,8 @@ pub enum Op {
     },
     /// Void a reservation.
     Void(String),
+    /// Record a tool's outcome after a decision of the last 24 h.
+    RecordEvent(Box<EventRequest>),
     /// Answer a pending decision.
     ResolveApproval {
         /// The approval.
@@ -121,6 +125,21 @@ pub enum Op {
         /// Who answers: a human on the chain, or the admin key.
         by: String,
     },
+}
+
+/// An event (`POST /v1/events`), checked by the HTTP layer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRequest {
+    /// The decision it follows.
+    pub decision_id: String,
+    /// `success`, `failure` or `error`.
+    pub outcome: String,
+    /// How long the tool ran.
+    pub duration_ms: Option<u64>,
+    /// A digest of the tool's output (`sha256:<hex>`, say).
+    pub output_digest: Option<String>,
+    /// Free attributes.
+    pub attributes: Option<Map<String, Value>>,
 }
 
 /// A decision request, checked by the HTTP layer.
@@ -610,6 +629,28 @@ fn evaluate(
             body.insert("id".into(), Value::from(id.as_str()));
             (types::RESERVATION_VOIDED, body, (reservation_subject(state, &id), None), None)
         }
+        Op::RecordEvent(event) => {
+            let decision = state
+                .spending
+                .recent_decision(&event.decision_id, now)
+                .ok_or_else(|| no_recent_decision(&event.decision_id))?;
+            let identity = decision.identity.to_string();
+            let mut body = Map::new();
+            if let Some(attributes) = event.attributes {
+                body.insert("attributes".into(), Value::Object(attributes));
+            }
+            body.insert("decision_id".into(), Value::from(event.decision_id));
+            if let Some(duration_ms) = event.duration_ms {
+                body.insert("duration_ms".into(), Value::from(duration_ms));
+            }
+            body.insert("id".into(), Value::from(uuid::Uuid::now_v7().to_string()));
+            body.insert("identity".into(), Value::from(identity.as_str()));
+            body.insert("outcome".into(), Value::from(event.outcome));
+            if let Some(digest) = event.output_digest {
+                body.insert("output_digest".into(), Value::from(digest));
+            }
+            (types::EVENT_RECORDED, body, (Some(identity), None), None)
+        }
         Op::ResolveApproval { id, approve, by } => {
             let Some(approval) = state.spending.approvals.get(&id) else { return Err(Problem::not_found("approval")) };
             let wanted = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
@@ -780,8 +821,20 @@ fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) 
             Some(reservation) if reservation.identity != token.identity => Err(Problem::not_found("reservation")),
             _ => Ok(()),
         },
+        // Another identity's decision is answered as if it did not exist.
+        Op::RecordEvent(event) => match state.spending.recent_decision(&event.decision_id, now) {
+            Some(decision) if decision.identity != token.identity => Err(no_recent_decision(&event.decision_id)),
+            _ => Ok(()),
+        },
         _ => Err(Problem::new(Code::Forbidden, "an agent token may not do this")),
     }
+}
+
+/// 404 for a decision that is unknown, older than
+/// [`spend::DECISION_RETENTION`], or (to an agent token) another identity's:
+/// the same answer for all three.
+fn no_recent_decision(decision_id: &str) -> Problem {
+    Problem::new(Code::NotFound, format!("no decision `{decision_id}` in the last 24 h"))
 }
 
 /// 403 for an action outside an agent token's scopes, naming them.
@@ -926,6 +979,14 @@ fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -
                 .ok_or_else(|| Problem::new(Code::Internal, "budget vanished"))
         }
         types::RESERVATION_SETTLED | types::RESERVATION_VOIDED => reservation_answer(state, &id("id")),
+        // The entry's body, with the optional fields not given as null.
+        types::EVENT_RECORDED => {
+            let mut answer = body;
+            for field in ["attributes", "duration_ms", "output_digest"] {
+                answer.entry(field).or_insert(Value::Null);
+            }
+            Ok(answer)
+        }
         types::APPROVAL_APPROVED | types::APPROVAL_DENIED => state
             .spending
             .approvals

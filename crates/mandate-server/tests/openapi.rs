@@ -41,6 +41,7 @@ fn openapi_document_describes_every_route() {
         "/v1/policies",
         "/v1/authorize",
         "/v1/authorize/batch",
+        "/v1/events",
         "/v1/log/checkpoint",
         "/v1/log/entries",
         "/v1/log/proof/inclusion",

@@ -76,6 +76,7 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/v1/admin-keys/{id}/revoke", Admin),
     ("POST", "/v1/authorize", Agent),
     ("POST", "/v1/authorize/batch", Agent),
+    ("POST", "/v1/events", Agent),
     ("POST", "/v1/budgets", Admin),
     ("GET", "/v1/budgets", Admin),
     ("GET", "/v1/budgets/{id}", Admin),
@@ -144,11 +145,32 @@ const OTHER_TENANT_WRITES: &[(&str, &str, u16, Seen)] = &[
     // A's agent asks in B: unknown there, so a (logged, B's) deny.
     ("POST", "/v1/authorize", 200, Seen::Denied),
     ("POST", "/v1/authorize/batch", 200, Seen::Denied),
+    // A's decision is not found in B.
+    ("POST", "/v1/events", 404, Seen::Anything),
     // No token for A's agent in B; A's token is not B's; A's token id is not found.
     ("POST", "/v1/tokens", 400, Seen::Field("identity")),
     ("POST", "/v1/tokens/introspect", 200, Seen::Inactive),
     ("POST", "/v1/tokens/revoke", 404, Seen::Anything),
 ];
+
+/// [`Agent`] operations without a path parameter whose body names an
+/// object (not an identity): another identity's object there is not found
+/// (404) rather than forbidden.
+const AGENT_BODY_OBJECTS: &[(&str, &str)] = &[("POST", "/v1/events")];
+
+/// The status of an operation that succeeds, where it is not 200.
+const CREATED: &[(&str, &str)] = &[
+    ("POST", "/v1/identities"),
+    ("POST", "/v1/grants"),
+    ("POST", "/v1/admin-keys"),
+    ("POST", "/v1/budgets"),
+    ("POST", "/v1/tokens"),
+    ("POST", "/v1/events"),
+];
+
+fn success_status(op: &Operation) -> u16 {
+    if CREATED.iter().any(|(method, path)| *method == op.method && *path == op.path) { 201 } else { 200 }
+}
 
 /// What an answer of [`OTHER_TENANT_WRITES`] must show besides its status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +200,11 @@ fn expected(access: Access, caller: Caller, op: &Operation) -> u16 {
         // Another identity's reservation or approval: 404; another identity
         // (or token) named in the body: 403.
         (Caller::AgentToken, Agent) if on_object => 404,
+        (Caller::AgentToken, Agent)
+            if AGENT_BODY_OBJECTS.iter().any(|(method, path)| *method == op.method && *path == op.path) =>
+        {
+            404
+        }
         (Caller::AgentToken, Agent) => 403,
         (Caller::AgentToken, _) => 403,
     }
@@ -243,6 +270,9 @@ struct TenantA {
     own_settle_reservation: String,
     own_void_reservation: String,
     own_approval: String,
+    /// A decision of `OTHER`, and one of `AGENT` (for events).
+    other_decision: String,
+    own_decision: String,
     decision_ids: Vec<String>,
 }
 
@@ -304,6 +334,8 @@ fn build_tenant_a(server: &Server) -> TenantA {
     let own_settle_reservation = held(decide(&agent_token, mine(10), "allow"));
     let own_void_reservation = held(decide(&agent_token, mine(10), "allow"));
     let own_approval = waiting(decide(&agent_token, mine(5_000), "pending"));
+    let other_decision = str_of(&decide(&key_a, charge(OTHER, "merchant://books", 10), "allow"), "/decision_id");
+    let own_decision = str_of(&decide(&agent_token, mine(10), "allow"), "/decision_id");
 
     TenantA {
         auditor,
@@ -325,6 +357,8 @@ fn build_tenant_a(server: &Server) -> TenantA {
         own_settle_reservation,
         own_void_reservation,
         own_approval,
+        other_decision,
+        own_decision,
         decision_ids,
     }
 }
@@ -415,6 +449,11 @@ fn bodies(a: &TenantA) -> BTreeMap<(&'static str, &'static str), Option<Value>> 
         (("POST", "/v1/authorize"), Some(decide.clone())),
         (("POST", "/v1/authorize/batch"), Some(json!({ "requests": [decide] }))),
         (
+            ("POST", "/v1/events"),
+            Some(json!({"decision_id": a.own_decision, "outcome": "success", "duration_ms": 12,
+                "output_digest": "sha256:00", "attributes": {"tool": "charge"}})),
+        ),
+        (
             ("POST", "/v1/budgets"),
             Some(json!({"identity": AGENT, "dimension": "tokens", "period": "day", "limit": 1_000})),
         ),
@@ -438,6 +477,7 @@ fn foreign_bodies(a: &TenantA) -> BTreeMap<(&'static str, &'static str), Value> 
     BTreeMap::from([
         (("POST", "/v1/authorize"), decide.clone()),
         (("POST", "/v1/authorize/batch"), json!({ "requests": [decide] })),
+        (("POST", "/v1/events"), json!({"decision_id": a.other_decision, "outcome": "success"})),
         (("POST", "/v1/tokens/introspect"), json!({ "token": a.other_token })),
     ])
 }
@@ -891,12 +931,13 @@ fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
         let request = tables.request(op, own, None);
         let who = "tenant a's agent token (as itself)";
         let response = check.send(op, who, &request, Some(&a.token));
-        check.compare(op, who, &request, &response, 200);
+        check.compare(op, who, &request, &response, success_status(op));
         let answer: Value = serde_json::from_slice(&response.body).unwrap_or_default();
         let about_itself = match op.path.as_str() {
             "/v1/authorize" => answer["chain"][0] == AGENT,
             "/v1/authorize/batch" => answer["results"][0]["chain"][0] == AGENT,
             "/v1/tokens/introspect" => answer["active"] == true && answer["sub"] == AGENT,
+            "/v1/events" => answer["identity"] == AGENT && answer["decision_id"] == a.own_decision.as_str(),
             _ => answer["id"] == own.unwrap_or_default(),
         };
         if !about_itself {
