@@ -12,10 +12,13 @@ use libfuzzer_sys::fuzz_target;
 use mandate_core::wire;
 use mandate_fuzz::api::{check_problem, has_float};
 use mandate_server::api::{
-    TokenRevokeBy, decode_admin_key, decode_approval_answer, decode_budget, decode_budget_patch, decode_grant,
-    decode_identity, decode_introspect, decode_settle, decode_token, decode_token_revoke,
+    TokenRevokeBy, decode_admin_key, decode_approval_answer, decode_budget, decode_budget_patch, decode_event,
+    decode_grant, decode_identity, decode_introspect, decode_settle, decode_token, decode_token_revoke,
 };
-use mandate_server::limits::{BUDGET_ID_BYTES_MAX, INTEGER_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S};
+use mandate_server::limits::{
+    BUDGET_ID_BYTES_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX, INTEGER_MAX, TOKEN_SCOPES_MAX,
+    TOKEN_TTL_MAX_S,
+};
 use mandate_server::problem::Code;
 use serde_json::Value;
 
@@ -79,6 +82,18 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Err(problem) = decode_admin_key(data) {
         check_problem("admin key", &problem, FIELDS, data);
+    }
+    match decode_event(data) {
+        Ok(event) => {
+            assert!(["success", "failure", "error"].contains(&event.outcome.as_str()), "{event:?}");
+            assert!(event.duration_ms.is_none_or(|ms| ms <= INTEGER_MAX), "{event:?}");
+            assert!(event.output_digest.as_ref().is_none_or(|d| d.len() <= EVENT_OUTPUT_DIGEST_BYTES_MAX));
+            if let Some(attributes) = &event.attributes {
+                let canonical = mandate_log::json::canonicalize_object(attributes).unwrap_or_default();
+                assert!(canonical.len() <= EVENT_ATTRIBUTES_BYTES_MAX, "{} bytes", canonical.len());
+            }
+        }
+        Err(problem) => check_problem("event", &problem, FIELDS, data),
     }
     match decode_approval_answer(data) {
         Ok(None) => assert!(data.is_empty() || matches!(mandate_log::json::parse_strict(data), Ok(Value::Object(_)))),
