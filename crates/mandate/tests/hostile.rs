@@ -10,10 +10,7 @@
 //! the deployment's concern (see docs/threat-model.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::path::Path;
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use mandate_server::limits::{
@@ -26,7 +23,7 @@ use mandate_server::limits::{
 use serde_json::{Value, json};
 
 mod common;
-use common::{Response, START_TIMEOUT, Server, assert_allowed, http, path_str, reader};
+use common::{Response, Server, assert_allowed, http, path_str};
 
 // ---------------------------------------------------------------- fixtures
 
@@ -80,43 +77,12 @@ fn refused(response: Response, code: &str, field: &str) {
     assert_eq!(problem["field"], field, "{}: {problem}", response.request);
 }
 
-/// `mandate serve` on `data` with `env` added to its environment (the
-/// harness's `Server::start` adds none).
-fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-        .args(["serve", "--data", path_str(data), "--addr", "127.0.0.1:0"])
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (stdout, stderr) = (Arc::new(Mutex::new(String::new())), Arc::new(Mutex::new(String::new())));
-    let (sender, lines) = mpsc::channel();
-    let readers = vec![
-        reader(child.stdout.take().unwrap(), stdout.clone(), Some(sender)),
-        reader(child.stderr.take().unwrap(), stderr.clone(), None),
-    ];
-    let deadline = Instant::now() + START_TIMEOUT;
-    let addr = loop {
-        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) else {
-            let _ = child.kill();
-            panic!("the server did not start; stderr: {}", stderr.lock().unwrap());
-        };
-        if let Some(rest) = line.strip_prefix("mandate: listening on http://") {
-            break rest.split_once(' ').unwrap().0.to_owned();
-        }
-    };
-    let key = std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_owned();
-    Server { child, addr, key, printed_key: None, data: data.to_owned(), stdout, stderr, readers }
-}
-
 /// A fresh data directory with its tenant made by a first start, then the
 /// server started again on it with `env`.
 fn restarted_with(env: &[(&str, &str)]) -> (tempfile::TempDir, Server) {
     let (dir, mut first) = Server::fresh();
     first.stop();
-    let server = start_with(&dir.path().join("data"), env);
+    let server = Server::start_with(&dir.path().join("data"), env);
     (dir, server)
 }
 

@@ -240,8 +240,14 @@ impl Server {
     }
 
     pub fn start(data: &Path) -> Server {
+        Server::start_with(data, &[])
+    }
+
+    /// `mandate serve` on `data` with `env` added to its environment.
+    pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
             .args(["serve", "--data", path_str(data), "--addr", "127.0.0.1:0"])
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
