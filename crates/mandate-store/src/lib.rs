@@ -24,6 +24,7 @@
 //! ([`Ledger::append_with_state`]), so that a replay of the log can be
 //! compared with them ([`Ledger::state_rows`]).
 
+mod postgres;
 mod sqlite;
 
 use std::future::{Future, IntoFuture};
@@ -35,6 +36,7 @@ use mandate_log::tree::ProofRangeError;
 use mandate_log::{CanonicalBody, EntryError, Hash, SignedCheckpoint, SignerKey};
 use serde_json::{Map, Value};
 
+pub use postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
 /// The most entries one [`Ledger::entries`] call returns.
