@@ -57,6 +57,12 @@ const SCHEMA_VERSION: i32 = 1;
 /// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
 const MIGRATION_LOCK: i64 = 0x6d61_6e64_6174_65;
 
+/// How long opening (or checking) one connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a call waits for a free connection of the pool.
+const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Indexes must fit the same range as the SQLite backend's: 2^40 per log.
 const INDEX_BITS: u32 = 40;
 
@@ -272,6 +278,10 @@ impl PostgresLedger {
             Pool::builder(manager)
                 .max_size(options.connections_max.max(2))
                 .runtime(deadpool_postgres::Runtime::Tokio1)
+                // An unreachable database fails calls instead of hanging them.
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
                 .build()
                 .map_err(|error| db_error(format!("building the pool: {error}")))?
         };

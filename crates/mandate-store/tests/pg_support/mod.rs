@@ -35,8 +35,7 @@ impl TestSchema {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = std::env::var("MANDATE_TEST_DATABASE_URL").unwrap_or_else(|_| DEFAULT_URL.to_owned());
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-        let name =
-            format!("mandate_test_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let name = format!("mandate_test_{}_{nanos}_{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
         block_on(execute(&base, &format!("CREATE SCHEMA {name}")));
         TestSchema { base, name }
     }
