@@ -55,7 +55,7 @@ use crate::{
 const SCHEMA_VERSION: i32 = 1;
 
 /// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
-const MIGRATION_LOCK: i64 = 0x6d61_6e64_6174_65;
+const MIGRATION_LOCK: i64 = 0x006d_616e_6461_7465;
 
 /// How long opening (or checking) one connection may take.
 const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
