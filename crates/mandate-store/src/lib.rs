@@ -1,5 +1,6 @@
-//! Mandate's storage: one trait in ledger verbs, [`Ledger`], and its embedded
-//! backend, [`SqliteLedger`].
+//! Mandate's storage: one trait in ledger verbs, [`Ledger`], its embedded
+//! backend, [`SqliteLedger`], and its shared one, [`PostgresLedger`] (several
+//! processes on one database).
 //!
 //! A ledger holds one append-only log per tenant. Appends from many callers
 //! are *group-committed*: one writer takes every append waiting, writes them in
