@@ -1,21 +1,25 @@
 //! The shared backend: PostgreSQL through tokio-postgres and deadpool-postgres.
 //!
 //! Several processes (several `mandate serve` instances) may share one
-//! database. The ledger owns a small tokio runtime on its own thread, which
-//! runs the connection pool, one writer task and every read; the synchronous
-//! [`Ledger`] methods hand their work to that runtime and wait for the answer
-//! on a plain channel, so they work outside any runtime, on a
-//! `spawn_blocking` thread, and never start a runtime inside another.
+//! database. The ledger owns a small tokio runtime, which runs the connection
+//! pool, the writer's transactions and every read; the synchronous [`Ledger`]
+//! methods hand their work to that runtime and wait for the answer on a plain
+//! channel, so they work outside any runtime, on a `spawn_blocking` thread,
+//! and never start a runtime inside another.
 //!
-//! Appends reach the writer task through a queue; it drains whatever is
-//! waiting (up to [`PostgresOptions::batch_entries_max`]) and writes the
-//! batch in one transaction: it locks the `logs` row of every tenant of the
-//! batch (`SELECT … FOR UPDATE`, in tenant order, so two processes never
-//! deadlock), reads each log's size under that lock and builds on its cached
-//! head only when the size still matches (`INVARIANT (fresh-head)`: another
-//! process may have appended meanwhile), then inserts entries (with their
-//! search terms), tree nodes and state rows, updates the sizes and commits.
-//! Only then does it answer the appends (`INVARIANT (ack-after-commit)`).
+//! Appends reach the writer (on the ledger's own thread) through a bounded
+//! queue; it drains whatever is waiting (up to
+//! [`PostgresOptions::batch_entries_max`]) and writes the batch in one
+//! transaction: it locks the `logs` row of every tenant of the batch
+//! (`SELECT … FOR UPDATE`, in tenant order, so two processes never deadlock),
+//! reads each log's size under that lock and builds on its cached head only
+//! when the size still matches (`INVARIANT (fresh-head)`: another process may
+//! have appended meanwhile), then inserts entries (with their search terms),
+//! tree nodes and state rows, updates the sizes and commits. Only then does it
+//! answer the appends (`INVARIANT (ack-after-commit)`). A commit whose answer
+//! is lost (the connection drops during it) is reported as failed although it
+//! may have happened; the next batch re-reads every head, so the log stays
+//! gapless either way.
 //!
 //! Checkpoints are signed holding the same row lock, after proving the new
 //! tree consistent with the last checkpoint persisted, so two processes
@@ -43,7 +47,6 @@ use std::thread::JoinHandle;
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
 use mandate_log::tree::{self, NodeId, ProveError};
 use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
-use tokio::sync::mpsc;
 use tokio_postgres::NoTls;
 
 use crate::{
@@ -117,13 +120,16 @@ const FILTERS: &str = "COALESCE(($3::text IS NULL OR type = $3::text) AND ($4::t
 pub struct PostgresOptions {
     /// The most entries committed in one transaction.
     pub batch_entries_max: usize,
+    /// The most appends waiting for the writer; further appends block their
+    /// caller (back-pressure rather than unbounded memory).
+    pub queue_appends_max: usize,
     /// The most connections in the pool.
     pub connections_max: usize,
 }
 
 impl Default for PostgresOptions {
     fn default() -> Self {
-        PostgresOptions { batch_entries_max: 4_096, connections_max: 16 }
+        PostgresOptions { batch_entries_max: 4_096, queue_appends_max: 8_192, connections_max: 16 }
     }
 }
 
@@ -142,7 +148,7 @@ struct PendingAppend {
 pub struct PostgresLedger {
     pool: Pool,
     runtime: tokio::runtime::Handle,
-    appends: Option<mpsc::UnboundedSender<PendingAppend>>,
+    appends: Option<std_mpsc::SyncSender<PendingAppend>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -285,13 +291,13 @@ impl PostgresLedger {
                 .build()
                 .map_err(|error| db_error(format!("building the pool: {error}")))?
         };
-        let (appends, queue) = mpsc::unbounded_channel();
+        let (appends, queue) = std_mpsc::sync_channel(options.queue_appends_max.max(1));
         let mut writer =
             Writer { pool: pool.clone(), heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
         let thread = std::thread::Builder::new()
             .name("mandate-pg-ledger".into())
             .spawn(move || {
-                runtime.block_on(writer.run(queue));
+                writer.run(&runtime, &queue);
                 // Reads still running end with the runtime, answering WriterStopped.
                 runtime.shutdown_background();
             })
@@ -446,8 +452,11 @@ impl Rows {
 }
 
 impl Writer {
-    async fn run(&mut self, mut queue: mpsc::UnboundedReceiver<PendingAppend>) {
-        while let Some(first) = queue.recv().await {
+    /// Waits for appends on the ledger's own thread (a plain blocking
+    /// queue, so a full queue holds its callers back) and writes each batch
+    /// on the runtime.
+    fn run(&mut self, runtime: &tokio::runtime::Runtime, queue: &std_mpsc::Receiver<PendingAppend>) {
+        while let Ok(first) = queue.recv() {
             let mut entries = first.drafts.len();
             let mut appends = vec![first];
             // Group commit: take everything already waiting, up to the batch limit.
@@ -460,7 +469,7 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.commit_appends(appends).await;
+            runtime.block_on(self.commit_appends(appends));
         }
     }
 

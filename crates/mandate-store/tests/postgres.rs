@@ -179,3 +179,55 @@ fn a_bad_address_is_a_database_error() {
     ));
     assert!(matches!(PostgresLedger::connect("not a url ://"), Err(mandate_store::StoreError::Database { .. })));
 }
+
+/// Runs one statement on the test database.
+fn execute(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+}
+
+#[test]
+fn lost_connections_are_replaced_without_a_restart() {
+    let schema = pg_support::TestSchema::new();
+    let name = format!("mandate_lost_{}", std::process::id());
+    let url = format!("{}&application_name={name}", schema.url());
+    let ledger = PostgresLedger::connect(&url).unwrap();
+    ledger.create_log("l", &signer("l")).unwrap();
+    ledger.append("l", vec![draft(0)]).wait().unwrap();
+    assert_eq!(ledger.size("l").unwrap(), 1);
+    // Every connection of the ledger is cut, as a database restart would.
+    execute(
+        &schema.url(),
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"),
+    );
+    // Calls may fail for a moment (cleanly), then work again.
+    let mut next = 1;
+    for _ in 0..50 {
+        if ledger.append("l", vec![draft(next)]).wait().is_ok() {
+            next += 1;
+            if next == 4 {
+                break;
+            }
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    assert_eq!(next, 4);
+    let size = (0..50)
+        .find_map(|_| {
+            ledger.size("l").ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                None
+            })
+        })
+        .unwrap();
+    assert_eq!(size, 4);
+    assert_eq!(verify_all(&ledger, "l"), vec![0, 1, 2, 3]);
+    ledger.sign_checkpoint("l", signer("l")).unwrap();
+}
