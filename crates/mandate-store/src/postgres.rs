@@ -250,6 +250,10 @@ async fn read_nodes<C: GenericClient>(
 
 /// The log row of `tenant`: its id and size, optionally locked.
 async fn log_row<C: GenericClient>(client: &C, tenant: &str, lock: bool) -> Result<(i64, u64), StoreError> {
+    if tenant.contains('\0') {
+        // PostgreSQL text cannot hold it, and no tenant has it.
+        return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+    }
     let sql = if lock {
         "SELECT id, size FROM logs WHERE tenant = $1 FOR UPDATE"
     } else {
@@ -775,7 +779,10 @@ async fn search_log<C: GenericClient>(
 ) -> Result<SearchPage, StoreError> {
     let limit = query.limit.clamp(1, SEARCH_PAGE_MAX);
     let start = query.after.map_or(0, |after| after.saturating_add(1));
-    if start >= size {
+    let unmatchable = [&query.identity, &query.entry_type, &query.decision]
+        .into_iter()
+        .any(|filter| filter.as_deref().is_some_and(|text| text.contains('\0')));
+    if start >= size || unmatchable {
         return Ok(SearchPage { entries: Vec::new(), next: None });
     }
     let (entry_type, decision, since, until) = (&query.entry_type, &query.decision, &query.since_us, &query.until_us);
@@ -852,6 +859,31 @@ async fn search_log<C: GenericClient>(
     Ok(SearchPage { entries, next })
 }
 
+/// PostgreSQL text cannot hold NUL: an append whose search terms or state
+/// row names hold one fails alone, before it reaches a batch.
+fn check_text(drafts: &[EntryDraft], rows: &[StateRow]) -> Result<(), StoreError> {
+    for (position, draft) in drafts.iter().enumerate() {
+        for (field, term) in [("identity", &draft.identity), ("decision", &draft.decision)] {
+            if term.as_deref().is_some_and(|term| term.contains('\0')) {
+                let reason = format!("the {field} search term holds a NUL character");
+                return Err(StoreError::InvalidEntry {
+                    position,
+                    error: mandate_log::EntryError::InvalidField { field, reason },
+                });
+            }
+        }
+    }
+    for (position, row) in rows.iter().enumerate() {
+        if row.kind.contains('\0') || row.key.contains('\0') {
+            return Err(StoreError::InvalidStateRow {
+                position,
+                reason: "its kind or key holds a NUL character".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
 impl Ledger for PostgresLedger {
     fn create_log(&self, tenant: &str, signer: &SignerKey) -> Result<(), StoreError> {
         mandate_log::entry::check_tenant(tenant).map_err(|error| StoreError::InvalidEntry { position: 0, error })?;
@@ -873,6 +905,9 @@ impl Ledger for PostgresLedger {
     }
 
     fn signer(&self, tenant: &str) -> Result<SignerKey, StoreError> {
+        if tenant.contains('\0') {
+            return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+        }
         let owned = tenant.to_owned();
         let text = self.run(move |pool| async move {
             let client = pool.get().await.map_err(db_error)?;
@@ -898,7 +933,7 @@ impl Ledger for PostgresLedger {
     }
 
     fn append_with_state(&self, tenant: &str, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
-        if let Err(error) = crate::check_append(&drafts, &rows) {
+        if let Err(error) = crate::check_append(&drafts, &rows).and_then(|()| check_text(&drafts, &rows)) {
             return AppendTicket::done(Err(error));
         }
         let (reply, receiver) = tokio::sync::oneshot::channel();
@@ -910,6 +945,10 @@ impl Ledger for PostgresLedger {
     }
 
     fn state_rows(&self, tenant: &str, kind: Option<&str>) -> Result<Vec<StateRow>, StoreError> {
+        if kind.is_some_and(|kind| kind.contains('\0')) {
+            // No kind holds NUL (PostgreSQL text cannot): this one has no rows.
+            return self.read_log(tenant, |_, _, _| Box::pin(async { Ok(Vec::new()) }));
+        }
         let kind = kind.map(str::to_owned);
         self.read_log(tenant, move |transaction, log, _| {
             Box::pin(async move {

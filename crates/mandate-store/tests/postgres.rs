@@ -231,3 +231,32 @@ fn lost_connections_are_replaced_without_a_restart() {
     assert_eq!(verify_all(&ledger, "l"), vec![0, 1, 2, 3]);
     ledger.sign_checkpoint("l", signer("l")).unwrap();
 }
+
+#[test]
+fn text_postgresql_cannot_hold_fails_alone() {
+    let schema = pg_support::TestSchema::new();
+    let ledger = PostgresLedger::connect(&schema.url()).unwrap();
+    ledger.create_log("n", &signer("n")).unwrap();
+    let ledger = &ledger;
+    std::thread::scope(|scope| {
+        let bad_term = scope.spawn(|| ledger.append("n", vec![draft(0).with_terms(Some("agent:\0"), None)]).wait());
+        let bad_row = scope.spawn(|| {
+            let row = StateRow { kind: "k".into(), key: "\0".into(), value: Some(b"v".to_vec()) };
+            ledger.append_with_state("n", vec![draft(0)], vec![row]).wait()
+        });
+        let bad_tenant = scope.spawn(|| ledger.append("n\0", vec![draft(0)]).wait());
+        let fine: Vec<_> = (0..4).map(|n| scope.spawn(move || ledger.append("n", vec![draft(n)]).wait())).collect();
+        assert!(matches!(bad_term.join().unwrap(), Err(mandate_store::StoreError::InvalidEntry { .. })));
+        assert!(matches!(bad_row.join().unwrap(), Err(mandate_store::StoreError::InvalidStateRow { .. })));
+        assert!(matches!(bad_tenant.join().unwrap(), Err(mandate_store::StoreError::UnknownTenant { .. })));
+        for append in fine {
+            append.join().unwrap().unwrap();
+        }
+    });
+    assert!(matches!(ledger.size("n\0"), Err(mandate_store::StoreError::UnknownTenant { .. })));
+    assert!(matches!(ledger.signer("n\0"), Err(mandate_store::StoreError::UnknownTenant { .. })));
+    assert_eq!(ledger.state_rows("n", Some("\0")).unwrap(), vec![]);
+    let query = mandate_store::SearchQuery { identity: Some("\0".into()), ..Default::default() };
+    assert_eq!(ledger.search("n", &query).unwrap().entries, vec![]);
+    assert_eq!(verify_all(ledger, "n").len(), 4);
+}
