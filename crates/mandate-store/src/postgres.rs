@@ -110,6 +110,10 @@ CREATE TABLE state (
 );
 ";
 
+/// Inserts the entries of a batch, one array per column.
+const INSERT_ENTRIES_SQL: &str = "INSERT INTO entries (log, idx, leaf, bytes, type, identity, decision, time_us)
+SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::int8[])";
+
 /// The filters of a search, as one SQL boolean over `$3`…`$6`: NULL (a filter
 /// on a term the entry lacks) counts as no match.
 const FILTERS: &str = "COALESCE(($3::text IS NULL OR type = $3::text) AND ($4::text IS NULL OR decision = $4::text)
@@ -223,7 +227,10 @@ async fn read_nodes<C: GenericClient>(
     let inner: Vec<NodeId> = ids.iter().filter(|id| id.level > 0).copied().collect();
     if !leaves.is_empty() {
         for row in client
-            .query("SELECT idx, leaf FROM entries WHERE log = $1 AND idx = ANY($2)", &[&log, &leaves])
+            .query(
+                &cached(client, "SELECT idx, leaf FROM entries WHERE log = $1 AND idx = ANY($2)").await?,
+                &[&log, &leaves],
+            )
             .await
             .map_err(db_error)?
         {
@@ -235,7 +242,10 @@ async fn read_nodes<C: GenericClient>(
         let keys: HashMap<i64, NodeId> = inner.iter().map(|id| (node_key(*id), *id)).collect();
         let wanted: Vec<i64> = keys.keys().copied().collect();
         for row in client
-            .query("SELECT at, hash FROM nodes WHERE log = $1 AND at = ANY($2)", &[&log, &wanted])
+            .query(
+                &cached(client, "SELECT at, hash FROM nodes WHERE log = $1 AND at = ANY($2)").await?,
+                &[&log, &wanted],
+            )
             .await
             .map_err(db_error)?
         {
@@ -246,6 +256,11 @@ async fn read_nodes<C: GenericClient>(
         }
     }
     Ok(found)
+}
+
+/// The statement for `sql`, prepared once per connection.
+async fn cached<C: GenericClient>(client: &C, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    client.prepare_cached(sql).await.map_err(db_error)
 }
 
 /// The log row of `tenant`: its id and size, optionally locked.
@@ -259,7 +274,7 @@ async fn log_row<C: GenericClient>(client: &C, tenant: &str, lock: bool) -> Resu
     } else {
         "SELECT id, size FROM logs WHERE tenant = $1"
     };
-    let row = client.query_opt(sql, &[&tenant]).await.map_err(db_error)?;
+    let row = client.query_opt(&cached(client, sql).await?, &[&tenant]).await.map_err(db_error)?;
     let row = row.ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })?;
     Ok((row.get(0), to_u64(row.get(1))))
 }
@@ -551,9 +566,7 @@ impl Writer {
         if !rows.idx.is_empty() {
             transaction
                 .execute(
-                    "INSERT INTO entries (log, idx, leaf, bytes, type, identity, decision, time_us)
-                     SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[], $4::bytea[], $5::text[], $6::text[],
-                                          $7::text[], $8::int8[])",
+                    &cached(&transaction, INSERT_ENTRIES_SQL).await?,
                     &[
                         &rows.log,
                         &rows.idx,
@@ -571,24 +584,24 @@ impl Writer {
         if !nodes.0.is_empty() {
             transaction
                 .execute(
-                    "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+                    &cached(
+                        &transaction,
+                        "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+                    )
+                    .await?,
                     &[&nodes.0, &nodes.1, &nodes.2],
                 )
                 .await
                 .map_err(db_error)?;
         }
         if !state.is_empty() {
-            let upsert = transaction
-                .prepare(
-                    "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
-                )
-                .await
-                .map_err(db_error)?;
-            let delete = transaction
-                .prepare("DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3")
-                .await
-                .map_err(db_error)?;
+            let upsert = cached(
+                &transaction,
+                "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
+            )
+            .await?;
+            let delete = cached(&transaction, "DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3").await?;
             // In order, so the last write of a key wins.
             for (log, StateRow { kind, key, value }) in &state {
                 match value {
@@ -602,7 +615,10 @@ impl Writer {
             moved.into_iter().filter_map(|(tenant, head)| head.ok().map(|head| (tenant, head))).collect();
         for head in moved.values() {
             transaction
-                .execute("UPDATE logs SET size = $1 WHERE id = $2", &[&to_i64(head.frontier.size()), &head.log])
+                .execute(
+                    &cached(&transaction, "UPDATE logs SET size = $1 WHERE id = $2").await?,
+                    &[&to_i64(head.frontier.size()), &head.log],
+                )
                 .await
                 .map_err(db_error)?;
         }
@@ -746,8 +762,10 @@ async fn sign(pool: &Pool, tenant: &str, signer: &SignerKey) -> Result<SignedChe
 }
 
 async fn read_checkpoint<C: GenericClient>(client: &C, log: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
-    let row =
-        client.query_opt("SELECT size, root, note FROM checkpoints WHERE log = $1", &[&log]).await.map_err(db_error)?;
+    let row = client
+        .query_opt(&cached(client, "SELECT size, root, note FROM checkpoints WHERE log = $1").await?, &[&log])
+        .await
+        .map_err(db_error)?;
     let Some(row) = row else { return Ok(None) };
     let (size, root, note): (i64, &[u8], String) = (row.get(0), row.get(1), row.get(2));
     let parsed = mandate_log::note::Note::parse(note.as_bytes())
@@ -795,7 +813,10 @@ async fn search_log<C: GenericClient>(
                  ORDER BY idx LIMIT $8"
             );
             let rows = client
-                .query(&sql, &[&log, &to_i64(start), entry_type, decision, since, until, &to_i64(end), &limit_i64])
+                .query(
+                    &cached(client, &sql).await?,
+                    &[&log, &to_i64(start), entry_type, decision, since, until, &to_i64(end), &limit_i64],
+                )
                 .await
                 .map_err(db_error)?;
             let entries = rows.iter().map(stored_entry).collect::<Result<Vec<_>, _>>()?;
@@ -813,7 +834,7 @@ async fn search_log<C: GenericClient>(
             let examined_max = to_i64(SEARCH_EXAMINED_MAX);
             let row = client
                 .query_one(
-                    &sql,
+                    &cached(client, &sql).await?,
                     &[
                         &log,
                         &to_i64(start),
@@ -835,7 +856,11 @@ async fn search_log<C: GenericClient>(
             } else {
                 client
                     .query(
-                        "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx = ANY($2) ORDER BY idx",
+                        &cached(
+                            client,
+                            "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx = ANY($2) ORDER BY idx",
+                        )
+                        .await?,
                         &[&log, &hits],
                     )
                     .await
