@@ -8,6 +8,10 @@
 //!
 //! The proof and search benchmarks build their log once and keep it in
 //! `target/bench-data/proofs-<size>.db` for later runs.
+//!
+//! The `postgres_append` group needs the test database
+//! (`MANDATE_TEST_DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/test`)
+//! and is skipped when it cannot be reached.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing, missing_docs)]
 
 use std::path::PathBuf;
@@ -16,8 +20,11 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use mandate_log::SignerKey;
-use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger};
+use mandate_store::{EntryDraft, Ledger, PostgresLedger, SearchQuery, SqliteLedger};
 use serde_json::json;
+
+#[path = "../tests/pg_support/mod.rs"]
+mod pg_support;
 
 fn signer() -> SignerKey {
     SignerKey::from_seed("mandate.bench/bench", [1; 32]).unwrap()
@@ -104,6 +111,49 @@ fn concurrent_appends(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// Durable appends on PostgreSQL from two ledgers on one database (as two
+/// server instances), each with many tasks awaiting their tickets.
+fn postgres_appends(c: &mut Criterion) {
+    let Ok(schema) = std::panic::catch_unwind(pg_support::TestSchema::new) else {
+        eprintln!("postgres_append: the test database cannot be reached; skipped");
+        return;
+    };
+    let mut group = c.benchmark_group("postgres_append");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    let ledgers: Vec<Arc<PostgresLedger>> =
+        (0..2).map(|_| Arc::new(PostgresLedger::connect(&schema.url()).unwrap())).collect();
+    ledgers[0].create_log("bench", &signer()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    for tasks in [64u64, 512] {
+        group.throughput(Throughput::Elements(1));
+        group.bench_with_input(BenchmarkId::new("two_ledgers_concurrent_tasks", tasks), &tasks, |b, &tasks| {
+            b.iter_custom(|iters| {
+                let per_task = iters.div_ceil(tasks);
+                let started = Instant::now();
+                runtime.block_on(async {
+                    let handles: Vec<_> = (0..tasks)
+                        .map(|task| {
+                            let ledger = ledgers[(task % 2) as usize].clone();
+                            tokio::spawn(async move {
+                                for i in 0..per_task {
+                                    ledger.append("bench", vec![decision(task * per_task + i)]).await.unwrap();
+                                }
+                            })
+                        })
+                        .collect();
+                    for handle in handles {
+                        handle.await.unwrap();
+                    }
+                });
+                started.elapsed().mul_f64(iters as f64 / (per_task * tasks) as f64)
+            });
+        });
+    }
+    group.finish();
+    drop(ledgers);
+    drop(schema);
 }
 
 fn proof_log(size: u64) -> SqliteLedger {
@@ -197,5 +247,5 @@ fn searches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, concurrent_appends, proofs, searches);
+criterion_group!(benches, concurrent_appends, postgres_appends, proofs, searches);
 criterion_main!(benches);

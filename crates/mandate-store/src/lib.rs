@@ -1,5 +1,6 @@
-//! Mandate's storage: one trait in ledger verbs, [`Ledger`], and its embedded
-//! backend, [`SqliteLedger`].
+//! Mandate's storage: one trait in ledger verbs, [`Ledger`], its embedded
+//! backend, [`SqliteLedger`], and its shared one, [`PostgresLedger`] (several
+//! processes on one database).
 //!
 //! A ledger holds one append-only log per tenant. Appends from many callers
 //! are *group-committed*: one writer takes every append waiting, writes them in
@@ -24,6 +25,7 @@
 //! ([`Ledger::append_with_state`]), so that a replay of the log can be
 //! compared with them ([`Ledger::state_rows`]).
 
+mod postgres;
 mod sqlite;
 
 use std::future::{Future, IntoFuture};
@@ -35,6 +37,7 @@ use mandate_log::tree::ProofRangeError;
 use mandate_log::{CanonicalBody, EntryError, Hash, SignedCheckpoint, SignerKey};
 use serde_json::{Map, Value};
 
+pub use postgres::{PostgresLedger, PostgresOptions};
 pub use sqlite::{SqliteLedger, SqliteOptions};
 
 /// The most entries one [`Ledger::entries`] call returns.

@@ -6,8 +6,10 @@
 use std::sync::Arc;
 
 use mandate_log::{Checkpoint, Entry, Hash, LogVerifier, MemoryTree, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, Ledger, SearchPage, SearchQuery, SqliteLedger, StateRow, StoreError};
+use mandate_store::{EntryDraft, Ledger, PostgresLedger, SearchPage, SearchQuery, SqliteLedger, StateRow, StoreError};
 use serde_json::json;
+
+mod pg_support;
 
 fn draft(n: u64) -> EntryDraft {
     let serde_json::Value::Object(body) = json!({"n": n, "note": "conformance"}) else { unreachable!() };
@@ -710,3 +712,12 @@ fn sqlite() -> (tempfile::TempDir, SqliteLedger) {
 }
 
 backend!(sqlite_backend, sqlite());
+
+/// A ledger on a fresh schema of the test database (see `pg_support`).
+fn postgres() -> (pg_support::TestSchema, PostgresLedger) {
+    let schema = pg_support::TestSchema::new();
+    let ledger = PostgresLedger::connect(&schema.url()).unwrap();
+    (schema, ledger)
+}
+
+backend!(postgres_backend, postgres());

@@ -16,14 +16,15 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mandate_log::{Entry, Hash, LogVerifier};
-use mandate_store::{EntryDraft, Ledger, SearchQuery, SqliteLedger, StateRow, StoreError};
+use mandate_store::{EntryDraft, Ledger, PostgresLedger, SearchQuery, SqliteLedger, StateRow, StoreError};
 use serde_json::json;
+
+mod pg_support;
 
 const CHILD_ENV: &str = "MANDATE_CRASH_CHILD_DB";
 const TENANT: &str = "crash";
@@ -32,21 +33,50 @@ const WRITERS: u64 = 8;
 /// A child that is never killed stops by itself after this long.
 const CHILD_LIFETIME_MAX: Duration = Duration::from_secs(60);
 
+/// Opens the store a child or a check names: a PostgreSQL URL, or a SQLite
+/// file.
+fn open_ledger(db: &str) -> Arc<dyn Ledger> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        Arc::new(PostgresLedger::connect(db).unwrap())
+    } else {
+        Arc::new(SqliteLedger::open(db).unwrap())
+    }
+}
+
 #[test]
 fn acknowledged_appends_survive_sigkill() {
-    if let Ok(path) = std::env::var(CHILD_ENV) {
-        append_until_killed(Path::new(&path));
+    if let Ok(db) = std::env::var(CHILD_ENV) {
+        append_until_killed(&db);
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("mandate.db");
+    kill_and_check("acknowledged_appends_survive_sigkill", db.to_str().unwrap());
+}
+
+/// The same against PostgreSQL (a fresh schema of the test database): a
+/// killed process's open transaction is rolled back by the server, and
+/// everything it acknowledged was committed.
+#[test]
+fn acknowledged_appends_survive_sigkill_on_postgres() {
+    if let Ok(db) = std::env::var(CHILD_ENV) {
+        append_until_killed(&db);
+        return;
+    }
+    let schema = pg_support::TestSchema::new();
+    kill_and_check("acknowledged_appends_survive_sigkill_on_postgres", &schema.url());
+}
+
+/// The parent: runs `test` (this binary) as a child appending to `db`,
+/// kills it [`KILLS`] times and checks the store after each kill.
+fn kill_and_check(test: &str, db: &str) {
     let mut acknowledged: BTreeMap<u64, Hash> = BTreeMap::new();
     // The first index of each acknowledged append, and the name of its row.
     let mut acknowledged_appends: BTreeMap<u64, String> = BTreeMap::new();
     for round in 0..KILLS {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "acknowledged_appends_survive_sigkill", "--nocapture", "--test-threads=1"])
-            .env(CHILD_ENV, &db)
+            .args(["--exact", test, "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, db)
             .env("MANDATE_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -95,18 +125,13 @@ fn acknowledged_appends_survive_sigkill() {
         for (index, name) in append_acks.lock().unwrap().drain(..) {
             assert_eq!(acknowledged_appends.insert(index, name), None, "append at {index} acked twice");
         }
-        check_store(&db, &acknowledged, &acknowledged_appends, round);
+        check_store(db, &acknowledged, &acknowledged_appends, round);
     }
 }
 
 /// Opens the store as a restarted server would and checks every promise.
-fn check_store(
-    db: &Path,
-    acknowledged: &BTreeMap<u64, Hash>,
-    acknowledged_appends: &BTreeMap<u64, String>,
-    round: u32,
-) {
-    let ledger = SqliteLedger::open(db).unwrap();
+fn check_store(db: &str, acknowledged: &BTreeMap<u64, Hash>, acknowledged_appends: &BTreeMap<u64, String>, round: u32) {
+    let ledger = open_ledger(db);
     let size = ledger.size(TENANT).unwrap();
     let (&last_acked, _) = acknowledged.last_key_value().unwrap();
     assert!(size > last_acked, "round {round}: log has {size} entries but index {last_acked} was acknowledged");
@@ -183,8 +208,8 @@ fn append_name(round: u64, writer: u64, seq: u64) -> String {
 
 /// The child: append from several threads and print each acknowledgement
 /// only after `wait()` returned, which is after the commit.
-fn append_until_killed(db: &Path) {
-    let ledger = Arc::new(SqliteLedger::open(db).unwrap());
+fn append_until_killed(db: &str) {
+    let ledger = open_ledger(db);
     let signer = mandate_log::SignerKey::from_seed("mandate.test/crash", [9; 32]).unwrap();
     match ledger.create_log(TENANT, &signer) {
         Ok(()) | Err(StoreError::TenantExists { .. }) => {}

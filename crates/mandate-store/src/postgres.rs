@@ -1,0 +1,1081 @@
+//! The shared backend: PostgreSQL through tokio-postgres and deadpool-postgres.
+//!
+//! Several processes (several `mandate serve` instances) may share one
+//! database. The ledger owns a small tokio runtime, which runs the connection
+//! pool, the writer's transactions and every read; the synchronous [`Ledger`]
+//! methods hand their work to that runtime and wait for the answer on a plain
+//! channel, so they work outside any runtime, on a `spawn_blocking` thread,
+//! and never start a runtime inside another.
+//!
+//! Appends reach the writer (on the ledger's own thread) through a bounded
+//! queue; it drains whatever is waiting (up to
+//! [`PostgresOptions::batch_entries_max`]) and writes the batch in one
+//! transaction: it locks the `logs` row of every tenant of the batch
+//! (`SELECT … FOR UPDATE`, in tenant order, so two processes never deadlock),
+//! reads each log's size under that lock and builds on its cached head only
+//! when the size still matches (`INVARIANT (fresh-head)`: another process may
+//! have appended meanwhile), then inserts entries (with their search terms),
+//! tree nodes and state rows, updates the sizes and commits. Only then does it
+//! answer the appends (`INVARIANT (ack-after-commit)`). A commit whose answer
+//! is lost (the connection drops during it) is reported as failed although it
+//! may have happened; the next batch re-reads every head, so the log stays
+//! gapless either way.
+//!
+//! Checkpoints are signed holding the same row lock, after proving the new
+//! tree consistent with the last checkpoint persisted, so two processes
+//! signing at once never produce two inconsistent checkpoints.
+//!
+//! Tables (created at connect, under a transaction-scoped advisory lock, so
+//! two processes starting together migrate once):
+//! - `mandate_schema(version)`: the schema version.
+//! - `logs(id, tenant, size, signer)`: one row per tenant log, the lock that
+//!   sequences its appends.
+//! - `entries(log, idx, leaf, bytes, type, identity, decision, time_us)`:
+//!   each entry with its search terms; `(log, identity, idx)` is indexed for
+//!   searches by identity.
+//! - `nodes(log, at, hash)`: every complete subtree of level ≥ 1, keyed as in
+//!   the SQLite backend (`at = last leaf << 6 | level`).
+//! - `checkpoints(log, size, root, note)`: the last checkpoint signed.
+//! - `state(log, kind, key, value)`: the state rows ([`crate::StateRow`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::mpsc as std_mpsc;
+use std::thread::JoinHandle;
+
+use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
+use mandate_log::tree::{self, NodeId, ProveError};
+use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
+use tokio_postgres::NoTls;
+
+use crate::{
+    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
+    SearchQuery, StateRow, StoreError, StoredEntry,
+};
+
+/// The schema version in `mandate_schema`.
+const SCHEMA_VERSION: i32 = 1;
+
+/// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
+const MIGRATION_LOCK: i64 = 0x006d_616e_6461_7465;
+
+/// How long opening (or checking) one connection may take.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long a call waits for a free connection of the pool.
+const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Indexes must fit the same range as the SQLite backend's: 2^40 per log.
+const INDEX_BITS: u32 = 40;
+
+/// The schema, version 1.
+const SCHEMA: &str = "
+CREATE TABLE logs (
+    id BIGSERIAL PRIMARY KEY,
+    tenant TEXT NOT NULL UNIQUE,
+    size BIGINT NOT NULL CHECK (size >= 0),
+    signer TEXT NOT NULL
+);
+CREATE TABLE entries (
+    log BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    leaf BYTEA NOT NULL CHECK (length(leaf) = 32),
+    bytes BYTEA NOT NULL,
+    type TEXT NOT NULL,
+    identity TEXT,
+    decision TEXT,
+    time_us BIGINT NOT NULL,
+    PRIMARY KEY (log, idx)
+);
+CREATE INDEX entries_identity ON entries (log, identity, idx) WHERE identity IS NOT NULL;
+CREATE TABLE nodes (
+    log BIGINT NOT NULL,
+    at BIGINT NOT NULL,
+    hash BYTEA NOT NULL CHECK (length(hash) = 32),
+    PRIMARY KEY (log, at)
+);
+CREATE TABLE checkpoints (
+    log BIGINT PRIMARY KEY,
+    size BIGINT NOT NULL,
+    root BYTEA NOT NULL,
+    note TEXT NOT NULL
+);
+CREATE TABLE state (
+    log BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BYTEA NOT NULL,
+    PRIMARY KEY (log, kind, key)
+);
+";
+
+/// Inserts the entries of a batch, one array per column.
+const INSERT_ENTRIES_SQL: &str = "INSERT INTO entries (log, idx, leaf, bytes, type, identity, decision, time_us)
+SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[], $4::bytea[], $5::text[], $6::text[], $7::text[], $8::int8[])";
+
+/// The filters of a search, as one SQL boolean over `$3`…`$6`: NULL (a filter
+/// on a term the entry lacks) counts as no match.
+const FILTERS: &str = "COALESCE(($3::text IS NULL OR type = $3::text) AND ($4::text IS NULL OR decision = $4::text)
+  AND ($5::int8 IS NULL OR time_us >= $5::int8) AND ($6::int8 IS NULL OR time_us < $6::int8), false)";
+
+/// Tuning for [`PostgresLedger`].
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// The most entries committed in one transaction.
+    pub batch_entries_max: usize,
+    /// The most appends waiting for the writer; further appends block their
+    /// caller (back-pressure rather than unbounded memory).
+    pub queue_appends_max: usize,
+    /// The most connections in the pool.
+    pub connections_max: usize,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        PostgresOptions { batch_entries_max: 4_096, queue_appends_max: 8_192, connections_max: 16 }
+    }
+}
+
+/// Where an append's outcome goes.
+type AppendReply = tokio::sync::oneshot::Sender<Result<Vec<Appended>, StoreError>>;
+
+/// An append waiting for the writer.
+struct PendingAppend {
+    tenant: String,
+    drafts: Vec<EntryDraft>,
+    rows: Vec<StateRow>,
+    reply: AppendReply,
+}
+
+/// The PostgreSQL ledger. Share it behind an `Arc`.
+pub struct PostgresLedger {
+    pool: Pool,
+    runtime: tokio::runtime::Handle,
+    appends: Option<std_mpsc::SyncSender<PendingAppend>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for PostgresLedger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresLedger").finish_non_exhaustive()
+    }
+}
+
+fn db_error(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Database { message: error.to_string() }
+}
+
+fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { reason: reason.into() }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn to_u64(n: i64) -> u64 {
+    u64::try_from(n).unwrap_or(0)
+}
+
+fn hash_from_blob(blob: &[u8]) -> Result<Hash, StoreError> {
+    <[u8; 32]>::try_from(blob).map(Hash).map_err(|_| corrupt("a stored hash is not 32 bytes"))
+}
+
+/// A node's key, as in the SQLite backend: the index of its last leaf, then
+/// its level.
+fn node_key(id: NodeId) -> i64 {
+    let last_leaf = ((u128::from(id.index) + 1) << id.level) - 1;
+    i64::try_from((last_leaf << 6) | u128::from(id.level)).unwrap_or(i64::MAX)
+}
+
+fn prove_error(error: ProveError<StoreError>) -> StoreError {
+    match error {
+        ProveError::Range(range) => StoreError::Range(range),
+        ProveError::Source(source) => source,
+    }
+}
+
+/// The tree algorithms read nodes through a synchronous callback, and which
+/// nodes they read depends only on the sizes and indexes asked for: `run`
+/// once to learn the node ids, fetch them all in one query, then run again
+/// on the fetched hashes.
+async fn with_nodes<C: GenericClient, T>(
+    client: &C,
+    log: i64,
+    mut run: impl FnMut(&mut dyn FnMut(NodeId) -> Result<Hash, StoreError>) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let mut wanted = Vec::new();
+    run(&mut |id| {
+        wanted.push(id);
+        Ok(Hash::ZERO)
+    })?;
+    let hashes = read_nodes(client, log, &wanted).await?;
+    run(&mut |id| {
+        hashes.get(&id).copied().ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))
+    })
+}
+
+/// Reads the hashes of `ids` (leaves from `entries`, the rest from `nodes`).
+///
+/// These statements are not cached: a cached statement soon gets a generic
+/// plan, and PostgreSQL's generic plan for `= ANY($2)` scanned the whole log
+/// (measured: appends from two ledgers fell from ~7,500/s to ~1,000/s).
+async fn read_nodes<C: GenericClient>(
+    client: &C,
+    log: i64,
+    ids: &[NodeId],
+) -> Result<HashMap<NodeId, Hash>, StoreError> {
+    let mut found = HashMap::with_capacity(ids.len());
+    let leaves: Vec<i64> = ids.iter().filter(|id| id.level == 0).map(|id| to_i64(id.index)).collect();
+    let inner: Vec<NodeId> = ids.iter().filter(|id| id.level > 0).copied().collect();
+    if !leaves.is_empty() {
+        for row in client
+            .query("SELECT idx, leaf FROM entries WHERE log = $1 AND idx = ANY($2)", &[&log, &leaves])
+            .await
+            .map_err(db_error)?
+        {
+            let index: i64 = row.get(0);
+            found.insert(NodeId { level: 0, index: to_u64(index) }, hash_from_blob(row.get(1))?);
+        }
+    }
+    if !inner.is_empty() {
+        let keys: HashMap<i64, NodeId> = inner.iter().map(|id| (node_key(*id), *id)).collect();
+        let wanted: Vec<i64> = keys.keys().copied().collect();
+        for row in client
+            .query("SELECT at, hash FROM nodes WHERE log = $1 AND at = ANY($2)", &[&log, &wanted])
+            .await
+            .map_err(db_error)?
+        {
+            let at: i64 = row.get(0);
+            if let Some(id) = keys.get(&at) {
+                found.insert(*id, hash_from_blob(row.get(1))?);
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// The statement for `sql`, prepared once per connection.
+async fn cached<C: GenericClient>(client: &C, sql: &str) -> Result<tokio_postgres::Statement, StoreError> {
+    client.prepare_cached(sql).await.map_err(db_error)
+}
+
+/// The log row of `tenant`: its id and size, optionally locked.
+async fn log_row<C: GenericClient>(client: &C, tenant: &str, lock: bool) -> Result<(i64, u64), StoreError> {
+    if tenant.contains('\0') {
+        // PostgreSQL text cannot hold it, and no tenant has it.
+        return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+    }
+    let sql = if lock {
+        "SELECT id, size FROM logs WHERE tenant = $1 FOR UPDATE"
+    } else {
+        "SELECT id, size FROM logs WHERE tenant = $1"
+    };
+    let row = client.query_opt(&cached(client, sql).await?, &[&tenant]).await.map_err(db_error)?;
+    let row = row.ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })?;
+    Ok((row.get(0), to_u64(row.get(1))))
+}
+
+impl PostgresLedger {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`,
+    /// or key=value text), creating or migrating the schema.
+    pub fn connect(url: &str) -> Result<PostgresLedger, StoreError> {
+        PostgresLedger::connect_with(url, PostgresOptions::default())
+    }
+
+    /// Connects with explicit tuning.
+    pub fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresLedger, StoreError> {
+        let config: tokio_postgres::Config =
+            url.parse().map_err(|error| db_error(format!("the database address does not parse: {error}")))?;
+        let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("mandate-pg")
+            .enable_all()
+            .build()
+            .map_err(|error| db_error(format!("starting the runtime: {error}")))?;
+        let handle = runtime.handle().clone();
+        let pool = {
+            let _entered = runtime.enter();
+            Pool::builder(manager)
+                .max_size(options.connections_max.max(2))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                // An unreachable database fails calls instead of hanging them.
+                .create_timeout(Some(CONNECT_TIMEOUT))
+                .wait_timeout(Some(POOL_WAIT_TIMEOUT))
+                .recycle_timeout(Some(CONNECT_TIMEOUT))
+                .build()
+                .map_err(|error| db_error(format!("building the pool: {error}")))?
+        };
+        let (appends, queue) = std_mpsc::sync_channel(options.queue_appends_max.max(1));
+        let mut writer =
+            Writer { pool: pool.clone(), heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
+        let thread = std::thread::Builder::new()
+            .name("mandate-pg-ledger".into())
+            .spawn(move || {
+                writer.run(&runtime, &queue);
+                // Reads still running end with the runtime, answering WriterStopped.
+                runtime.shutdown_background();
+            })
+            .map_err(|error| db_error(format!("starting the ledger thread: {error}")))?;
+        let ledger = PostgresLedger { pool, runtime: handle, appends: Some(appends), thread: Some(thread) };
+        ledger.run(|pool| async move { migrate(&pool).await })?;
+        Ok(ledger)
+    }
+
+    /// Runs `work` on the ledger's runtime and waits for its answer, from any
+    /// thread (it never blocks inside the runtime it waits for).
+    fn run<T, F>(&self, work: impl FnOnce(Pool) -> F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let (reply, answer) = std_mpsc::sync_channel(1);
+        let future = work(self.pool.clone());
+        self.runtime.spawn(async move {
+            let _ = reply.send(future.await);
+        });
+        answer.recv().unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    /// Runs `f` on a read-only repeatable-read transaction on `tenant`'s
+    /// log, so every row it reads comes from one snapshot.
+    fn read_log<T, F>(&self, tenant: &str, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'a> FnOnce(
+                &'a deadpool_postgres::Transaction<'a>,
+                i64,
+                u64,
+            ) -> std::pin::Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>
+            + Send
+            + 'static,
+    {
+        let tenant = tenant.to_owned();
+        self.run(move |pool| async move {
+            let mut client = pool.get().await.map_err(db_error)?;
+            let transaction = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await
+                .map_err(db_error)?;
+            let (log, size) = log_row(&transaction, &tenant, false).await?;
+            f(&transaction, log, size).await
+        })
+    }
+}
+
+impl Drop for PostgresLedger {
+    fn drop(&mut self) {
+        // Closing the queue lets the writer finish the batches already sent.
+        self.appends.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Creates or migrates the schema holding a transaction-scoped advisory lock,
+/// so that two processes connecting at once migrate it once.
+async fn migrate(pool: &Pool) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let transaction = client.transaction().await.map_err(db_error)?;
+    transaction.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(db_error)?;
+    let exists = transaction
+        .query_one("SELECT to_regclass('mandate_schema') IS NOT NULL", &[])
+        .await
+        .map_err(db_error)?
+        .get::<_, bool>(0);
+    let version: i32 = if exists {
+        transaction
+            .query_opt("SELECT version FROM mandate_schema", &[])
+            .await
+            .map_err(db_error)?
+            .map_or(0, |row| row.get(0))
+    } else {
+        transaction.batch_execute("CREATE TABLE mandate_schema (version INTEGER NOT NULL)").await.map_err(db_error)?;
+        0
+    };
+    match version {
+        0 => {
+            transaction.batch_execute(SCHEMA).await.map_err(db_error)?;
+            transaction
+                .execute("INSERT INTO mandate_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                .await
+                .map_err(db_error)?;
+        }
+        SCHEMA_VERSION => {}
+        other => {
+            return Err(db_error(format!(
+                "the database schema is version {other}, which this mandate ({SCHEMA_VERSION}) cannot use"
+            )));
+        }
+    }
+    transaction.commit().await.map_err(db_error)
+}
+
+/// The in-memory head of one log: what the next append builds on.
+#[derive(Debug, Clone)]
+struct Head {
+    log: i64,
+    frontier: Frontier,
+    last_leaf: Hash,
+}
+
+/// The writer task's state.
+struct Writer {
+    pool: Pool,
+    heads: HashMap<String, Head>,
+    batch_entries_max: usize,
+}
+
+/// One append of a batch and its outcome, to be sent after the commit.
+struct Staged {
+    reply: AppendReply,
+    result: Result<Vec<Appended>, StoreError>,
+}
+
+/// One entry of a batch, ready to insert.
+#[derive(Default)]
+struct Rows {
+    log: Vec<i64>,
+    idx: Vec<i64>,
+    leaf: Vec<Vec<u8>>,
+    bytes: Vec<Vec<u8>>,
+    entry_type: Vec<String>,
+    identity: Vec<Option<String>>,
+    decision: Vec<Option<String>>,
+    time_us: Vec<i64>,
+}
+
+impl Rows {
+    fn len(&self) -> usize {
+        self.idx.len()
+    }
+
+    fn truncate(&mut self, len: usize) {
+        self.log.truncate(len);
+        self.idx.truncate(len);
+        self.leaf.truncate(len);
+        self.bytes.truncate(len);
+        self.entry_type.truncate(len);
+        self.identity.truncate(len);
+        self.decision.truncate(len);
+        self.time_us.truncate(len);
+    }
+}
+
+impl Writer {
+    /// Waits for appends on the ledger's own thread (a plain blocking
+    /// queue, so a full queue holds its callers back) and writes each batch
+    /// on the runtime.
+    fn run(&mut self, runtime: &tokio::runtime::Runtime, queue: &std_mpsc::Receiver<PendingAppend>) {
+        while let Ok(first) = queue.recv() {
+            let mut entries = first.drafts.len();
+            let mut appends = vec![first];
+            // Group commit: take everything already waiting, up to the batch limit.
+            while entries < self.batch_entries_max {
+                match queue.try_recv() {
+                    Ok(append) => {
+                        entries += append.drafts.len();
+                        appends.push(append);
+                    }
+                    Err(_) => break,
+                }
+            }
+            runtime.block_on(self.commit_appends(appends));
+        }
+    }
+
+    /// Writes every append of a batch in one transaction, then answers them.
+    async fn commit_appends(&mut self, appends: Vec<PendingAppend>) {
+        let mut staged = Vec::with_capacity(appends.len());
+        let outcome = self.write_batch(appends, &mut staged).await;
+        if let Err(error) = outcome {
+            // Nothing of the batch is committed: forget the heads it moved.
+            self.heads.clear();
+            for append in staged {
+                let _ = append.reply.send(Err(error.clone()));
+            }
+            return;
+        }
+        // INVARIANT (ack-after-commit): replies go out only now.
+        for append in staged {
+            let _ = append.reply.send(append.result);
+        }
+    }
+
+    async fn write_batch(&mut self, appends: Vec<PendingAppend>, staged: &mut Vec<Staged>) -> Result<(), StoreError> {
+        let fail_all = |appends: Vec<PendingAppend>, staged: &mut Vec<Staged>| {
+            staged.extend(appends.into_iter().map(|append| Staged { reply: append.reply, result: Ok(Vec::new()) }));
+        };
+        let mut client = match self.pool.get().await {
+            Ok(client) => client,
+            Err(error) => {
+                fail_all(appends, staged);
+                return Err(db_error(error));
+            }
+        };
+        let transaction = match client.transaction().await {
+            Ok(transaction) => transaction,
+            Err(error) => {
+                fail_all(appends, staged);
+                return Err(db_error(error));
+            }
+        };
+        // Lock every log of the batch, in tenant order (so that two processes
+        // locking overlapping sets never deadlock), and read its committed
+        // head under the lock.
+        let tenants: BTreeSet<String> = appends.iter().map(|append| append.tenant.clone()).collect();
+        let mut moved: HashMap<String, Result<Head, StoreError>> = HashMap::new();
+        for tenant in tenants {
+            let head = match current_head(&transaction, &self.heads, &tenant).await {
+                Ok(head) => Ok(head),
+                Err(error @ StoreError::UnknownTenant { .. }) => Err(error),
+                Err(error) => {
+                    fail_all(appends, staged);
+                    return Err(error);
+                }
+            };
+            moved.insert(tenant, head);
+        }
+        let mut rows = Rows::default();
+        let mut nodes: (Vec<i64>, Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new(), Vec::new());
+        let mut state: Vec<(i64, StateRow)> = Vec::new();
+        for PendingAppend { tenant, drafts, rows: state_rows, reply } in appends {
+            let head = moved
+                .get(&tenant)
+                .cloned()
+                .unwrap_or_else(|| Err(StoreError::UnknownTenant { tenant: tenant.clone() }));
+            let result = head.and_then(|head| stage(&tenant, head, drafts, &mut rows, &mut nodes));
+            let result = match result {
+                Ok((head, appended)) => {
+                    state.extend(state_rows.into_iter().map(|row| (head.log, row)));
+                    moved.insert(tenant, Ok(head));
+                    Ok(appended)
+                }
+                Err(error) => Err(error),
+            };
+            staged.push(Staged { reply, result });
+        }
+        if !rows.idx.is_empty() {
+            transaction
+                .execute(
+                    &cached(&transaction, INSERT_ENTRIES_SQL).await?,
+                    &[
+                        &rows.log,
+                        &rows.idx,
+                        &rows.leaf,
+                        &rows.bytes,
+                        &rows.entry_type,
+                        &rows.identity,
+                        &rows.decision,
+                        &rows.time_us,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        if !nodes.0.is_empty() {
+            transaction
+                .execute(
+                    &cached(
+                        &transaction,
+                        "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+                    )
+                    .await?,
+                    &[&nodes.0, &nodes.1, &nodes.2],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        if !state.is_empty() {
+            let upsert = cached(
+                &transaction,
+                "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
+            )
+            .await?;
+            let delete = cached(&transaction, "DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3").await?;
+            // In order, so the last write of a key wins.
+            for (log, StateRow { kind, key, value }) in &state {
+                match value {
+                    Some(value) => transaction.execute(&upsert, &[log, kind, key, value]).await,
+                    None => transaction.execute(&delete, &[log, kind, key]).await,
+                }
+                .map_err(db_error)?;
+            }
+        }
+        let moved: HashMap<String, Head> =
+            moved.into_iter().filter_map(|(tenant, head)| head.ok().map(|head| (tenant, head))).collect();
+        for head in moved.values() {
+            transaction
+                .execute(
+                    &cached(&transaction, "UPDATE logs SET size = $1 WHERE id = $2").await?,
+                    &[&to_i64(head.frontier.size()), &head.log],
+                )
+                .await
+                .map_err(db_error)?;
+        }
+        transaction.commit().await.map_err(db_error)?;
+        self.heads.extend(moved);
+        Ok(())
+    }
+}
+
+/// The head of `tenant`'s log as committed, its row locked for this
+/// transaction: the cached one when the size in the database still matches
+/// it, else loaded afresh (first use, or another process appended).
+async fn current_head<C: GenericClient>(
+    client: &C,
+    heads: &HashMap<String, Head>,
+    tenant: &str,
+) -> Result<Head, StoreError> {
+    // INVARIANT (fresh-head): read under the row lock, so it is the committed
+    // size and nobody else can move it before this transaction ends.
+    let (log, size) = log_row(client, tenant, true).await?;
+    if let Some(head) = heads.get(tenant)
+        && head.log == log
+        && head.frontier.size() == size
+    {
+        return Ok(head.clone());
+    }
+    let mut wanted: Vec<NodeId> = Frontier::node_ids(size).collect();
+    if let Some(last) = size.checked_sub(1) {
+        wanted.push(NodeId { level: 0, index: last });
+    }
+    let hashes = read_nodes(client, log, &wanted).await?;
+    let mut get = |id: NodeId| {
+        hashes.get(&id).copied().ok_or_else(|| corrupt(format!("tree node {}/{} is missing", id.level, id.index)))
+    };
+    let frontier = Frontier::load(size, &mut get)?;
+    let last_leaf = match size.checked_sub(1) {
+        Some(last) => get(NodeId { level: 0, index: last })?,
+        None => Hash::ZERO,
+    };
+    Ok(Head { log, frontier, last_leaf })
+}
+
+/// Turns one append's drafts into rows on top of `head`; returns the moved head.
+fn stage(
+    tenant: &str,
+    mut head: Head,
+    drafts: Vec<EntryDraft>,
+    rows: &mut Rows,
+    nodes: &mut (Vec<i64>, Vec<i64>, Vec<Vec<u8>>),
+) -> Result<(Head, Vec<Appended>), StoreError> {
+    let (rows_before, nodes_before) = (rows.len(), nodes.0.len());
+    let undo = |rows: &mut Rows, nodes: &mut (Vec<i64>, Vec<i64>, Vec<Vec<u8>>)| {
+        rows.truncate(rows_before);
+        nodes.0.truncate(nodes_before);
+        nodes.1.truncate(nodes_before);
+        nodes.2.truncate(nodes_before);
+    };
+    let mut appended = Vec::with_capacity(drafts.len());
+    for (position, draft) in drafts.into_iter().enumerate() {
+        let index = head.frontier.size();
+        if index >> INDEX_BITS != 0 {
+            undo(rows, nodes);
+            return Err(corrupt(format!("tenant `{tenant}`'s log is full ({index} entries)")));
+        }
+        let EntryDraft { entry_type, time, time_us, body, identity, decision } = draft;
+        let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
+        let canonical = match entry_head.encode(&body) {
+            Ok(canonical) => canonical,
+            Err(error) => {
+                // All or nothing per append: drop the rows staged for it.
+                undo(rows, nodes);
+                return Err(StoreError::InvalidEntry { position, error });
+            }
+        };
+        let log = head.log;
+        head.frontier.push(canonical.leaf_hash, |id, hash| {
+            if id.level > 0 {
+                nodes.0.push(log);
+                nodes.1.push(node_key(id));
+                nodes.2.push(hash.as_bytes().to_vec());
+            }
+        });
+        head.last_leaf = canonical.leaf_hash;
+        rows.log.push(log);
+        rows.idx.push(to_i64(index));
+        rows.leaf.push(canonical.leaf_hash.as_bytes().to_vec());
+        rows.bytes.push(canonical.bytes);
+        rows.entry_type.push(entry_type);
+        rows.identity.push(identity);
+        rows.decision.push(decision);
+        rows.time_us.push(time_us);
+        appended.push(Appended { index, leaf_hash: canonical.leaf_hash });
+    }
+    Ok((head, appended))
+}
+
+/// Signs a checkpoint of `tenant`'s committed log holding its row lock, after
+/// proving it consistent with the last one persisted.
+async fn sign(pool: &Pool, tenant: &str, signer: &SignerKey) -> Result<SignedCheckpoint, StoreError> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let transaction = client.transaction().await.map_err(db_error)?;
+    let (log, size) = log_row(&transaction, tenant, true).await?;
+    let root = with_nodes(&transaction, log, |get| tree::root(size, &mut |id| get(id))).await?;
+    let last = read_checkpoint(&transaction, log).await?;
+    if let Some(last) = &last {
+        let old = &last.checkpoint;
+        if old.size > size {
+            return Err(corrupt(format!(
+                "the log has {size} entries but a checkpoint of size {} was signed",
+                old.size
+            )));
+        }
+        // INVARIANT (consistent-checkpoints): prove before signing.
+        let proof = with_nodes(&transaction, log, |get| {
+            tree::consistency_proof(old.size, size, &mut |id| get(id)).map_err(prove_error)
+        })
+        .await?;
+        if !tree::verify_consistency(old.size, size, &old.root, &root, &proof) {
+            return Err(corrupt(format!(
+                "the log of size {size} is not consistent with the checkpoint of size {} signed before",
+                old.size
+            )));
+        }
+        if old.size == size && old.origin == signer.name() {
+            return Ok(last.clone());
+        }
+    }
+    let signed = Checkpoint { origin: signer.name().to_owned(), size, root }
+        .sign(signer)
+        .map_err(|error| db_error(format!("signing: {error}")))?;
+    transaction
+        .execute(
+            "INSERT INTO checkpoints (log, size, root, note) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (log) DO UPDATE SET size = excluded.size, root = excluded.root, note = excluded.note",
+            &[&log, &to_i64(size), &root.as_bytes().as_slice(), &signed.note],
+        )
+        .await
+        .map_err(db_error)?;
+    transaction.commit().await.map_err(db_error)?;
+    Ok(signed)
+}
+
+async fn read_checkpoint<C: GenericClient>(client: &C, log: i64) -> Result<Option<SignedCheckpoint>, StoreError> {
+    let row = client
+        .query_opt(&cached(client, "SELECT size, root, note FROM checkpoints WHERE log = $1").await?, &[&log])
+        .await
+        .map_err(db_error)?;
+    let Some(row) = row else { return Ok(None) };
+    let (size, root, note): (i64, &[u8], String) = (row.get(0), row.get(1), row.get(2));
+    let parsed = mandate_log::note::Note::parse(note.as_bytes())
+        .ok()
+        .and_then(|note| Checkpoint::parse_text(&note.text).ok())
+        .ok_or_else(|| corrupt("the stored checkpoint does not parse"))?;
+    let root = hash_from_blob(root)?;
+    if parsed.size != u64::try_from(size).unwrap_or(u64::MAX) || parsed.root != root {
+        return Err(corrupt("the stored checkpoint's note differs from its size and root"));
+    }
+    Ok(Some(SignedCheckpoint { checkpoint: parsed, note }))
+}
+
+fn stored_entry(row: &tokio_postgres::Row) -> Result<StoredEntry, StoreError> {
+    let index: i64 = row.get(0);
+    Ok(StoredEntry { index: to_u64(index), leaf_hash: hash_from_blob(row.get(1))?, bytes: row.get(2) })
+}
+
+/// One page of a search in log `log` of `size` committed entries.
+///
+/// Without an identity the candidates are the next [`SEARCH_EXAMINED_MAX`]
+/// entries after the cursor (a range of the primary key); with one, the
+/// identity's next [`SEARCH_EXAMINED_MAX`] entries (through its index).
+async fn search_log<C: GenericClient>(
+    client: &C,
+    log: i64,
+    size: u64,
+    query: &SearchQuery,
+) -> Result<SearchPage, StoreError> {
+    let limit = query.limit.clamp(1, SEARCH_PAGE_MAX);
+    let start = query.after.map_or(0, |after| after.saturating_add(1));
+    let unmatchable = [&query.identity, &query.entry_type, &query.decision]
+        .into_iter()
+        .any(|filter| filter.as_deref().is_some_and(|text| text.contains('\0')));
+    if start >= size || unmatchable {
+        return Ok(SearchPage { entries: Vec::new(), next: None });
+    }
+    let (entry_type, decision, since, until) = (&query.entry_type, &query.decision, &query.since_us, &query.until_us);
+    let limit_i64 = to_i64(limit as u64);
+    let (entries, last_examined) = match &query.identity {
+        None => {
+            let end = size.min(start.saturating_add(SEARCH_EXAMINED_MAX));
+            let sql = format!(
+                "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx >= $2 AND idx < $7 AND {FILTERS}
+                 ORDER BY idx LIMIT $8"
+            );
+            let rows = client
+                .query(
+                    &cached(client, &sql).await?,
+                    &[&log, &to_i64(start), entry_type, decision, since, until, &to_i64(end), &limit_i64],
+                )
+                .await
+                .map_err(db_error)?;
+            let entries = rows.iter().map(stored_entry).collect::<Result<Vec<_>, _>>()?;
+            (entries, end - 1)
+        }
+        Some(identity) => {
+            let sql = format!(
+                "WITH candidates AS (
+                   SELECT idx, {FILTERS} AS hit FROM entries
+                   WHERE log = $1 AND identity = $9 AND idx >= $2 AND idx < $7 ORDER BY idx LIMIT $10
+                 ), hits AS (SELECT idx FROM candidates WHERE hit ORDER BY idx LIMIT $8)
+                 SELECT (SELECT count(*) FROM candidates), (SELECT max(idx) FROM candidates),
+                        (SELECT coalesce(array_agg(idx ORDER BY idx), '{{}}') FROM hits)"
+            );
+            let examined_max = to_i64(SEARCH_EXAMINED_MAX);
+            let row = client
+                .query_one(
+                    &cached(client, &sql).await?,
+                    &[
+                        &log,
+                        &to_i64(start),
+                        entry_type,
+                        decision,
+                        since,
+                        until,
+                        &to_i64(size),
+                        &limit_i64,
+                        identity,
+                        &examined_max,
+                    ],
+                )
+                .await
+                .map_err(db_error)?;
+            let (count, max, hits): (i64, Option<i64>, Vec<i64>) = (row.get(0), row.get(1), row.get(2));
+            let rows = if hits.is_empty() {
+                Vec::new()
+            } else {
+                client
+                    .query(
+                        "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx = ANY($2) ORDER BY idx",
+                        &[&log, &hits],
+                    )
+                    .await
+                    .map_err(db_error)?
+            };
+            let entries = rows.iter().map(stored_entry).collect::<Result<Vec<_>, _>>()?;
+            if entries.len() != hits.len() {
+                return Err(corrupt("a search found entries that cannot be read"));
+            }
+            let last = match max {
+                Some(max) if count >= examined_max => to_u64(max),
+                _ => size - 1,
+            };
+            (entries, last)
+        }
+    };
+    let next = match entries.last() {
+        Some(entry) if entries.len() == limit => Some(entry.index),
+        _ => Some(last_examined).filter(|&last| last + 1 < size),
+    };
+    Ok(SearchPage { entries, next })
+}
+
+/// PostgreSQL text cannot hold NUL: an append whose search terms or state
+/// row names hold one fails alone, before it reaches a batch.
+fn check_text(drafts: &[EntryDraft], rows: &[StateRow]) -> Result<(), StoreError> {
+    for (position, draft) in drafts.iter().enumerate() {
+        for (field, term) in [("identity", &draft.identity), ("decision", &draft.decision)] {
+            if term.as_deref().is_some_and(|term| term.contains('\0')) {
+                let reason = format!("the {field} search term holds a NUL character");
+                return Err(StoreError::InvalidEntry {
+                    position,
+                    error: mandate_log::EntryError::InvalidField { field, reason },
+                });
+            }
+        }
+    }
+    for (position, row) in rows.iter().enumerate() {
+        if row.kind.contains('\0') || row.key.contains('\0') {
+            return Err(StoreError::InvalidStateRow {
+                position,
+                reason: "its kind or key holds a NUL character".to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+impl Ledger for PostgresLedger {
+    fn create_log(&self, tenant: &str, signer: &SignerKey) -> Result<(), StoreError> {
+        mandate_log::entry::check_tenant(tenant).map_err(|error| StoreError::InvalidEntry { position: 0, error })?;
+        let (tenant, signer) = (tenant.to_owned(), signer.to_private_text());
+        self.run(move |pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            let inserted = client
+                .execute(
+                    "INSERT INTO logs (tenant, size, signer) VALUES ($1, 0, $2) ON CONFLICT (tenant) DO NOTHING",
+                    &[&tenant, &signer],
+                )
+                .await
+                .map_err(db_error)?;
+            if inserted == 0 {
+                return Err(StoreError::TenantExists { tenant });
+            }
+            Ok(())
+        })
+    }
+
+    fn signer(&self, tenant: &str) -> Result<SignerKey, StoreError> {
+        if tenant.contains('\0') {
+            return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+        }
+        let owned = tenant.to_owned();
+        let text = self.run(move |pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            let row =
+                client.query_opt("SELECT signer FROM logs WHERE tenant = $1", &[&owned]).await.map_err(db_error)?;
+            row.map(|row| row.get::<_, String>(0)).ok_or(StoreError::UnknownTenant { tenant: owned })
+        })?;
+        if text.is_empty() {
+            return Err(StoreError::NoSigner { tenant: tenant.to_owned() });
+        }
+        SignerKey::parse(&text)
+            .map_err(|error| corrupt(format!("the signing key stored for tenant `{tenant}` does not parse: {error}")))
+    }
+
+    fn tenants(&self) -> Result<Vec<String>, StoreError> {
+        self.run(|pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            // By bytes, whatever the database's collation.
+            let rows =
+                client.query("SELECT tenant FROM logs ORDER BY tenant COLLATE \"C\"", &[]).await.map_err(db_error)?;
+            Ok(rows.iter().map(|row| row.get(0)).collect())
+        })
+    }
+
+    fn append_with_state(&self, tenant: &str, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
+        if let Err(error) = crate::check_append(&drafts, &rows).and_then(|()| check_text(&drafts, &rows)) {
+            return AppendTicket::done(Err(error));
+        }
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let append = PendingAppend { tenant: tenant.to_owned(), drafts, rows, reply };
+        match self.appends.as_ref().map(|appends| appends.send(append)) {
+            Some(Ok(())) => AppendTicket::waiting(receiver),
+            _ => AppendTicket::done(Err(StoreError::WriterStopped)),
+        }
+    }
+
+    fn state_rows(&self, tenant: &str, kind: Option<&str>) -> Result<Vec<StateRow>, StoreError> {
+        if kind.is_some_and(|kind| kind.contains('\0')) {
+            // No kind holds NUL (PostgreSQL text cannot): this one has no rows.
+            return self.read_log(tenant, |_, _, _| Box::pin(async { Ok(Vec::new()) }));
+        }
+        let kind = kind.map(str::to_owned);
+        self.read_log(tenant, move |transaction, log, _| {
+            Box::pin(async move {
+                let rows = transaction
+                    .query(
+                        "SELECT kind, key, value FROM state WHERE log = $1 AND ($2::text IS NULL OR kind = $2::text)
+                     ORDER BY kind COLLATE \"C\", key COLLATE \"C\"",
+                        &[&log, &kind],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                Ok(rows
+                    .iter()
+                    .map(|row| StateRow { kind: row.get(0), key: row.get(1), value: Some(row.get(2)) })
+                    .collect())
+            })
+        })
+    }
+
+    fn size(&self, tenant: &str) -> Result<u64, StoreError> {
+        let tenant = tenant.to_owned();
+        self.run(move |pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            log_row(&client, &tenant, false).await.map(|(_, size)| size)
+        })
+    }
+
+    fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
+        self.read_log(tenant, move |transaction, log, size| {
+            Box::pin(async move {
+                if start > end || end > size || end - start > ENTRIES_PAGE_MAX {
+                    return Err(StoreError::EntryRange { start, end, size });
+                }
+                let rows = transaction
+                    .query(
+                        "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+                        &[&log, &to_i64(start), &to_i64(end)],
+                    )
+                    .await
+                    .map_err(db_error)?;
+                let mut entries = Vec::with_capacity(rows.len());
+                for (expected, row) in (start..end).zip(&rows) {
+                    let entry = stored_entry(row)?;
+                    if entry.index != expected {
+                        return Err(corrupt(format!("entry {expected} is missing")));
+                    }
+                    entries.push(entry);
+                }
+                if entries.len() as u64 != end - start {
+                    return Err(corrupt(format!("entries [{start}, {end}) are incomplete")));
+                }
+                Ok(entries)
+            })
+        })
+    }
+
+    fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError> {
+        self.read_log(tenant, move |transaction, log, log_size| {
+            Box::pin(async move {
+                if size > log_size {
+                    return Err(StoreError::EntryRange { start: 0, end: size, size: log_size });
+                }
+                with_nodes(transaction, log, |get| tree::root(size, &mut |id| get(id))).await
+            })
+        })
+    }
+
+    fn inclusion_proof(&self, tenant: &str, index: u64, size: u64) -> Result<Vec<Hash>, StoreError> {
+        self.read_log(tenant, move |transaction, log, log_size| {
+            Box::pin(async move {
+                if size > log_size {
+                    return Err(StoreError::EntryRange { start: 0, end: size, size: log_size });
+                }
+                with_nodes(transaction, log, |get| {
+                    tree::inclusion_proof(index, size, &mut |id| get(id)).map_err(prove_error)
+                })
+                .await
+            })
+        })
+    }
+
+    fn consistency_proof(&self, tenant: &str, from: u64, to: u64) -> Result<Vec<Hash>, StoreError> {
+        self.read_log(tenant, move |transaction, log, log_size| {
+            Box::pin(async move {
+                if to > log_size {
+                    return Err(StoreError::EntryRange { start: 0, end: to, size: log_size });
+                }
+                with_nodes(transaction, log, |get| {
+                    tree::consistency_proof(from, to, &mut |id| get(id)).map_err(prove_error)
+                })
+                .await
+            })
+        })
+    }
+
+    fn search(&self, tenant: &str, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+        let query = query.clone();
+        self.read_log(tenant, move |transaction, log, size| {
+            Box::pin(async move { search_log(transaction, log, size, &query).await })
+        })
+    }
+
+    fn latest_checkpoint(&self, tenant: &str) -> Result<Option<SignedCheckpoint>, StoreError> {
+        self.read_log(tenant, |transaction, log, _| Box::pin(async move { read_checkpoint(transaction, log).await }))
+    }
+
+    fn sign_checkpoint(&self, tenant: &str, signer: Arc<SignerKey>) -> Result<SignedCheckpoint, StoreError> {
+        let tenant = tenant.to_owned();
+        self.run(move |pool| async move { sign(&pool, &tenant, &signer).await })
+    }
+}

@@ -1,0 +1,288 @@
+//! The PostgreSQL backend across processes: several ledgers on one database
+//! (as several `mandate serve` instances would be) share each tenant's log.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::sync::Arc;
+
+use mandate_log::{Entry, LogVerifier, SignedCheckpoint, SignerKey, tree};
+use mandate_store::{EntryDraft, Ledger, PostgresLedger, StateRow};
+use serde_json::json;
+
+mod pg_support;
+
+fn draft(n: u64) -> EntryDraft {
+    let serde_json::Value::Object(body) = json!({"n": n}) else { unreachable!() };
+    EntryDraft::new("test.append", "2026-11-22T12:00:00Z", &body).unwrap()
+}
+
+fn signer(tenant: &str) -> Arc<SignerKey> {
+    Arc::new(SignerKey::from_seed(&format!("mandate.test/{tenant}"), [42; 32]).unwrap())
+}
+
+/// Reads the whole log through `ledger`, checks the chain and the root, and
+/// returns the `n` of every entry in log order.
+fn verify_all(ledger: &dyn Ledger, tenant: &str) -> Vec<u64> {
+    let size = ledger.size(tenant).unwrap();
+    let mut verifier = LogVerifier::new(&[]);
+    let mut numbers = Vec::new();
+    let mut start = 0;
+    while start < size {
+        let end = (start + mandate_store::ENTRIES_PAGE_MAX).min(size);
+        for (offset, stored) in ledger.entries(tenant, start, end).unwrap().into_iter().enumerate() {
+            assert_eq!(stored.index, start + offset as u64);
+            verifier.push(&stored.bytes).unwrap();
+            numbers.push(Entry::parse(&stored.bytes).unwrap().body["n"].as_u64().unwrap());
+        }
+        start = end;
+    }
+    let verified = verifier.finish(None, None).unwrap();
+    assert_eq!(verified.size, size);
+    assert_eq!(ledger.root(tenant, size).unwrap(), verified.root);
+    numbers
+}
+
+#[test]
+fn two_ledgers_appending_to_one_tenant_make_one_gapless_log() {
+    let schema = pg_support::TestSchema::new();
+    let ledgers: Vec<PostgresLedger> = (0..2).map(|_| PostgresLedger::connect(&schema.url()).unwrap()).collect();
+    ledgers[0].create_log("shared", &signer("shared")).unwrap();
+    let (threads_per_ledger, appends_per_thread) = (4u64, 60u64);
+    std::thread::scope(|scope| {
+        for (l, ledger) in ledgers.iter().enumerate() {
+            for thread in 0..threads_per_ledger {
+                scope.spawn(move || {
+                    for i in 0..appends_per_thread {
+                        let first = ((l as u64 * threads_per_ledger + thread) * appends_per_thread + i) * 2;
+                        let row = StateRow {
+                            kind: "last".into(),
+                            key: format!("{l}/{thread}"),
+                            value: Some(i.to_string().into_bytes()),
+                        };
+                        let appended = ledger
+                            .append_with_state("shared", vec![draft(first), draft(first + 1)], vec![row])
+                            .wait()
+                            .unwrap();
+                        assert_eq!(appended[1].index, appended[0].index + 1);
+                    }
+                });
+            }
+        }
+    });
+    let total = 2 * threads_per_ledger * appends_per_thread * 2;
+    for ledger in &ledgers {
+        assert_eq!(ledger.size("shared").unwrap(), total);
+        let mut numbers = verify_all(ledger, "shared");
+        numbers.sort_unstable();
+        assert_eq!(numbers, (0..total).collect::<Vec<_>>());
+        let rows = ledger.state_rows("shared", Some("last")).unwrap();
+        assert_eq!(rows.len(), (2 * threads_per_ledger) as usize);
+        let last = (appends_per_thread - 1).to_string().into_bytes();
+        assert!(rows.iter().all(|row| row.value.as_deref() == Some(last.as_slice())));
+    }
+    // Each ledger's cached head is stale now; both still append correctly.
+    for (n, ledger) in ledgers.iter().enumerate() {
+        let appended = ledger.append("shared", vec![draft(total + n as u64)]).wait().unwrap();
+        assert_eq!(appended[0].index, total + n as u64);
+    }
+    assert_eq!(verify_all(&ledgers[1], "shared").len() as u64, total + 2);
+}
+
+#[test]
+fn two_ledgers_signing_at_once_never_sign_inconsistent_checkpoints() {
+    let schema = pg_support::TestSchema::new();
+    let ledgers: Vec<PostgresLedger> = (0..2).map(|_| PostgresLedger::connect(&schema.url()).unwrap()).collect();
+    ledgers[0].create_log("c", &signer("c")).unwrap();
+    let key = signer("c");
+    let signed: Vec<SignedCheckpoint> = std::thread::scope(|scope| {
+        let handles: Vec<_> = ledgers
+            .iter()
+            .enumerate()
+            .map(|(l, ledger)| {
+                let key = key.clone();
+                scope.spawn(move || {
+                    let mut signed = Vec::new();
+                    for i in 0..40u64 {
+                        ledger.append("c", vec![draft(l as u64 * 1_000 + i)]).wait().unwrap();
+                        signed.push(ledger.sign_checkpoint("c", key.clone()).unwrap());
+                    }
+                    signed
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect()
+    });
+    // Every checkpoint either ledger signed is consistent with every other.
+    let ledger = &ledgers[0];
+    let size = ledger.size("c").unwrap();
+    assert_eq!(size, 80);
+    for checkpoint in &signed {
+        SignedCheckpoint::open(checkpoint.note.as_bytes(), std::slice::from_ref(key.verifier())).unwrap();
+        let (old, new) = (checkpoint.checkpoint.size, size);
+        let root = ledger.root("c", new).unwrap();
+        let proof = ledger.consistency_proof("c", old, new).unwrap();
+        assert!(tree::verify_consistency(old, new, &checkpoint.checkpoint.root, &root, &proof));
+    }
+    let latest = ledger.latest_checkpoint("c").unwrap().unwrap();
+    assert_eq!(latest.checkpoint.size, signed.iter().map(|c| c.checkpoint.size).max().unwrap());
+    verify_all(ledger, "c");
+}
+
+#[test]
+fn ledgers_connecting_at_once_migrate_once() {
+    let schema = pg_support::TestSchema::new();
+    let url = schema.url();
+    let ledgers: Vec<PostgresLedger> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..4).map(|_| scope.spawn(|| PostgresLedger::connect(&url).unwrap())).collect();
+        handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+    });
+    ledgers[0].create_log("m", &signer("m")).unwrap();
+    for (n, ledger) in ledgers.iter().enumerate() {
+        assert_eq!(ledger.append("m", vec![draft(n as u64)]).wait().unwrap()[0].index, n as u64);
+    }
+    drop(ledgers);
+    // A later connect finds the schema in place and the log intact.
+    let again = PostgresLedger::connect(&url).unwrap();
+    assert_eq!(verify_all(&again, "m"), vec![0, 1, 2, 3]);
+}
+
+#[test]
+fn works_from_inside_a_multi_thread_runtime() {
+    let schema = pg_support::TestSchema::new();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let ledger = Arc::new(PostgresLedger::connect(&schema.url()).unwrap());
+        ledger.create_log("rt", &signer("rt")).unwrap();
+        let tasks: Vec<_> = (0..8u64)
+            .map(|n| {
+                let ledger = ledger.clone();
+                tokio::spawn(async move { ledger.append("rt", vec![draft(n)]).await.unwrap() })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let reader = ledger.clone();
+        let size = tokio::task::spawn_blocking(move || reader.size("rt").unwrap()).await.unwrap();
+        assert_eq!(size, 8);
+        let reader = ledger.clone();
+        tokio::task::spawn_blocking(move || verify_all(reader.as_ref(), "rt")).await.unwrap();
+        // Dropping it inside the runtime does not panic.
+        drop(ledger);
+    });
+}
+
+#[test]
+fn a_bad_address_is_a_database_error() {
+    assert!(matches!(
+        PostgresLedger::connect("postgres://postgres@127.0.0.1:1/test?connect_timeout=2"),
+        Err(mandate_store::StoreError::Database { .. })
+    ));
+    assert!(matches!(PostgresLedger::connect("not a url ://"), Err(mandate_store::StoreError::Database { .. })));
+}
+
+/// Runs one statement on the test database.
+fn execute(url: &str, sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        let _ = task.await;
+    });
+}
+
+#[test]
+fn lost_connections_are_replaced_without_a_restart() {
+    let schema = pg_support::TestSchema::new();
+    let name = format!("mandate_lost_{}", std::process::id());
+    let url = format!("{}&application_name={name}", schema.url());
+    let ledger = PostgresLedger::connect(&url).unwrap();
+    ledger.create_log("l", &signer("l")).unwrap();
+    ledger.append("l", vec![draft(0)]).wait().unwrap();
+    assert_eq!(ledger.size("l").unwrap(), 1);
+    // Every connection of the ledger is cut, as a database restart would.
+    execute(
+        &schema.url(),
+        &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = '{name}'"),
+    );
+    // Calls may fail for a moment (cleanly), then work again.
+    let mut next = 1;
+    for _ in 0..50 {
+        if ledger.append("l", vec![draft(next)]).wait().is_ok() {
+            next += 1;
+            if next == 4 {
+                break;
+            }
+        } else {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+    assert_eq!(next, 4);
+    let size = (0..50)
+        .find_map(|_| {
+            ledger.size("l").ok().or_else(|| {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                None
+            })
+        })
+        .unwrap();
+    assert_eq!(size, 4);
+    assert_eq!(verify_all(&ledger, "l"), vec![0, 1, 2, 3]);
+    ledger.sign_checkpoint("l", signer("l")).unwrap();
+}
+
+#[test]
+fn text_postgresql_cannot_hold_fails_alone() {
+    let schema = pg_support::TestSchema::new();
+    let ledger = PostgresLedger::connect(&schema.url()).unwrap();
+    ledger.create_log("n", &signer("n")).unwrap();
+    let ledger = &ledger;
+    std::thread::scope(|scope| {
+        let bad_term = scope.spawn(|| ledger.append("n", vec![draft(0).with_terms(Some("agent:\0"), None)]).wait());
+        let bad_row = scope.spawn(|| {
+            let row = StateRow { kind: "k".into(), key: "\0".into(), value: Some(b"v".to_vec()) };
+            ledger.append_with_state("n", vec![draft(0)], vec![row]).wait()
+        });
+        let bad_tenant = scope.spawn(|| ledger.append("n\0", vec![draft(0)]).wait());
+        let fine: Vec<_> = (0..4).map(|n| scope.spawn(move || ledger.append("n", vec![draft(n)]).wait())).collect();
+        assert!(matches!(bad_term.join().unwrap(), Err(mandate_store::StoreError::InvalidEntry { .. })));
+        assert!(matches!(bad_row.join().unwrap(), Err(mandate_store::StoreError::InvalidStateRow { .. })));
+        assert!(matches!(bad_tenant.join().unwrap(), Err(mandate_store::StoreError::UnknownTenant { .. })));
+        for append in fine {
+            append.join().unwrap().unwrap();
+        }
+    });
+    assert!(matches!(ledger.size("n\0"), Err(mandate_store::StoreError::UnknownTenant { .. })));
+    assert!(matches!(ledger.signer("n\0"), Err(mandate_store::StoreError::UnknownTenant { .. })));
+    assert_eq!(ledger.state_rows("n", Some("\0")).unwrap(), vec![]);
+    let query = mandate_store::SearchQuery { identity: Some("\0".into()), ..Default::default() };
+    assert_eq!(ledger.search("n", &query).unwrap().entries, vec![]);
+    assert_eq!(verify_all(ledger, "n").len(), 4);
+}
+
+#[test]
+fn two_ledgers_appending_to_several_tenants_never_deadlock() {
+    let schema = pg_support::TestSchema::new();
+    let ledgers: Vec<PostgresLedger> = (0..2).map(|_| PostgresLedger::connect(&schema.url()).unwrap()).collect();
+    let tenants = ["t0", "t1", "t2"];
+    for tenant in tenants {
+        ledgers[0].create_log(tenant, &signer(tenant)).unwrap();
+    }
+    // Each batch of either ledger likely holds several tenants, in any order:
+    // their rows are locked in tenant order, so the ledgers never deadlock.
+    std::thread::scope(|scope| {
+        for (l, ledger) in ledgers.iter().enumerate() {
+            for thread in 0..6u64 {
+                scope.spawn(move || {
+                    for i in 0..40u64 {
+                        let tenant = tenants[((thread + i + l as u64) % 3) as usize];
+                        ledger.append(tenant, vec![draft(i)]).wait().unwrap();
+                    }
+                });
+            }
+        }
+    });
+    let sizes: u64 = tenants.iter().map(|tenant| verify_all(&ledgers[1], tenant).len() as u64).sum();
+    assert_eq!(sizes, 2 * 6 * 40);
+}
