@@ -438,3 +438,60 @@ impl Future for TicketFuture {
         }
     }
 }
+
+/// A stored structure is not what the store wrote.
+pub(crate) fn corrupt(reason: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { reason: reason.into() }
+}
+
+/// A proof's failure as a store error.
+pub(crate) fn prove_error(error: mandate_log::tree::ProveError<StoreError>) -> StoreError {
+    match error {
+        mandate_log::tree::ProveError::Range(range) => StoreError::Range(range),
+        mandate_log::tree::ProveError::Source(source) => source,
+    }
+}
+
+/// Refuses to sign for a log smaller than the last signed checkpoint: the
+/// log was rolled back. Every backend calls it before proving consistency.
+pub(crate) fn check_not_rolled_back(last: &SignedCheckpoint, size: u64) -> Result<(), StoreError> {
+    let old = &last.checkpoint;
+    if old.size > size {
+        return Err(corrupt(format!("the log has {size} entries but a checkpoint of size {} was signed", old.size)));
+    }
+    Ok(())
+}
+
+/// The checkpoint to answer for a log of `size` entries with `root`, given
+/// the last one persisted and the consistency `proof` from it: the last one
+/// again (`Ok(None)`: same size and signer, nothing to persist), or a newly
+/// signed one to persist (`Ok(Some)`).
+///
+/// INVARIANT (consistent-checkpoints): nothing is signed unless the proof
+/// shows the log extends what was signed before. The one rule, for every
+/// backend.
+pub(crate) fn next_checkpoint(
+    last: Option<&SignedCheckpoint>,
+    size: u64,
+    root: Hash,
+    proof: &[Hash],
+    signer: &SignerKey,
+) -> Result<Option<SignedCheckpoint>, StoreError> {
+    if let Some(last) = last {
+        check_not_rolled_back(last, size)?;
+        let old = &last.checkpoint;
+        if !mandate_log::tree::verify_consistency(old.size, size, &old.root, &root, proof) {
+            return Err(corrupt(format!(
+                "the log of size {size} is not consistent with the checkpoint of size {} signed before",
+                old.size
+            )));
+        }
+        if old.size == size && old.origin == signer.name() {
+            return Ok(None);
+        }
+    }
+    mandate_log::Checkpoint { origin: signer.name().to_owned(), size, root }
+        .sign(signer)
+        .map(Some)
+        .map_err(|error| StoreError::Database { message: format!("signing: {error}") })
+}

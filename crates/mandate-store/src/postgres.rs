@@ -45,13 +45,13 @@ use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
-use mandate_log::tree::{self, NodeId, ProveError};
+use mandate_log::tree::{self, NodeId};
 use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
 use tokio_postgres::NoTls;
 
 use crate::{
     AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
-    SearchQuery, StateRow, StoreError, StoredEntry,
+    SearchQuery, StateRow, StoreError, StoredEntry, check_not_rolled_back, corrupt, next_checkpoint, prove_error,
 };
 
 /// The schema version in `mandate_schema`.
@@ -166,10 +166,6 @@ fn db_error(error: impl std::fmt::Display) -> StoreError {
     StoreError::Database { message: error.to_string() }
 }
 
-fn corrupt(reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { reason: reason.into() }
-}
-
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -187,13 +183,6 @@ fn hash_from_blob(blob: &[u8]) -> Result<Hash, StoreError> {
 fn node_key(id: NodeId) -> i64 {
     let last_leaf = ((u128::from(id.index) + 1) << id.level) - 1;
     i64::try_from((last_leaf << 6) | u128::from(id.level)).unwrap_or(i64::MAX)
-}
-
-fn prove_error(error: ProveError<StoreError>) -> StoreError {
-    match error {
-        ProveError::Range(range) => StoreError::Range(range),
-        ProveError::Source(source) => source,
-    }
 }
 
 /// The tree algorithms read nodes through a synchronous callback, and which
@@ -721,32 +710,20 @@ async fn sign(pool: &Pool, tenant: &str, signer: &SignerKey) -> Result<SignedChe
     let (log, size) = log_row(&transaction, tenant, true).await?;
     let root = with_nodes(&transaction, log, |get| tree::root(size, &mut |id| get(id))).await?;
     let last = read_checkpoint(&transaction, log).await?;
-    if let Some(last) = &last {
-        let old = &last.checkpoint;
-        if old.size > size {
-            return Err(corrupt(format!(
-                "the log has {size} entries but a checkpoint of size {} was signed",
-                old.size
-            )));
+    let proof = match &last {
+        Some(last) => {
+            check_not_rolled_back(last, size)?;
+            let from = last.checkpoint.size;
+            with_nodes(&transaction, log, |get| {
+                tree::consistency_proof(from, size, &mut |id| get(id)).map_err(prove_error)
+            })
+            .await?
         }
-        // INVARIANT (consistent-checkpoints): prove before signing.
-        let proof = with_nodes(&transaction, log, |get| {
-            tree::consistency_proof(old.size, size, &mut |id| get(id)).map_err(prove_error)
-        })
-        .await?;
-        if !tree::verify_consistency(old.size, size, &old.root, &root, &proof) {
-            return Err(corrupt(format!(
-                "the log of size {size} is not consistent with the checkpoint of size {} signed before",
-                old.size
-            )));
-        }
-        if old.size == size && old.origin == signer.name() {
-            return Ok(last.clone());
-        }
-    }
-    let signed = Checkpoint { origin: signer.name().to_owned(), size, root }
-        .sign(signer)
-        .map_err(|error| db_error(format!("signing: {error}")))?;
+        None => Vec::new(),
+    };
+    let Some(signed) = next_checkpoint(last.as_ref(), size, root, &proof, signer)? else {
+        return last.ok_or_else(|| corrupt("no checkpoint to answer"));
+    };
     transaction
         .execute(
             "INSERT INTO checkpoints (log, size, root, note) VALUES ($1, $2, $3, $4)

@@ -55,13 +55,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mandate_log::tree::{self, NodeId, ProveError};
+use mandate_log::tree::{self, NodeId};
 use mandate_log::{Checkpoint, Entry, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 use crate::{
     AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
-    SearchQuery, StateRow, StoreError, StoredEntry,
+    SearchQuery, StateRow, StoreError, StoredEntry, check_not_rolled_back, corrupt, next_checkpoint, prove_error,
 };
 
 /// Indexes occupy the low 40 bits of an entry's key: 1.1 trillion entries per
@@ -243,10 +243,6 @@ fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database { message: error.to_string() }
 }
 
-fn corrupt(reason: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { reason: reason.into() }
-}
-
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(db_error)?;
@@ -321,13 +317,6 @@ fn indexed_size(connection: &Connection, log: i64) -> Result<u64, StoreError> {
         .and_then(|mut statement| statement.query_row(params![log], |row| row.get(0)))
         .map_err(db_error)?;
     Ok(u64::try_from(indexed).unwrap_or(0))
-}
-
-fn prove_error(error: ProveError<StoreError>) -> StoreError {
-    match error {
-        ProveError::Range(range) => StoreError::Range(range),
-        ProveError::Source(source) => source,
-    }
 }
 
 impl SqliteLedger {
@@ -1015,30 +1004,17 @@ impl Writer {
         let (log, size) = log_row(&transaction, tenant)?;
         let root = tree::root(size, &mut |id| read_node(&transaction, log, id))?;
         let last = read_checkpoint(&transaction, log)?;
-        if let Some(last) = &last {
-            let old = &last.checkpoint;
-            if old.size > size {
-                return Err(corrupt(format!(
-                    "the log has {size} entries but a checkpoint of size {} was signed",
-                    old.size
-                )));
+        let proof = match &last {
+            Some(last) => {
+                check_not_rolled_back(last, size)?;
+                tree::consistency_proof(last.checkpoint.size, size, &mut |id| read_node(&transaction, log, id))
+                    .map_err(prove_error)?
             }
-            // INVARIANT (consistent-checkpoints): prove before signing.
-            let proof = tree::consistency_proof(old.size, size, &mut |id| read_node(&transaction, log, id))
-                .map_err(prove_error)?;
-            if !tree::verify_consistency(old.size, size, &old.root, &root, &proof) {
-                return Err(corrupt(format!(
-                    "the log of size {size} is not consistent with the checkpoint of size {} signed before",
-                    old.size
-                )));
-            }
-            if old.size == size && old.origin == signer.name() {
-                return Ok(last.clone());
-            }
-        }
-        let signed = Checkpoint { origin: signer.name().to_owned(), size, root }
-            .sign(signer)
-            .map_err(|error| StoreError::Database { message: format!("signing: {error}") })?;
+            None => Vec::new(),
+        };
+        let Some(signed) = next_checkpoint(last.as_ref(), size, root, &proof, signer)? else {
+            return last.ok_or_else(|| corrupt("no checkpoint to answer"));
+        };
         transaction
             .execute(
                 "INSERT INTO checkpoints (log, size, root, note) VALUES (?1, ?2, ?3, ?4)
