@@ -28,7 +28,6 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -360,24 +359,6 @@ fn build_tenant_a(server: &Server) -> TenantA {
         other_decision,
         own_decision,
         decision_ids,
-    }
-}
-
-/// Creates tenant `name` beside the running server and waits until its
-/// admin key works there; returns the key.
-fn create_tenant(server: &Server, name: &str) -> String {
-    let created = mandate(&["tenant", "create", name, "--data", path_str(&server.data)]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = server.get_as(&key, "/v1/log/checkpoint");
-        if response.status == 200 {
-            return key;
-        }
-        response.problem(401, "unauthorized");
-        assert!(Instant::now() < deadline, "tenant {name}'s key never worked");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -823,7 +804,7 @@ impl Checker<'_> {
 fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
     let (_dir, server) = Server::fresh();
     let a = build_tenant_a(&server);
-    let b_key = create_tenant(&server, "b");
+    let b_key = server.create_tenant("b");
     // B has data of its own, so that its lists are not empty by default.
     server.post_as(&b_key, "/v1/identities", json!({"id": "user:bob-b", "kind": "human"})).expect(201);
 

@@ -7,7 +7,7 @@
 //! server's output.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -57,24 +57,6 @@ fn charge_as_token(cents: u64) -> Value {
 
 fn introspect(server: &Server, caller: &str, token: &str) -> Value {
     server.post_as(caller, "/v1/tokens/introspect", json!({ "token": token })).expect(200)
-}
-
-/// Creates tenant `acme` beside the running server and waits until its
-/// admin key works there; returns the key.
-fn second_tenant(server: &Server) -> String {
-    let created = mandate(&["tenant", "create", "acme", "--data", path_str(&server.data)]);
-    assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
-    let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = server.get_as(&key, "/v1/log/checkpoint");
-        if response.status == 200 {
-            return key;
-        }
-        response.problem(401, "unauthorized");
-        assert!(Instant::now() < deadline, "the new tenant's key never worked");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn is_lower_hex(text: &str, len: usize) -> bool {
@@ -600,7 +582,7 @@ fn a_token_of_one_tenant_finds_nothing_of_another() {
     let approval = pending["approval"]["id"].as_str().unwrap().to_owned();
 
     // Acme has an identity of the same name, and a token for it.
-    let acme = second_tenant(&server);
+    let acme = server.create_tenant("acme");
     let acme_post = |path: &str, body: Value| server.post_as(&acme, path, body);
     acme_post("/v1/identities", json!({"id": ALICE, "kind": "human"})).expect(201);
     acme_post("/v1/identities", json!({"id": BUYER, "kind": "agent", "parent": ALICE})).expect(201);

@@ -289,6 +289,24 @@ impl Server {
         Server { child, addr, key, printed_key, data: data.to_owned(), stdout, stderr, readers }
     }
 
+    /// Creates tenant `name` beside the running server and waits until its
+    /// admin key works there; returns the key.
+    pub fn create_tenant(&self, name: &str) -> String {
+        let created = mandate(&["tenant", "create", name, "--data", path_str(&self.data)]);
+        assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
+        let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let response = self.get_as(&key, "/v1/log/checkpoint");
+            if response.status == 200 {
+                return key;
+            }
+            response.problem(401, "unauthorized");
+            assert!(Instant::now() < deadline, "tenant {name}'s key never worked");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGTERM, then wait for the process to end.
     pub fn stop(&mut self) -> Stopped {
         let pid = self.child.id().to_string();
