@@ -304,6 +304,17 @@ pub enum StoreError {
     /// The writer thread is gone (the ledger is shutting down).
     #[error("the ledger's writer has stopped")]
     WriterStopped,
+    /// A held log moved: something appended to it without holding it, so
+    /// the caller's view of the log is out of date. Nothing was written.
+    #[error("the log of tenant `{tenant}` has {size} entries, not the {held} it had when held")]
+    Stale {
+        /// The tenant.
+        tenant: String,
+        /// Its size when the hold began.
+        held: u64,
+        /// Its size now.
+        size: u64,
+    },
 }
 
 /// The ledger verbs. Implementations must be safe to share between threads.
@@ -381,6 +392,37 @@ pub trait Ledger: Send + Sync {
     /// with the last one signed, and persists it. Returns the last one when
     /// nothing was appended since.
     fn sign_checkpoint(&self, tenant: &str, signer: Arc<SignerKey>) -> Result<SignedCheckpoint, StoreError>;
+
+    /// Holds `tenant`'s log for one read-decide-append step: the caller reads
+    /// what was appended since it last looked ([`LogHold::entries`]), decides
+    /// on a state that includes it, and appends ([`LogHold::commit`]), and
+    /// nobody appends in between, in this process or (PostgreSQL) any other.
+    ///
+    /// INVARIANT (held-head): while a hold lives, no other hold of the same
+    /// log is granted, and its commit lands at exactly [`LogHold::size`] or
+    /// fails with [`StoreError::Stale`]. Dropping a hold releases it without
+    /// writing. A hold waits for the one before it; hold one log at a time.
+    fn hold(&self, tenant: &str) -> HoldFuture;
+}
+
+/// A pending [`Ledger::hold`].
+pub type HoldFuture = Pin<Box<dyn Future<Output = Result<Box<dyn LogHold>, StoreError>> + Send>>;
+
+/// A pending read of entries through a [`LogHold`].
+pub type EntriesFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredEntry>, StoreError>> + Send>>;
+
+/// A log held for one append ([`Ledger::hold`]).
+pub trait LogHold: Send {
+    /// The log's size when the hold was granted; it stays so until the commit.
+    fn size(&self) -> u64;
+
+    /// Entries `[start, end)` of the held log (`end` at most [`LogHold::size`],
+    /// at most [`ENTRIES_PAGE_MAX`] of them).
+    fn entries(&mut self, start: u64, end: u64) -> EntriesFuture;
+
+    /// Appends `drafts` and `rows` (as [`Ledger::append_with_state`]) at
+    /// [`LogHold::size`], commits, and releases the hold.
+    fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket;
 }
 
 /// The pending result of an append: `.wait()` blocks a thread, `.await`

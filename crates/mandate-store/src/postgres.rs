@@ -40,8 +40,8 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use deadpool_postgres::{GenericClient, Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -50,8 +50,9 @@ use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, Signe
 use tokio_postgres::NoTls;
 
 use crate::{
-    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
-    SearchQuery, StateRow, StoreError, StoredEntry, check_not_rolled_back, corrupt, next_checkpoint, prove_error,
+    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, HoldFuture, Ledger, LogHold,
+    SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
+    check_not_rolled_back, corrupt, next_checkpoint, prove_error,
 };
 
 /// The schema version in `mandate_schema`.
@@ -65,6 +66,13 @@ const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// How long a call waits for a free connection of the pool.
 const POOL_WAIT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a statement waits for a row lock (a held log) before failing.
+const LOCK_TIMEOUT_MS: u64 = 10_000;
+
+/// How long a transaction may sit idle (a hold whose holder stopped
+/// answering) before the database ends it and releases its locks.
+const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
 
 /// Indexes must fit the same range as the SQLite backend's: 2^40 per log.
 const INDEX_BITS: u32 = 40;
@@ -151,6 +159,8 @@ struct PendingAppend {
 /// The PostgreSQL ledger. Share it behind an `Arc`.
 pub struct PostgresLedger {
     pool: Pool,
+    /// The heads last committed through holds, for the next hold's commit.
+    hold_heads: Arc<Mutex<HashMap<String, Head>>>,
     runtime: tokio::runtime::Handle,
     appends: Option<std_mpsc::SyncSender<PendingAppend>>,
     thread: Option<JoinHandle<()>>,
@@ -275,8 +285,16 @@ impl PostgresLedger {
 
     /// Connects with explicit tuning.
     pub fn connect_with(url: &str, options: PostgresOptions) -> Result<PostgresLedger, StoreError> {
-        let config: tokio_postgres::Config =
+        let mut config: tokio_postgres::Config =
             url.parse().map_err(|error| db_error(format!("the database address does not parse: {error}")))?;
+        // A process that stops answering while it holds a log (or waits for
+        // one) must not stop every other process: its transaction ends and
+        // its hold is released after these.
+        let session_options = format!(
+            "{} -c lock_timeout={LOCK_TIMEOUT_MS} -c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+            config.get_options().unwrap_or_default()
+        );
+        config.options(session_options.trim_start());
         let manager = Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
@@ -308,7 +326,13 @@ impl PostgresLedger {
                 runtime.shutdown_background();
             })
             .map_err(|error| db_error(format!("starting the ledger thread: {error}")))?;
-        let ledger = PostgresLedger { pool, runtime: handle, appends: Some(appends), thread: Some(thread) };
+        let ledger = PostgresLedger {
+            pool,
+            hold_heads: Arc::new(Mutex::new(HashMap::new())),
+            runtime: handle,
+            appends: Some(appends),
+            thread: Some(thread),
+        };
         ledger.run(|pool| async move { migrate(&pool).await })?;
         Ok(ledger)
     }
@@ -532,7 +556,7 @@ impl Writer {
             moved.insert(tenant, head);
         }
         let mut rows = Rows::default();
-        let mut nodes: (Vec<i64>, Vec<i64>, Vec<Vec<u8>>) = (Vec::new(), Vec::new(), Vec::new());
+        let mut nodes: NodeRows = (Vec::new(), Vec::new(), Vec::new());
         let mut state: Vec<(i64, StateRow)> = Vec::new();
         for PendingAppend { tenant, drafts, rows: state_rows, reply } in appends {
             let head = moved
@@ -550,69 +574,85 @@ impl Writer {
             };
             staged.push(Staged { reply, result });
         }
-        if !rows.idx.is_empty() {
-            transaction
-                .execute(
-                    &cached(&transaction, INSERT_ENTRIES_SQL).await?,
-                    &[
-                        &rows.log,
-                        &rows.idx,
-                        &rows.leaf,
-                        &rows.bytes,
-                        &rows.entry_type,
-                        &rows.identity,
-                        &rows.decision,
-                        &rows.time_us,
-                    ],
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        if !nodes.0.is_empty() {
-            transaction
-                .execute(
-                    &cached(
-                        &transaction,
-                        "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
-                    )
-                    .await?,
-                    &[&nodes.0, &nodes.1, &nodes.2],
-                )
-                .await
-                .map_err(db_error)?;
-        }
-        if !state.is_empty() {
-            let upsert = cached(
-                &transaction,
-                "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
-            )
-            .await?;
-            let delete = cached(&transaction, "DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3").await?;
-            // In order, so the last write of a key wins.
-            for (log, StateRow { kind, key, value }) in &state {
-                match value {
-                    Some(value) => transaction.execute(&upsert, &[log, kind, key, value]).await,
-                    None => transaction.execute(&delete, &[log, kind, key]).await,
-                }
-                .map_err(db_error)?;
-            }
-        }
         let moved: HashMap<String, Head> =
             moved.into_iter().filter_map(|(tenant, head)| head.ok().map(|head| (tenant, head))).collect();
-        for head in moved.values() {
-            transaction
-                .execute(
-                    &cached(&transaction, "UPDATE logs SET size = $1 WHERE id = $2").await?,
-                    &[&to_i64(head.frontier.size()), &head.log],
-                )
-                .await
-                .map_err(db_error)?;
-        }
+        insert_staged(&transaction, &rows, &nodes, &state, moved.values()).await?;
         transaction.commit().await.map_err(db_error)?;
         self.heads.extend(moved);
         Ok(())
     }
+}
+
+/// Node rows of a batch, one vector per column: log, key, hash.
+type NodeRows = (Vec<i64>, Vec<i64>, Vec<Vec<u8>>);
+
+/// Inserts a batch's staged entries, tree nodes and state rows and moves the
+/// sizes of the logs to their new `heads`; the caller commits.
+async fn insert_staged<'h>(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    rows: &Rows,
+    nodes: &NodeRows,
+    state: &[(i64, StateRow)],
+    heads: impl Iterator<Item = &'h Head>,
+) -> Result<(), StoreError> {
+    if !rows.idx.is_empty() {
+        transaction
+            .execute(
+                &cached(transaction, INSERT_ENTRIES_SQL).await?,
+                &[
+                    &rows.log,
+                    &rows.idx,
+                    &rows.leaf,
+                    &rows.bytes,
+                    &rows.entry_type,
+                    &rows.identity,
+                    &rows.decision,
+                    &rows.time_us,
+                ],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    if !nodes.0.is_empty() {
+        transaction
+            .execute(
+                &cached(
+                    transaction,
+                    "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+                )
+                .await?,
+                &[&nodes.0, &nodes.1, &nodes.2],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    if !state.is_empty() {
+        let upsert = cached(
+            transaction,
+            "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
+        )
+        .await?;
+        let delete = cached(transaction, "DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3").await?;
+        // In order, so the last write of a key wins.
+        for (log, StateRow { kind, key, value }) in state {
+            match value {
+                Some(value) => transaction.execute(&upsert, &[log, kind, key, value]).await,
+                None => transaction.execute(&delete, &[log, kind, key]).await,
+            }
+            .map_err(db_error)?;
+        }
+    }
+    for head in heads {
+        transaction
+            .execute(
+                &cached(transaction, "UPDATE logs SET size = $1 WHERE id = $2").await?,
+                &[&to_i64(head.frontier.size()), &head.log],
+            )
+            .await
+            .map_err(db_error)?;
+    }
+    Ok(())
 }
 
 /// The head of `tenant`'s log as committed, its row locked for this
@@ -626,6 +666,18 @@ async fn current_head<C: GenericClient>(
     // INVARIANT (fresh-head): read under the row lock, so it is the committed
     // size and nobody else can move it before this transaction ends.
     let (log, size) = log_row(client, tenant, true).await?;
+    head_at(client, heads, tenant, log, size).await
+}
+
+/// The head of `tenant`'s log (`log`, of `size` entries): the cached one
+/// when it has that size, else loaded.
+async fn head_at<C: GenericClient>(
+    client: &C,
+    heads: &HashMap<String, Head>,
+    tenant: &str,
+    log: i64,
+    size: u64,
+) -> Result<Head, StoreError> {
     if let Some(head) = heads.get(tenant)
         && head.log == log
         && head.frontier.size() == size
@@ -654,10 +706,10 @@ fn stage(
     mut head: Head,
     drafts: Vec<EntryDraft>,
     rows: &mut Rows,
-    nodes: &mut (Vec<i64>, Vec<i64>, Vec<Vec<u8>>),
+    nodes: &mut NodeRows,
 ) -> Result<(Head, Vec<Appended>), StoreError> {
     let (rows_before, nodes_before) = (rows.len(), nodes.0.len());
-    let undo = |rows: &mut Rows, nodes: &mut (Vec<i64>, Vec<i64>, Vec<Vec<u8>>)| {
+    let undo = |rows: &mut Rows, nodes: &mut NodeRows| {
         rows.truncate(rows_before);
         nodes.0.truncate(nodes_before);
         nodes.1.truncate(nodes_before);
@@ -699,6 +751,123 @@ fn stage(
         rows.time_us.push(time_us);
         appended.push(Appended { index, leaf_hash: canonical.leaf_hash });
     }
+    Ok((head, appended))
+}
+
+/// Work for a hold's session.
+enum HoldCommand {
+    Entries { start: u64, end: u64, reply: tokio::sync::oneshot::Sender<Result<Vec<StoredEntry>, StoreError>> },
+    Commit { drafts: Vec<EntryDraft>, rows: Vec<StateRow>, reply: AppendReply },
+}
+
+/// A held PostgreSQL log: its session (a task on the ledger's runtime) holds
+/// a transaction with the log's row locked until it commits or the hold is
+/// dropped (the channel closes, the transaction rolls back).
+struct PostgresHold {
+    size: u64,
+    commands: tokio::sync::mpsc::UnboundedSender<HoldCommand>,
+}
+
+impl LogHold for PostgresHold {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn entries(&mut self, start: u64, end: u64) -> EntriesFuture {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.commands.send(HoldCommand::Entries { start, end, reply });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::WriterStopped)?;
+            answer.await.unwrap_or(Err(StoreError::WriterStopped))
+        })
+    }
+
+    fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
+        if let Err(error) = crate::check_append(&drafts, &rows).and_then(|()| check_text(&drafts, &rows)) {
+            return AppendTicket::done(Err(error));
+        }
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        match self.commands.send(HoldCommand::Commit { drafts, rows, reply }) {
+            Ok(()) => AppendTicket::waiting(receiver),
+            Err(_) => AppendTicket::done(Err(StoreError::WriterStopped)),
+        }
+    }
+}
+
+/// One hold: locks `tenant`'s log row in a transaction, reports its size,
+/// then serves reads and at most one commit, all inside that transaction.
+///
+/// INVARIANT (held-head): the row lock is held from the size reported to
+/// the commit, so the commit lands at that size in every process.
+async fn hold_session(
+    pool: Pool,
+    heads: Arc<Mutex<HashMap<String, Head>>>,
+    tenant: String,
+    opened: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+    mut commands: tokio::sync::mpsc::UnboundedReceiver<HoldCommand>,
+) {
+    let mut client = match pool.get().await {
+        Ok(client) => client,
+        Err(error) => {
+            let _ = opened.send(Err(db_error(error)));
+            return;
+        }
+    };
+    let transaction = match client.transaction().await {
+        Ok(transaction) => transaction,
+        Err(error) => {
+            let _ = opened.send(Err(db_error(error)));
+            return;
+        }
+    };
+    let (log, size) = match log_row(&transaction, &tenant, true).await {
+        Ok(row) => row,
+        Err(error) => {
+            let _ = opened.send(Err(error));
+            return;
+        }
+    };
+    if opened.send(Ok(size)).is_err() {
+        return;
+    }
+    while let Some(command) = commands.recv().await {
+        match command {
+            HoldCommand::Entries { start, end, reply } => {
+                let _ = reply.send(read_entries(&transaction, log, size, start, end).await);
+            }
+            HoldCommand::Commit { drafts, rows, reply } => {
+                let cached = heads.lock().unwrap_or_else(PoisonError::into_inner).get(&tenant).cloned();
+                let outcome = commit_held(transaction, cached, &tenant, log, size, drafts, rows).await;
+                let result = outcome.map(|(head, appended)| {
+                    heads.lock().unwrap_or_else(PoisonError::into_inner).insert(tenant.clone(), head);
+                    appended
+                });
+                // INVARIANT (ack-after-commit): the answer goes out only now.
+                let _ = reply.send(result);
+                return;
+            }
+        }
+    }
+    // The hold was dropped: the transaction rolls back as it drops.
+}
+
+/// Appends a hold's drafts and rows on the head at `size` and commits.
+async fn commit_held(
+    transaction: deadpool_postgres::Transaction<'_>,
+    cached: Option<Head>,
+    tenant: &str,
+    log: i64,
+    size: u64,
+    drafts: Vec<EntryDraft>,
+    state_rows: Vec<StateRow>,
+) -> Result<(Head, Vec<Appended>), StoreError> {
+    let cached: HashMap<String, Head> = cached.map(|head| (tenant.to_owned(), head)).into_iter().collect();
+    let head = head_at(&transaction, &cached, tenant, log, size).await?;
+    let (mut rows, mut nodes) = (Rows::default(), (Vec::new(), Vec::new(), Vec::new()));
+    let (head, appended) = stage(tenant, head, drafts, &mut rows, &mut nodes)?;
+    let state: Vec<(i64, StateRow)> = state_rows.into_iter().map(|row| (log, row)).collect();
+    insert_staged(&transaction, &rows, &nodes, &state, std::iter::once(&head)).await?;
+    transaction.commit().await.map_err(db_error)?;
     Ok((head, appended))
 }
 
@@ -752,6 +921,38 @@ async fn read_checkpoint<C: GenericClient>(client: &C, log: i64) -> Result<Optio
         return Err(corrupt("the stored checkpoint's note differs from its size and root"));
     }
     Ok(Some(SignedCheckpoint { checkpoint: parsed, note }))
+}
+
+/// Entries `[start, end)` of log `log` of `size` committed entries.
+async fn read_entries<C: GenericClient>(
+    client: &C,
+    log: i64,
+    size: u64,
+    start: u64,
+    end: u64,
+) -> Result<Vec<StoredEntry>, StoreError> {
+    if start > end || end > size || end - start > ENTRIES_PAGE_MAX {
+        return Err(StoreError::EntryRange { start, end, size });
+    }
+    let rows = client
+        .query(
+            "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
+            &[&log, &to_i64(start), &to_i64(end)],
+        )
+        .await
+        .map_err(db_error)?;
+    let mut entries = Vec::with_capacity(rows.len());
+    for (expected, row) in (start..end).zip(&rows) {
+        let entry = stored_entry(row)?;
+        if entry.index != expected {
+            return Err(corrupt(format!("entry {expected} is missing")));
+        }
+        entries.push(entry);
+    }
+    if entries.len() as u64 != end - start {
+        return Err(corrupt(format!("entries [{start}, {end}) are incomplete")));
+    }
+    Ok(entries)
 }
 
 fn stored_entry(row: &tokio_postgres::Row) -> Result<StoredEntry, StoreError> {
@@ -974,30 +1175,7 @@ impl Ledger for PostgresLedger {
 
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
         self.read_log(tenant, move |transaction, log, size| {
-            Box::pin(async move {
-                if start > end || end > size || end - start > ENTRIES_PAGE_MAX {
-                    return Err(StoreError::EntryRange { start, end, size });
-                }
-                let rows = transaction
-                    .query(
-                        "SELECT idx, leaf, bytes FROM entries WHERE log = $1 AND idx >= $2 AND idx < $3 ORDER BY idx",
-                        &[&log, &to_i64(start), &to_i64(end)],
-                    )
-                    .await
-                    .map_err(db_error)?;
-                let mut entries = Vec::with_capacity(rows.len());
-                for (expected, row) in (start..end).zip(&rows) {
-                    let entry = stored_entry(row)?;
-                    if entry.index != expected {
-                        return Err(corrupt(format!("entry {expected} is missing")));
-                    }
-                    entries.push(entry);
-                }
-                if entries.len() as u64 != end - start {
-                    return Err(corrupt(format!("entries [{start}, {end}) are incomplete")));
-                }
-                Ok(entries)
-            })
+            Box::pin(async move { read_entries(transaction, log, size, start, end).await })
         })
     }
 
@@ -1054,5 +1232,16 @@ impl Ledger for PostgresLedger {
     fn sign_checkpoint(&self, tenant: &str, signer: Arc<SignerKey>) -> Result<SignedCheckpoint, StoreError> {
         let tenant = tenant.to_owned();
         self.run(move |pool| async move { sign(&pool, &tenant, &signer).await })
+    }
+
+    fn hold(&self, tenant: &str) -> HoldFuture {
+        let (opened, granted) = tokio::sync::oneshot::channel();
+        let (commands, queue) = tokio::sync::mpsc::unbounded_channel();
+        let session = hold_session(self.pool.clone(), self.hold_heads.clone(), tenant.to_owned(), opened, queue);
+        self.runtime.spawn(session);
+        Box::pin(async move {
+            let size = granted.await.unwrap_or(Err(StoreError::WriterStopped))?;
+            Ok(Box::new(PostgresHold { size, commands }) as Box<dyn LogHold>)
+        })
     }
 }

@@ -59,9 +59,12 @@ use mandate_log::tree::{self, NodeId};
 use mandate_log::{Checkpoint, Entry, EntryHead, Frontier, Hash, SignedCheckpoint, SignerKey};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+use tokio::sync::OwnedMutexGuard;
+
 use crate::{
-    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntryDraft, Ledger, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage,
-    SearchQuery, StateRow, StoreError, StoredEntry, check_not_rolled_back, corrupt, next_checkpoint, prove_error,
+    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, HoldFuture, Ledger, LogHold,
+    SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
+    check_not_rolled_back, corrupt, next_checkpoint, prove_error,
 };
 
 /// Indexes occupy the low 40 bits of an entry's key: 1.1 trillion entries per
@@ -204,6 +207,9 @@ struct PendingAppend {
     /// Written with the entries, or not at all.
     rows: Vec<StateRow>,
     reply: AppendReply,
+    /// The hold it commits, if any: the log's size it must land at, and the
+    /// guard that keeps other holds out until the commit is over.
+    hold: Option<(u64, OwnedMutexGuard<()>)>,
 }
 
 /// Work for the writer thread.
@@ -230,7 +236,114 @@ pub struct SqliteLedger {
     /// Dropping this sender stops the checkpointer.
     checkpointer_stop: Option<SyncSender<()>>,
     checkpointer: Option<JoinHandle<()>>,
-    readers: Mutex<Vec<Connection>>,
+    readers: Arc<Readers>,
+    /// One lock per tenant for [`Ledger::hold`]; the data directory's lock
+    /// keeps other servers out, so holds need only exclude each other here.
+    holds: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// Idle read connections, shared with holds.
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
+        let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
+        let connection = match pooled {
+            Some(connection) => connection,
+            None => open_connection(&self.path)?,
+        };
+        let result = f(&connection);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < READERS_IDLE_MAX {
+            idle.push(connection);
+        }
+        result
+    }
+
+    /// A consistent read of one log: the rows read inside `f` all come from
+    /// one snapshot.
+    fn read_log<T>(
+        &self,
+        tenant: &str,
+        f: impl FnOnce(&Connection, i64, u64) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.read(|connection| {
+            let transaction = connection.unchecked_transaction().map_err(db_error)?;
+            let (log, size) = log_row(&transaction, tenant)?;
+            let result = f(&transaction, log, size);
+            transaction.finish().map_err(db_error)?;
+            result
+        })
+    }
+
+    /// Entries `[start, end)` of `tenant`'s log as committed.
+    fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
+        self.read_log(tenant, |connection, log, size| {
+            if start > end || end > size || end - start > ENTRIES_PAGE_MAX {
+                return Err(StoreError::EntryRange { start, end, size });
+            }
+            let mut statement = connection
+                .prepare_cached("SELECT key, leaf, bytes FROM entries WHERE key >= ?1 AND key < ?2 ORDER BY key")
+                .map_err(db_error)?;
+            let rows = statement
+                .query_map(params![entry_key(log, start), entry_key(log, end)], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
+                })
+                .map_err(db_error)?;
+            let mut entries = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
+            for (expected, row) in (start..end).zip(rows) {
+                let (key, leaf, bytes) = row.map_err(db_error)?;
+                if key != entry_key(log, expected) {
+                    return Err(corrupt(format!("entry {expected} is missing")));
+                }
+                entries.push(StoredEntry { index: expected, leaf_hash: hash_from_blob(leaf)?, bytes });
+            }
+            if entries.len() as u64 != end - start {
+                return Err(corrupt(format!("entries [{start}, {end}) are incomplete")));
+            }
+            Ok(entries)
+        })
+    }
+}
+
+/// A held SQLite log: the tenant's hold lock, and the size it was granted at.
+struct SqliteHold {
+    tenant: String,
+    size: u64,
+    guard: OwnedMutexGuard<()>,
+    readers: Arc<Readers>,
+    commands: Option<SyncSender<Command>>,
+}
+
+impl LogHold for SqliteHold {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn entries(&mut self, start: u64, end: u64) -> EntriesFuture {
+        let result = if end > self.size {
+            Err(StoreError::EntryRange { start, end, size: self.size })
+        } else {
+            self.readers.entries(&self.tenant, start, end)
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
+        let SqliteHold { tenant, size, guard, commands, .. } = *self;
+        if let Err(error) = crate::check_append(&drafts, &rows) {
+            return AppendTicket::done(Err(error));
+        }
+        let (reply, receiver) = tokio::sync::oneshot::channel();
+        let append = PendingAppend { tenant, drafts, rows, reply, hold: Some((size, guard)) };
+        match commands.map(|commands| commands.send(Command::Append(append))) {
+            Some(Ok(())) => AppendTicket::waiting(receiver),
+            _ => AppendTicket::done(Err(StoreError::WriterStopped)),
+        }
+    }
 }
 
 impl std::fmt::Debug for SqliteLedger {
@@ -345,12 +458,13 @@ impl SqliteLedger {
             .spawn(move || checkpoint_wal_until_stopped(&checkpointer_connection, &stop))
             .map_err(|error| StoreError::Database { message: format!("starting the checkpointer thread: {error}") })?;
         Ok(SqliteLedger {
-            path,
+            path: path.clone(),
             commands: Some(commands),
             writer: Some(handle),
             checkpointer_stop: Some(checkpointer_stop),
             checkpointer: Some(checkpointer),
-            readers: Mutex::new(Vec::new()),
+            readers: Arc::new(Readers { path: path.clone(), idle: Mutex::new(Vec::new()) }),
+            holds: Mutex::new(HashMap::new()),
         })
     }
 
@@ -360,17 +474,7 @@ impl SqliteLedger {
     }
 
     fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T, StoreError>) -> Result<T, StoreError> {
-        let pooled = self.readers.lock().unwrap_or_else(PoisonError::into_inner).pop();
-        let connection = match pooled {
-            Some(connection) => connection,
-            None => open_connection(&self.path)?,
-        };
-        let result = f(&connection);
-        let mut idle = self.readers.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < READERS_IDLE_MAX {
-            idle.push(connection);
-        }
-        result
+        self.readers.read(f)
     }
 
     /// A consistent read of one log: the rows read inside `f` all come from
@@ -380,13 +484,7 @@ impl SqliteLedger {
         tenant: &str,
         f: impl FnOnce(&Connection, i64, u64) -> Result<T, StoreError>,
     ) -> Result<T, StoreError> {
-        self.read(|connection| {
-            let transaction = connection.unchecked_transaction().map_err(db_error)?;
-            let (log, size) = log_row(&transaction, tenant)?;
-            let result = f(&transaction, log, size);
-            transaction.finish().map_err(db_error)?;
-            result
-        })
+        self.readers.read_log(tenant, f)
     }
 
     fn send(&self, command: Command) -> Result<(), StoreError> {
@@ -575,7 +673,8 @@ impl Ledger for SqliteLedger {
             return AppendTicket::done(Err(error));
         }
         let (reply, receiver) = tokio::sync::oneshot::channel();
-        match self.send(Command::Append(PendingAppend { tenant: tenant.to_owned(), drafts, rows, reply })) {
+        let append = PendingAppend { tenant: tenant.to_owned(), drafts, rows, reply, hold: None };
+        match self.send(Command::Append(append)) {
             Ok(()) => AppendTicket::waiting(receiver),
             Err(error) => AppendTicket::done(Err(error)),
         }
@@ -616,31 +715,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
-        self.read_log(tenant, |connection, log, size| {
-            if start > end || end > size || end - start > ENTRIES_PAGE_MAX {
-                return Err(StoreError::EntryRange { start, end, size });
-            }
-            let mut statement = connection
-                .prepare_cached("SELECT key, leaf, bytes FROM entries WHERE key >= ?1 AND key < ?2 ORDER BY key")
-                .map_err(db_error)?;
-            let rows = statement
-                .query_map(params![entry_key(log, start), entry_key(log, end)], |row| {
-                    Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?, row.get::<_, Vec<u8>>(2)?))
-                })
-                .map_err(db_error)?;
-            let mut entries = Vec::with_capacity(usize::try_from(end - start).unwrap_or(0));
-            for (expected, row) in (start..end).zip(rows) {
-                let (key, leaf, bytes) = row.map_err(db_error)?;
-                if key != entry_key(log, expected) {
-                    return Err(corrupt(format!("entry {expected} is missing")));
-                }
-                entries.push(StoredEntry { index: expected, leaf_hash: hash_from_blob(leaf)?, bytes });
-            }
-            if entries.len() as u64 != end - start {
-                return Err(corrupt(format!("entries [{start}, {end}) are incomplete")));
-            }
-            Ok(entries)
-        })
+        self.readers.entries(tenant, start, end)
     }
 
     fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError> {
@@ -682,6 +757,17 @@ impl Ledger for SqliteLedger {
         let (reply, result) = mpsc::sync_channel(1);
         self.send(Command::Sign { tenant: tenant.to_owned(), signer, reply })?;
         result.recv().unwrap_or(Err(StoreError::WriterStopped))
+    }
+
+    fn hold(&self, tenant: &str) -> HoldFuture {
+        let lock =
+            self.holds.lock().unwrap_or_else(PoisonError::into_inner).entry(tenant.to_owned()).or_default().clone();
+        let (tenant, readers, commands) = (tenant.to_owned(), self.readers.clone(), self.commands.clone());
+        Box::pin(async move {
+            let guard = lock.lock_owned().await;
+            let size = readers.read(|connection| log_row(connection, &tenant).map(|(_, size)| size))?;
+            Ok(Box::new(SqliteHold { tenant, size, guard, readers, commands }) as Box<dyn LogHold>)
+        })
     }
 }
 
@@ -854,6 +940,8 @@ struct Writer {
 struct Staged {
     reply: AppendReply,
     result: Result<Vec<Appended>, StoreError>,
+    /// Released once the batch is over, committed or not.
+    _guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl Writer {
@@ -931,7 +1019,11 @@ impl Writer {
             Err(error) => {
                 // Every append of the batch gets this error (the result is
                 // replaced by it).
-                staged.extend(appends.into_iter().map(|append| Staged { reply: append.reply, result: Ok(Vec::new()) }));
+                staged.extend(appends.into_iter().map(|append| Staged {
+                    reply: append.reply,
+                    result: Ok(Vec::new()),
+                    _guard: append.hold.map(|(_, guard)| guard),
+                }));
                 return Err(db_error(error));
             }
         };
@@ -940,11 +1032,19 @@ impl Writer {
         let mut nodes = Vec::new();
         // The state rows of the appends that succeed, in log order.
         let mut state: Vec<(i64, StateRow)> = Vec::new();
-        for PendingAppend { tenant, drafts, rows: state_rows, reply } in appends {
+        for PendingAppend { tenant, drafts, rows: state_rows, reply, hold } in appends {
             let head = match moved.get(&tenant) {
                 Some(head) => Ok(head.clone()),
                 None => current_head(&transaction, &mut self.heads, &tenant),
             };
+            let (held, guard) = hold.map_or((None, None), |(size, guard)| (Some(size), Some(guard)));
+            let head = head.and_then(|head| match held {
+                // INVARIANT (held-head): a hold's commit lands where it was granted.
+                Some(held) if held != head.frontier.size() => {
+                    Err(StoreError::Stale { tenant: tenant.clone(), held, size: head.frontier.size() })
+                }
+                _ => Ok(head),
+            });
             let result = head.and_then(|head| stage(&tenant, head, drafts, &mut rows, &mut nodes));
             let result = match result {
                 Ok((head, appended)) => {
@@ -955,7 +1055,7 @@ impl Writer {
                 }
                 Err(error) => Err(error),
             };
-            staged.push(Staged { reply, result });
+            staged.push(Staged { reply, result, _guard: guard });
         }
         {
             let mut insert_entry = transaction

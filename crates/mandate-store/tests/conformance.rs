@@ -627,6 +627,91 @@ fn concurrent_rows_end_with_the_last_write_in_log_order(ledger: &dyn Ledger) {
     assert_eq!(ledger.state_rows("cr", None).unwrap().len(), 1 + threads as usize + appends.len());
 }
 
+/// Runs `work` on a small runtime: holds are futures.
+fn block_on<T>(work: impl std::future::Future<Output = T>) -> T {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap().block_on(work)
+}
+
+fn a_hold_reads_what_came_before_and_commits_at_its_size(ledger: &dyn Ledger) {
+    ledger.create_log("h", &signer("h")).unwrap();
+    let before = ledger.append("h", (0..3).map(draft).collect()).wait().unwrap();
+    block_on(async {
+        let mut hold = ledger.hold("h").await.unwrap();
+        assert_eq!(hold.size(), 3);
+        let seen = hold.entries(1, 3).await.unwrap();
+        assert_eq!(
+            seen.iter().map(|e| (e.index, e.leaf_hash)).collect::<Vec<_>>(),
+            vec![(1, before[1].leaf_hash), (2, before[2].leaf_hash)]
+        );
+        assert!(matches!(hold.entries(2, 4).await, Err(StoreError::EntryRange { .. })), "beyond the held size");
+        let appended = hold.commit(vec![draft(3), draft(4)], vec![row("k", "a", "1")]).await.unwrap();
+        assert_eq!(appended.iter().map(|a| a.index).collect::<Vec<_>>(), vec![3, 4]);
+    });
+    let (lines, _) = verify_all(ledger, "h");
+    assert_eq!(lines.len(), 5);
+    assert_eq!(rows_of(ledger, "h", None), triples(&[("k", "a", "1")]));
+    assert!(matches!(block_on(ledger.hold("nobody")), Err(StoreError::UnknownTenant { .. })));
+}
+
+fn holds_exclude_each_other(ledger: &dyn Ledger) {
+    ledger.create_log("x", &signer("x")).unwrap();
+    ledger.append("x", vec![draft(0)]).wait().unwrap();
+    block_on(async {
+        let first = ledger.hold("x").await.unwrap();
+        assert_eq!(first.size(), 1);
+        let waiting = ledger.hold("x");
+        let second = tokio::spawn(waiting);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert!(!second.is_finished(), "a second hold was granted while the first was held");
+        // Another tenant's log is not held.
+        ledger.create_log("y", &signer("y")).unwrap();
+        drop(ledger.hold("y").await.unwrap());
+        first.commit(vec![draft(1), draft(2)], Vec::new()).await.unwrap();
+        let second = second.await.unwrap().unwrap();
+        assert_eq!(second.size(), 3, "the second hold sees the first one's commit");
+        assert_eq!(second.commit(vec![draft(3)], Vec::new()).await.unwrap()[0].index, 3);
+    });
+    assert_eq!(verify_all(ledger, "x").0.len(), 4);
+}
+
+fn a_dropped_hold_writes_nothing_and_releases(ledger: &dyn Ledger) {
+    ledger.create_log("d", &signer("d")).unwrap();
+    block_on(async {
+        let hold = ledger.hold("d").await.unwrap();
+        drop(hold);
+        let again = tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d")).await;
+        let again = again.expect("a dropped hold is released").unwrap();
+        assert_eq!(again.size(), 0);
+        // A commit that fails (a bad row) writes nothing and releases too.
+        let bad = again.commit(vec![draft(0)], vec![row("", "k", "v")]).await;
+        assert!(matches!(bad, Err(StoreError::InvalidStateRow { .. })));
+        let third = tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d")).await.unwrap().unwrap();
+        assert_eq!(third.size(), 0);
+    });
+    assert_eq!(ledger.size("d").unwrap(), 0);
+}
+
+/// A plain append never lands inside a hold: either it waits for the hold's
+/// commit (PostgreSQL's row lock), or it lands first and the commit fails as
+/// stale (SQLite, where the data directory's lock keeps other servers out).
+fn a_plain_append_never_lands_inside_a_hold(ledger: &dyn Ledger) {
+    ledger.create_log("p", &signer("p")).unwrap();
+    let hold = block_on(ledger.hold("p")).unwrap();
+    assert_eq!(hold.size(), 0);
+    let (held, plain) = std::thread::scope(|scope| {
+        let plain = scope.spawn(|| ledger.append("p", vec![draft(100)]).wait());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let held = hold.commit(vec![draft(0)], Vec::new()).wait();
+        (held, plain.join().unwrap())
+    });
+    match (held, plain) {
+        (Ok(held), Ok(plain)) => assert_eq!((held[0].index, plain[0].index), (0, 1)),
+        (Err(StoreError::Stale { held: 0, size: 1, .. }), Ok(plain)) => assert_eq!(plain[0].index, 0),
+        other => panic!("unexpected outcome: {other:?}"),
+    }
+    verify_all(ledger, "p");
+}
+
 macro_rules! backend {
     ($module:ident, $factory:expr) => {
         mod $module {
@@ -700,6 +785,22 @@ macro_rules! backend {
             #[test]
             fn concurrent_rows_end_with_the_last_write_in_log_order() {
                 with_ledger(super::concurrent_rows_end_with_the_last_write_in_log_order)
+            }
+            #[test]
+            fn a_hold_reads_what_came_before_and_commits_at_its_size() {
+                with_ledger(super::a_hold_reads_what_came_before_and_commits_at_its_size)
+            }
+            #[test]
+            fn holds_exclude_each_other() {
+                with_ledger(super::holds_exclude_each_other)
+            }
+            #[test]
+            fn a_dropped_hold_writes_nothing_and_releases() {
+                with_ledger(super::a_dropped_hold_writes_nothing_and_releases)
+            }
+            #[test]
+            fn a_plain_append_never_lands_inside_a_hold() {
+                with_ledger(super::a_plain_append_never_lands_inside_a_hold)
             }
         }
     };

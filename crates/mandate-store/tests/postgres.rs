@@ -286,3 +286,42 @@ fn two_ledgers_appending_to_several_tenants_never_deadlock() {
     let sizes: u64 = tenants.iter().map(|tenant| verify_all(&ledgers[1], tenant).len() as u64).sum();
     assert_eq!(sizes, 2 * 6 * 40);
 }
+
+/// Read-decide-append across processes: each step holds the log, reads its
+/// last entry, and appends an entry naming the size it saw. If two steps ever
+/// saw the same size (a hold not excluding another ledger's), two entries
+/// would name one number and the log would not be `0, 1, 2, …`.
+#[test]
+fn holds_on_two_ledgers_serialize_read_decide_append() {
+    let schema = pg_support::TestSchema::new();
+    let ledgers: Vec<Arc<PostgresLedger>> =
+        (0..2).map(|_| Arc::new(PostgresLedger::connect(&schema.url()).unwrap())).collect();
+    ledgers[0].create_log("held", &signer("held")).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let (tasks_per_ledger, steps) = (3, 40u64);
+    runtime.block_on(async {
+        let mut tasks = Vec::new();
+        for ledger in &ledgers {
+            for _ in 0..tasks_per_ledger {
+                let ledger = ledger.clone();
+                tasks.push(tokio::spawn(async move {
+                    for _ in 0..steps {
+                        let mut hold = ledger.hold("held").await.unwrap();
+                        let size = hold.size();
+                        if let Some(last) = size.checked_sub(1) {
+                            let seen = hold.entries(last, size).await.unwrap();
+                            assert_eq!(Entry::parse(&seen[0].bytes).unwrap().body["n"], json!(last));
+                        }
+                        let appended = hold.commit(vec![draft(size)], Vec::new()).await.unwrap();
+                        assert_eq!(appended[0].index, size);
+                    }
+                }));
+            }
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let total = 2 * tasks_per_ledger as u64 * steps;
+    assert_eq!(verify_all(ledgers[1].as_ref(), "held"), (0..total).collect::<Vec<_>>());
+}
