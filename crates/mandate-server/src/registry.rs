@@ -148,7 +148,7 @@ pub enum CreateTenantError {
 /// shown once. Blocks until committed: call it outside async code.
 ///
 /// A log left empty by a crash between the two steps is completed by calling
-/// this again with the same name.
+/// this again with the same name (by one caller only, when several try).
 pub fn create_tenant(ledger: &dyn Ledger, name: &str, origin_host: &str) -> Result<NewAdminKey, CreateTenantError> {
     mandate_log::entry::check_tenant(name)
         .map_err(|error| CreateTenantError::InvalidName { name: name.to_owned(), reason: error.to_string() })?;
@@ -188,7 +188,20 @@ pub fn create_tenant(ledger: &dyn Ledger, name: &str, origin_host: &str) -> Resu
         draft(types::POLICY_UPDATED, &policy_body)?,
         draft(types::ADMIN_KEY_CREATED, &key_body)?,
     ];
-    ledger.append(name, drafts).wait()?;
+    // Holding the log, so that two processes completing one creation at
+    // once (two servers starting on one fresh database) write it once.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| CreateTenantError::Other(format!("starting a runtime: {error}")))?;
+    runtime.block_on(async {
+        let hold = ledger.hold(name).await?;
+        if hold.size() != 0 {
+            return Err(CreateTenantError::Exists(name.to_owned()));
+        }
+        hold.commit(drafts, Vec::new()).await?;
+        Ok(())
+    })?;
     Ok(key)
 }
 

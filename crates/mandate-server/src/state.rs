@@ -317,6 +317,10 @@ pub struct TenantState {
     pub last_time: Option<Timestamp>,
     /// How many entries are folded in: the state's version.
     pub applied: u64,
+    /// The leaf hash of the last entry folded in from the log, which the
+    /// next entry's `prev` must name (kept by the tenant's fold, not by
+    /// [`TenantState::apply`], which sees bodies, not bytes).
+    pub last_leaf: mandate_log::Hash,
 }
 
 impl TenantState {
@@ -343,6 +347,7 @@ impl TenantState {
             spending: Spending::default(),
             last_time: None,
             applied: 0,
+            last_leaf: mandate_log::Hash::ZERO,
         })
     }
 

@@ -27,7 +27,7 @@ use mandate_core::pattern::ActionPattern;
 use mandate_core::policy::PolicySet;
 use mandate_core::wire;
 use mandate_log::SignerKey;
-use mandate_store::{EntryDraft, Ledger, StateRow, StoreError};
+use mandate_store::{EntryDraft, Ledger, LogHold, StateRow, StoreError, StoredEntry};
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -182,8 +182,12 @@ struct Submission {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Committed {
     size: u64,
-    /// Bumped whenever the state is rebuilt after a failed commit.
+    /// Bumped whenever a commit fails (the state is then rebuilt).
     epoch: u64,
+    /// A commit failed and the state, which may hold changes the log does
+    /// not, is not rebuilt yet (the store is unreachable): nothing may read
+    /// it until the next batch rebuilds it.
+    stale: bool,
 }
 
 /// A tenant being served.
@@ -229,34 +233,42 @@ pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, Load
     fold_log(ledger, tenant, ledger.size(tenant)?)
 }
 
-/// Folds the first `size` entries of a tenant's log into a state. Each
-/// entry must be the one its index and `prev` say: an entry edited in the
-/// database, moved, or from another tenant stops the fold rather than being
-/// acted on.
+/// Folds the first `size` entries of a tenant's log into a state.
 pub fn fold_log(ledger: &dyn Ledger, tenant: &str, size: u64) -> Result<TenantState, LoadError> {
     let mut state = TenantState::new(tenant)?;
-    let mut prev = mandate_log::hash::Hash::ZERO;
     let mut start = 0;
     while start < size {
         let end = size.min(start + mandate_store::ENTRIES_PAGE_MAX);
         for stored in ledger.entries(tenant, start, end)? {
-            let bad = |reason: String| LoadError::Entry { index: stored.index, reason };
-            let entry = mandate_log::Entry::parse(&stored.bytes).map_err(|error| bad(error.to_string()))?;
-            if entry.index != stored.index || entry.tenant != tenant {
-                return Err(bad(format!("it says it is entry {} of `{}`", entry.index, entry.tenant)));
-            }
-            if entry.prev != prev {
-                return Err(bad("its `prev` is not the hash of the entry before it: the log was altered".into()));
-            }
-            prev = mandate_log::hash::leaf_hash(&stored.bytes);
-            if prev != stored.leaf_hash {
-                return Err(bad("its bytes do not hash to the leaf the tree holds: the log was altered".into()));
-            }
-            state.apply(entry.index, &entry.time, &entry.entry_type, &entry.body)?;
+            apply_stored(&mut state, &stored)?;
         }
         start = end;
     }
     Ok(state)
+}
+
+/// Folds the log's next entry into the state. It must be the entry its index
+/// and `prev` say: an entry edited in the database, moved, or from another
+/// tenant stops the fold rather than being acted on.
+pub fn apply_stored(state: &mut TenantState, stored: &StoredEntry) -> Result<(), LoadError> {
+    let bad = |reason: String| LoadError::Entry { index: stored.index, reason };
+    let entry = mandate_log::Entry::parse(&stored.bytes).map_err(|error| bad(error.to_string()))?;
+    if entry.index != stored.index || entry.index != state.applied || entry.tenant != state.name {
+        return Err(bad(format!(
+            "it says it is entry {} of `{}`, where entry {} of `{}` was expected",
+            entry.index, entry.tenant, state.applied, state.name
+        )));
+    }
+    if entry.prev != state.last_leaf {
+        return Err(bad("its `prev` is not the hash of the entry before it: the log was altered".into()));
+    }
+    let leaf = mandate_log::hash::leaf_hash(&stored.bytes);
+    if leaf != stored.leaf_hash {
+        return Err(bad("its bytes do not hash to the leaf the tree holds: the log was altered".into()));
+    }
+    state.apply(entry.index, &entry.time, &entry.entry_type, &entry.body)?;
+    state.last_leaf = leaf;
+    Ok(())
 }
 
 impl Tenant {
@@ -265,7 +277,7 @@ impl Tenant {
     pub fn start(ledger: Arc<dyn Ledger>, name: &str) -> Result<Arc<Tenant>, LoadError> {
         let state = load_state(ledger.as_ref(), name)?;
         let signer = Arc::new(ledger.signer(name)?);
-        let committed = Committed { size: state.applied, epoch: 0 };
+        let committed = Committed { size: state.applied, epoch: 0, stale: false };
         metrics::gauge!("mandate_log_entries", "tenant" => name.to_owned()).set(state.applied as f64);
         let state = Arc::new(RwLock::new(state));
         let (queue, submissions) = mpsc::channel(SEQUENCER_QUEUE_MAX);
@@ -346,9 +358,14 @@ impl Tenant {
 
     /// Reads the state, then waits until what was read is committed.
     pub async fn read<T>(&self, f: impl FnOnce(&TenantState) -> T) -> Result<T, Problem> {
+        let rebuilding = || Problem::new(Code::Unavailable, "a write failed and the state is being rebuilt; retry");
         let (value, version, epoch) = {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            (f(&state), state.applied, self.committed.borrow().epoch)
+            let committed = *self.committed.borrow();
+            if committed.stale {
+                return Err(rebuilding());
+            }
+            (f(&state), state.applied, committed.epoch)
         };
         let mut committed = self.committed.clone();
         let reached = committed
@@ -356,7 +373,7 @@ impl Tenant {
             .await
             .map_err(|_| Problem::new(Code::Unavailable, "the tenant's sequencer has stopped"))?;
         if reached.epoch != epoch {
-            return Err(Problem::new(Code::Unavailable, "a write failed; retry"));
+            return Err(rebuilding());
         }
         Ok(value)
     }
@@ -420,7 +437,35 @@ impl Sequencer {
     }
 
     /// Runs one batch; false when the tenant must stop.
+    ///
+    /// The batch holds the tenant's log ([`Ledger::hold`]) from before it
+    /// reads the state to after its commit: first it folds in what other
+    /// processes appended since (PostgreSQL), then it decides on that state,
+    /// so that a revocation or a spend made through another server counts in
+    /// this one's very next decision. INVARIANT (decide-on-the-log): every
+    /// batch is decided on `fold(apply, log[0..n])` where `n` is the size its
+    /// entries are appended at.
     async fn run_batch(&self, batch: Vec<Submission>) -> bool {
+        if self.committed.borrow().stale {
+            match self.rebuild() {
+                Ok(()) => {}
+                Err(Rebuild::Later(problem)) => return fail_batch(batch, &problem, true),
+                Err(Rebuild::Never(problem)) => return fail_batch(batch, &problem, false),
+            }
+        }
+        let mut hold = match self.ledger.hold(&self.tenant).await {
+            Ok(hold) => hold,
+            Err(error) => return fail_batch(batch, &Problem::from(error), true),
+        };
+        if let Err(error) = self.catch_up(hold.as_mut()).await {
+            return match error {
+                LoadError::Store(error) => fail_batch(batch, &Problem::from(error), true),
+                other => {
+                    tracing::error!(tenant = %self.tenant, error = %other, "cannot fold the log's new entries; the tenant stops");
+                    fail_batch(batch, &Problem::new(Code::Unavailable, "the tenant's log cannot be applied"), false)
+                }
+            };
+        }
         // INVARIANT (one-clock-per-batch): every entry of a batch carries the
         // same time, read once here.
         let mut drafts: Vec<EntryDraft> = Vec::new();
@@ -452,16 +497,20 @@ impl Sequencer {
                 .collect();
         }
         let outcome = if drafts.is_empty() {
+            // Nothing to write: the hold is released unused.
+            drop(hold);
             Ok(Vec::new())
         } else {
             let count = drafts.len() as u64;
             // INVARIANT (rows-with-entries): the rows the batch changed are
             // written in the same transaction as its entries.
-            match self.ledger.append_with_state(&self.tenant, drafts, rows).await {
-                // INVARIANT (single-writer): this sequencer is the only writer
-                // of the tenant's log, so the store's indexes are the ones the
-                // state assumed. If not, the state is rebuilt.
+            match hold.commit(drafts, rows).await {
+                // The hold makes the store's indexes the ones the state
+                // assumed; if not, the state is rebuilt.
                 Ok(appended) if appended.first().map(|a| a.index) == Some(base) && appended.len() as u64 == count => {
+                    if let Some(last) = appended.last() {
+                        self.state.write().unwrap_or_else(PoisonError::into_inner).last_leaf = last.leaf_hash;
+                    }
                     self.committed.send_modify(|committed| committed.size = base + count);
                     metrics::gauge!("mandate_log_entries", "tenant" => self.tenant.clone()).set((base + count) as f64);
                     Ok(appended)
@@ -490,40 +539,95 @@ impl Sequencer {
             }
             Err(problem) => {
                 tracing::error!(tenant = %self.tenant, detail = %problem.detail(), "commit failed; rebuilding the state");
-                let rebuilt = self.rebuild();
+                // Readers in flight fail (the epoch moves), and nobody reads
+                // the state until it is rebuilt.
+                self.committed.send_modify(|committed| {
+                    committed.epoch += 1;
+                    committed.stale = true;
+                });
                 for (reply, staged) in replies {
                     let answers = staged.into_iter().map(|_| Err(problem.clone())).collect();
                     let _ = reply.send(answers);
                 }
-                rebuilt
+                // If the store is unreachable, the next batch tries again.
+                !matches!(self.rebuild(), Err(Rebuild::Never(_)))
             }
         }
     }
 
-    /// After a failed commit the state holds changes that are not in the
+    /// Folds in the entries other processes appended since this state was
+    /// last brought up to date, reading them through the hold (so nothing
+    /// more can be appended meanwhile). A store failure leaves the state at
+    /// a prefix of the log, which is still sound; anything else is fatal.
+    async fn catch_up(&self, hold: &mut dyn LogHold) -> Result<(), LoadError> {
+        let size = hold.size();
+        let mut applied = self.state.read().unwrap_or_else(PoisonError::into_inner).applied;
+        if size < applied {
+            return Err(LoadError::Entry {
+                index: size,
+                reason: format!("the log holds {size} entries but {applied} were applied: it was rolled back"),
+            });
+        }
+        while applied < size {
+            let end = size.min(applied + mandate_store::ENTRIES_PAGE_MAX);
+            let page = hold.entries(applied, end).await?;
+            {
+                let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+                for stored in &page {
+                    apply_stored(&mut state, stored)?;
+                }
+            }
+            applied = end;
+            self.committed.send_modify(|committed| committed.size = end);
+            metrics::gauge!("mandate_log_entries", "tenant" => self.tenant.clone()).set(end as f64);
+            metrics::counter!("mandate_entries_caught_up_total", "tenant" => self.tenant.clone())
+                .increment(page.len() as u64);
+        }
+        Ok(())
+    }
+
+    /// After a failed commit the state may hold changes that are not in the
     /// log: fold the log again.
-    /// Returns whether it could.
-    fn rebuild(&self) -> bool {
+    fn rebuild(&self) -> Result<(), Rebuild> {
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        let rebuilt = match load_state(self.ledger.as_ref(), &self.tenant) {
+        match load_state(self.ledger.as_ref(), &self.tenant) {
             Ok(fresh) => {
                 *state = fresh;
-                true
+                let size = state.applied;
+                self.committed.send_modify(|committed| {
+                    committed.size = size;
+                    committed.stale = false;
+                });
+                tracing::info!(tenant = %self.tenant, size, "state rebuilt from the log");
+                Ok(())
+            }
+            Err(LoadError::Store(error)) => {
+                tracing::warn!(tenant = %self.tenant, %error, "cannot rebuild the state yet; the next batch retries");
+                Err(Rebuild::Later(Problem::from(error)))
             }
             Err(error) => {
                 tracing::error!(tenant = %self.tenant, %error, "cannot rebuild the state; the tenant stops");
-                false
+                Err(Rebuild::Never(Problem::new(Code::Unavailable, "the tenant's log cannot be applied")))
             }
-        };
-        // Reads in flight fail (the epoch moves); after a failed rebuild the
-        // sequencer stops and so do all later reads and writes.
-        let size = state.applied;
-        self.committed.send_modify(|committed| {
-            committed.size = size;
-            committed.epoch += 1;
-        });
-        rebuilt
+        }
     }
+}
+
+/// Why the state could not be rebuilt.
+enum Rebuild {
+    /// The store failed: try again with the next batch.
+    Later(Problem),
+    /// The log does not fold: the tenant stops.
+    Never(Problem),
+}
+
+/// Answers every operation of a batch that could not run with `problem`;
+/// returns `keep_going` (false: the tenant stops).
+fn fail_batch(batch: Vec<Submission>, problem: &Problem, keep_going: bool) -> bool {
+    for Submission { ops, reply } in batch {
+        let _ = reply.send(ops.iter().map(|_| Err(problem.clone())).collect());
+    }
+    keep_going
 }
 
 /// An entry's time: RFC 3339 UTC with microseconds, so that times sort as text.

@@ -41,8 +41,10 @@ enum Command {
     #[command(subcommand)]
     Grant(keys::GrantCommand),
     /// Run the HTTP server on the embedded store (SQLite in the data
-    /// directory). The first start creates the tenant `default` and prints
-    /// its admin key once (also written to `<data>/admin.key`).
+    /// directory), or on a PostgreSQL database that several servers share
+    /// (`--database`). The first start creates the tenant `default` and
+    /// prints its admin key once (also written to `<data>/admin.key` on the
+    /// embedded store).
     Serve(ServeArgs),
     /// Manage tenants.
     #[command(subcommand)]
@@ -54,16 +56,27 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
-    /// The data directory.
+    #[command(flatten)]
+    store: StoreArgs,
+}
+
+/// Where the store is: the data directory, or a shared PostgreSQL database.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// The data directory (the embedded store, SQLite).
     #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
-    data: PathBuf,
+    pub data: PathBuf,
+    /// A PostgreSQL database instead of the data directory
+    /// (`postgres://user:password@host:port/database`), which several
+    /// servers may share.
+    #[arg(long, value_name = "URL", conflicts_with = "data")]
+    pub database: Option<String>,
 }
 
 #[derive(Debug, Args)]
 struct ServeArgs {
-    /// The data directory.
-    #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
-    data: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Where to listen (`127.0.0.1:0` picks a free port; the address is printed).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:8420")]
     addr: String,
@@ -79,9 +92,8 @@ enum TenantCommand {
     Create {
         /// The tenant's name (`a-z0-9._-:/@`).
         name: String,
-        /// The data directory.
-        #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
-        data: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The host part of the tenant's log name.
         #[arg(long, value_name = "HOST", default_value = "localhost")]
         origin_host: String,
@@ -131,9 +143,9 @@ fn main() -> ExitCode {
         Command::Verify(args) => run_verify(args),
         Command::Key(command) => keys::run_key(command),
         Command::Grant(command) => keys::run_grant(command),
-        Command::Serve(args) => serve::serve(args.data, args.addr, args.origin_host),
-        Command::Tenant(TenantCommand::Create { name, data, origin_host }) => serve::create(data, name, origin_host),
-        Command::Replay(args) => replay::run(&args.data),
+        Command::Serve(args) => serve::serve(args.store, args.addr, args.origin_host),
+        Command::Tenant(TenantCommand::Create { name, store, origin_host }) => serve::create(store, name, origin_host),
+        Command::Replay(args) => replay::run(&args.store),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

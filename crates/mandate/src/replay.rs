@@ -5,26 +5,29 @@
 //! reported row by row with exit status 1.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use anyhow::{Context as _, bail};
 use mandate_server::tenant::fold_log;
-use mandate_store::{Ledger, SqliteLedger};
+use mandate_store::Ledger;
+
+use crate::StoreArgs;
 
 /// How often to start again when the log grows while we read.
 const ATTEMPTS: usize = 5;
 
 /// `mandate replay`.
-pub fn run(data: &Path) -> anyhow::Result<()> {
-    let path = data.join(crate::serve::DATABASE_FILE);
-    if !path.exists() {
-        bail!("no Mandate store in {} (expected {})", data.display(), path.display());
+pub fn run(store: &StoreArgs) -> anyhow::Result<()> {
+    if store.database.is_none() {
+        let path = store.data.join(crate::serve::DATABASE_FILE);
+        if !path.exists() {
+            bail!("no Mandate store in {} (expected {})", store.data.display(), path.display());
+        }
     }
-    let ledger = SqliteLedger::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let ledger = crate::serve::open_store(store)?;
     let mut differences = 0;
     let tenants = ledger.tenants()?;
     for tenant in &tenants {
-        differences += replay_tenant(&ledger, tenant)?;
+        differences += replay_tenant(ledger.as_ref(), tenant)?;
     }
     if differences > 0 {
         bail!("replay found {differences} difference(s) between the log and the store");
@@ -33,7 +36,7 @@ pub fn run(data: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn replay_tenant(ledger: &SqliteLedger, tenant: &str) -> anyhow::Result<usize> {
+fn replay_tenant(ledger: &dyn Ledger, tenant: &str) -> anyhow::Result<usize> {
     for _ in 0..ATTEMPTS {
         // Rows change only with entries: if the size is the same before and
         // after reading them, they are the rows of exactly that log.

@@ -1,15 +1,18 @@
 //! `mandate serve` and `mandate tenant create`: the server on the embedded
-//! store, and tenants made beside a running server.
+//! store or a shared PostgreSQL database, and tenants made beside running
+//! servers.
 
 use std::fs::{self, OpenOptions};
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use mandate_server::{Bound, CreateTenantError, create_tenant};
-use mandate_store::{Ledger, SqliteLedger};
+use mandate_store::{Ledger, PostgresLedger, SqliteLedger};
+
+use crate::StoreArgs;
 
 /// The tenant created on first start.
 pub const DEFAULT_TENANT: &str = "default";
@@ -29,6 +32,15 @@ fn open_ledger(data: &Path) -> anyhow::Result<SqliteLedger> {
         .with_context(|| format!("creating the data directory {}", data.display()))?;
     SqliteLedger::open(data.join(DATABASE_FILE))
         .with_context(|| format!("opening {}", data.join(DATABASE_FILE).display()))
+}
+
+/// Opens the store `store` names: PostgreSQL when a database is given, else
+/// the data directory's SQLite file.
+pub fn open_store(store: &StoreArgs) -> anyhow::Result<Arc<dyn Ledger>> {
+    Ok(match &store.database {
+        Some(url) => Arc::new(PostgresLedger::connect(url).context("connecting to the PostgreSQL database")?),
+        None => Arc::new(open_ledger(&store.data)?),
+    })
 }
 
 /// Writes the admin key where only the owner can read it.
@@ -84,25 +96,45 @@ fn init_logging() {
 }
 
 /// `mandate serve`.
-pub fn serve(data: PathBuf, addr: String, origin_host: String) -> anyhow::Result<()> {
+///
+/// On the data directory, one server at a time (its lock file says so). On
+/// PostgreSQL, any number: each tenant's log is held for every batch of
+/// decisions, and each server folds in what the others appended first.
+pub fn serve(store: StoreArgs, addr: String, origin_host: String) -> anyhow::Result<()> {
     init_logging();
-    let ledger = open_ledger(&data)?;
-    let _lock = lock_data_directory(&data)?;
+    let ledger = open_store(&store)?;
+    let _lock = match &store.database {
+        Some(_) => None,
+        None => Some(lock_data_directory(&store.data)?),
+    };
     let needs_default =
         !ledger.tenants()?.iter().any(|name| name == DEFAULT_TENANT) || ledger.size(DEFAULT_TENANT)? == 0;
     if needs_default {
-        let key = create_tenant(&ledger, DEFAULT_TENANT, &origin_host)?;
-        let path = data.join(ADMIN_KEY_FILE);
-        write_admin_key(&path, &key.token)?;
-        println!("Created tenant `{DEFAULT_TENANT}`. Its admin key, shown once (also in {}):", path.display());
-        println!("{}", key.token);
+        match create_tenant(ledger.as_ref(), DEFAULT_TENANT, &origin_host) {
+            Ok(key) if store.database.is_some() => {
+                println!("Created tenant `{DEFAULT_TENANT}`. Its admin key, shown once:");
+                println!("{}", key.token);
+            }
+            Ok(key) => {
+                let path = store.data.join(ADMIN_KEY_FILE);
+                write_admin_key(&path, &key.token)?;
+                println!("Created tenant `{DEFAULT_TENANT}`. Its admin key, shown once (also in {}):", path.display());
+                println!("{}", key.token);
+            }
+            // Another server sharing the database created it first.
+            Err(CreateTenantError::Exists(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
-    let ledger: Arc<dyn Ledger> = Arc::new(ledger);
+    let place = match &store.database {
+        Some(_) => "data in PostgreSQL".to_owned(),
+        None => format!("data in {}", store.data.display()),
+    };
     runtime.block_on(async move {
         let bound = Bound::bind(ledger, &addr).await?;
         let local = bound.local_addr().map_or(addr.clone(), |local| local.to_string());
-        println!("mandate: listening on http://{local} (data in {})", data.display());
+        println!("mandate: listening on http://{local} ({place})");
         let _ = std::io::stdout().flush();
         bound.serve(shutdown_signal()).await?;
         eprintln!("mandate: stopped");
@@ -132,11 +164,11 @@ async fn shutdown_signal() {
     }
 }
 
-/// `mandate tenant create NAME`: works while a server runs on the same data
-/// directory, which starts serving the tenant on its first request.
-pub fn create(data: PathBuf, name: String, origin_host: String) -> anyhow::Result<()> {
-    let ledger = open_ledger(&data)?;
-    match create_tenant(&ledger, &name, &origin_host) {
+/// `mandate tenant create NAME`: works while servers run on the same store,
+/// which start serving the tenant on its first request.
+pub fn create(store: StoreArgs, name: String, origin_host: String) -> anyhow::Result<()> {
+    let ledger = open_store(&store)?;
+    match create_tenant(ledger.as_ref(), &name, &origin_host) {
         Ok(key) => {
             eprintln!("Created tenant `{name}`. Its admin key, shown once:");
             println!("{}", key.token);
