@@ -101,7 +101,7 @@ impl Deref for Authenticated {
 /// needs: 401 when it is missing or not an active key or token, 403 when
 /// its role may not call the route, 429 when the credential already has
 /// [`crate::limits::IN_FLIGHT_PER_KEY_MAX`] requests in flight.
-pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Authenticated, Problem> {
+pub async fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Authenticated, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -109,7 +109,7 @@ pub fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<A
         // RFC 9110 §11.1: the scheme is case-insensitive.
         .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "send `Authorization: Bearer <key>`"))?;
-    let caller = app.registry.authenticate(token.trim(), jiff::Timestamp::now())?;
+    let caller = app.registry.authenticate(token.trim()).await?;
     let allowed = match (&caller.principal, need) {
         (Principal::Key { role: Role::Admin, .. }, _) => true,
         (Principal::Key { role: Role::Auditor, .. }, need) => need == Need::Audit,
@@ -615,7 +615,7 @@ pub async fn create_identity(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let identity = decode_identity(&body_bytes(body)?)?;
     created(caller.tenant.submit_one(Op::CreateIdentity(identity)).await?)
 }
@@ -637,7 +637,7 @@ pub struct IdentityList {
 #[utoipa::path(get, path = "/v1/identities", tag = "identities", params(IdentityList),
     responses((status = 200, description = "`{identities, next}`"), (status = 400, description = "invalid parameter (`limit` 0 or over 1000)")))]
 pub async fn list_identities(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let query = decode_identity_page(query.as_deref().unwrap_or_default())?;
     let limit = query.limit;
     let page = caller
@@ -672,7 +672,7 @@ pub async fn list_identities(State(app): State<AppState>, headers: HeaderMap, Ra
 #[utoipa::path(get, path = "/v1/identities/{id}", tag = "identities", params(("id" = String, Path, description = "identity id (percent-encode `/`)")),
     responses((status = 200, description = "the identity"), (status = 404, description = "no such identity")))]
 pub async fn get_identity(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let id = IdentityId::parse(&id).map_err(|_| Problem::not_found("identity"))?;
     ok(caller.tenant.read(|state| tenant::identity_view(state, &id)).await??)
 }
@@ -681,7 +681,7 @@ pub async fn get_identity(State(app): State<AppState>, headers: HeaderMap, Path(
 #[utoipa::path(post, path = "/v1/identities/{id}/revoke", tag = "identities", params(("id" = String, Path, description = "identity id")),
     responses((status = 200, description = "the identity, with `revoked_descendants` and `log_index`"), (status = 404, description = "no such identity")))]
 pub async fn revoke_identity(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let id = IdentityId::parse(&id).map_err(|_| Problem::not_found("identity"))?;
     ok(caller.tenant.submit_one(Op::RevokeIdentity(id)).await?)
 }
@@ -721,7 +721,7 @@ pub async fn create_grant(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let grant = decode_grant(&body_bytes(body)?, uuid::Uuid::now_v7().to_string())?;
     created(caller.tenant.submit_one(Op::CreateGrant(grant)).await?)
 }
@@ -737,7 +737,7 @@ pub struct GrantList {
 /// The grants held by one identity.
 #[utoipa::path(get, path = "/v1/grants", tag = "grants", params(GrantList), responses((status = 200, description = "`{grants}`")))]
 pub async fn list_grants(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<GrantList>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let grantee = identity_id("grantee", &query.grantee)?;
     let grants = caller
         .tenant
@@ -761,7 +761,7 @@ pub async fn list_grants(State(app): State<AppState>, headers: HeaderMap, Query(
 #[utoipa::path(get, path = "/v1/grants/{id}", tag = "grants", params(("id" = String, Path, description = "grant id")),
     responses((status = 200, description = "the grant"), (status = 404, description = "no such grant")))]
 pub async fn get_grant(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller
         .tenant
         .read(|state| state.grant(&id).map(tenant::grant_view))
@@ -773,7 +773,7 @@ pub async fn get_grant(State(app): State<AppState>, headers: HeaderMap, Path(id)
 #[utoipa::path(post, path = "/v1/grants/{id}/revoke", tag = "grants", params(("id" = String, Path, description = "grant id")),
     responses((status = 200, description = "the grant"), (status = 404, description = "no such grant")))]
 pub async fn revoke_grant(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller.tenant.submit_one(Op::RevokeGrant(id)).await?)
 }
 
@@ -797,7 +797,7 @@ pub async fn put_policies(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let put: PoliciesPut = typed(json_object(body)?)?;
     // Cedar compiles here, off the sequencer.
     let set = tokio::task::spawn_blocking(move || PolicySet::new(&put.policies, put.schema.as_deref()))
@@ -813,14 +813,14 @@ pub async fn put_policies(
 /// The current policy set.
 #[utoipa::path(get, path = "/v1/policies", tag = "policies", responses((status = 200, description = "`{version, policy_hash, policies, schema}`")))]
 pub async fn get_policies(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller.tenant.read(tenant::policies_view).await?)
 }
 
 /// Every version of the policy set.
 #[utoipa::path(get, path = "/v1/policies/versions", tag = "policies", responses((status = 200, description = "`{versions}`")))]
 pub async fn policy_versions(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let versions = caller
         .tenant
         .read(|state| {
@@ -848,7 +848,7 @@ pub async fn policy_versions(State(app): State<AppState>, headers: HeaderMap) ->
 /// The tenant's settings.
 #[utoipa::path(get, path = "/v1/settings", tag = "tenant", responses((status = 200, description = "`{require_signed_grants, record_inputs}`")))]
 pub async fn get_settings(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller.tenant.read(|state| state.settings.to_json()).await?)
 }
 
@@ -859,7 +859,7 @@ pub async fn patch_settings(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller.tenant.submit_one(Op::UpdateSettings(json_object(body)?)).await?)
 }
 
@@ -878,7 +878,7 @@ pub async fn create_admin_key(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let role = decode_admin_key(&body_bytes(body)?)?;
     let key = NewAdminKey::generate()?;
     let op = Op::CreateAdminKey { key_id: key.key_id.clone(), role, secret_sha256: key.secret_sha256 };
@@ -891,7 +891,7 @@ pub async fn create_admin_key(
 /// Revokes an admin key.
 #[utoipa::path(post, path = "/v1/admin-keys/{id}/revoke", tag = "tenant", params(("id" = String, Path, description = "key id")), responses((status = 200, description = "the key")))]
 pub async fn revoke_admin_key(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller.tenant.submit_one(Op::RevokeAdminKey(id)).await?)
 }
 
@@ -1069,7 +1069,7 @@ pub async fn authorize(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let request = decode_authorize(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?;
     let answer = caller.tenant.submit_one(as_caller(&caller, Op::Authorize(Box::new(request)))).await?;
     record_decision(&app, started, &answer);
@@ -1086,7 +1086,7 @@ pub async fn authorize_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let ops = decode_authorize_batch(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?
         .into_iter()
         .map(|request| as_caller(&caller, Op::Authorize(Box::new(request))))
@@ -1120,7 +1120,7 @@ fn text(content_type: &'static str, body: String) -> ApiResult {
 /// A signed checkpoint of everything committed (a C2SP signed note).
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", responses((status = 200, description = "signed note", content_type = "text/plain")))]
 pub async fn checkpoint(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let (ledger, tenant) = (app.registry.ledger().clone(), caller.tenant.clone());
     let signed = blocking(move || Ok(ledger.sign_checkpoint(tenant.name(), tenant.signer())?)).await?;
     text("text/plain; charset=utf-8", signed.note)
@@ -1141,7 +1141,7 @@ pub struct EntriesQuery {
     responses((status = 200, description = "JSONL", content_type = "application/x-ndjson"),
         (status = 400, description = "invalid parameter (`end` before `start`, beyond the log, or more than 100,000 entries after it)")))]
 pub async fn entries(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let (start, end) = decode_entries_range(query.as_deref().unwrap_or_default())?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let size = {
@@ -1206,7 +1206,7 @@ pub async fn inclusion_proof(
     headers: HeaderMap,
     Query(query): Query<InclusionQuery>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let proof = blocking(move || Ok(ledger.inclusion_proof(&name, query.index, query.size)?)).await?;
     let mut body = Map::new();
@@ -1233,7 +1233,7 @@ pub async fn consistency_proof(
     headers: HeaderMap,
     Query(query): Query<ConsistencyQuery>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let proof = blocking(move || Ok(ledger.consistency_proof(&name, query.from, query.to)?)).await?;
     let mut body = Map::new();
@@ -1254,7 +1254,7 @@ pub struct ReceiptQuery {
 /// A `c2sp.org/tlog-proof@v1` receipt: the entry's inclusion in a signed checkpoint.
 #[utoipa::path(get, path = "/v1/log/receipt", tag = "log", params(ReceiptQuery), responses((status = 200, description = "receipt", content_type = "text/plain")))]
 pub async fn receipt(State(app): State<AppState>, headers: HeaderMap, Query(query): Query<ReceiptQuery>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let (ledger, tenant) = (app.registry.ledger().clone(), caller.tenant.clone());
     let receipt = blocking(move || {
         let signed = ledger.sign_checkpoint(tenant.name(), tenant.signer())?;
@@ -1275,7 +1275,7 @@ pub async fn receipt(State(app): State<AppState>, headers: HeaderMap, Query(quer
 /// The verifier key of the tenant's log (C2SP signed-note format).
 #[utoipa::path(get, path = "/v1/log/public-key", tag = "log", responses((status = 200, description = "verifier key", content_type = "text/plain")))]
 pub async fn public_key(State(app): State<AppState>, headers: HeaderMap) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     text("text/plain; charset=utf-8", format!("{}\n", caller.tenant.signer().verifier()))
 }
 
@@ -1317,7 +1317,7 @@ fn micros(field: &str, text: Option<&str>) -> Result<Option<i64>, Problem> {
     responses((status = 200, description = "`{entries, next_cursor}`"),
         (status = 400, description = "invalid parameter (`limit` 0 or over 1000, a bad `cursor`, `since` or `until`)")))]
 pub async fn search(State(app): State<AppState>, headers: HeaderMap, RawQuery(query): RawQuery) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Audit)?;
+    let caller = authenticate(&app, &headers, Need::Audit).await?;
     let query = decode_search(query.as_deref().unwrap_or_default())?;
     let (ledger, name) = (app.registry.ledger().clone(), caller.tenant.name().to_owned());
     let page = blocking(move || Ok(ledger.search(&name, &query)?)).await?;
@@ -1377,7 +1377,7 @@ pub async fn create_budget(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let budget = decode_budget(&body_bytes(body)?, jiff::Timestamp::now())?;
     created(caller.tenant.submit_one(Op::CreateBudget(budget)).await?)
 }
@@ -1397,7 +1397,7 @@ pub async fn list_budgets(
     headers: HeaderMap,
     Query(query): Query<BudgetList>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let identity = query.identity.as_deref().map(|text| identity_id("identity", text)).transpose()?;
     let now = jiff::Timestamp::now();
     let budgets = caller
@@ -1420,7 +1420,7 @@ pub async fn list_budgets(
 #[utoipa::path(get, path = "/v1/budgets/{id}", tag = "budgets", params(("id" = String, Path, description = "budget id")),
     responses((status = 200, description = "the budget"), (status = 404, description = "no such budget")))]
 pub async fn get_budget(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let now = jiff::Timestamp::now();
     ok(caller
         .tenant
@@ -1439,7 +1439,7 @@ pub async fn patch_budget(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let limit = decode_budget_patch(&body_bytes(body)?)?;
     ok(caller.tenant.submit_one(Op::UpdateBudget { id, limit }).await?)
 }
@@ -1468,7 +1468,7 @@ pub async fn settle(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let amounts = decode_settle(&body_bytes(body)?)?;
     ok(caller.tenant.submit_one(as_caller(&caller, Op::Settle { id, amounts })).await?)
 }
@@ -1480,7 +1480,7 @@ pub async fn settle(
     responses((status = 200, description = "the reservation; the same answer again for a repeated void"),
         (status = 404, description = "no such reservation"), (status = 409, description = "resolved otherwise")))]
 pub async fn void(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     ok(caller.tenant.submit_one(as_caller(&caller, Op::Void(id))).await?)
 }
 
@@ -1519,7 +1519,7 @@ pub async fn record_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let event = decode_event(&body_bytes(body)?)?;
     created(caller.tenant.submit_one(as_caller(&caller, Op::RecordEvent(Box::new(event)))).await?)
 }
@@ -1529,7 +1529,7 @@ pub async fn record_event(
     params(("id" = String, Path, description = "reservation id")),
     responses((status = 200, description = "the reservation"), (status = 404, description = "no such reservation")))]
 pub async fn get_reservation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     ok(caller
         .tenant
         .read(|state| state.spending.budgets.reservation(&id).map(spend::reservation_view))
@@ -1554,7 +1554,7 @@ pub async fn list_approvals(
     headers: HeaderMap,
     Query(query): Query<ApprovalList>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let status = match query.status.as_deref() {
         None => None,
         Some(text) => Some(spend::ApprovalStatus::parse(text).ok_or_else(|| {
@@ -1597,7 +1597,7 @@ pub async fn get_approval(
     Path(id): Path<String>,
     RawQuery(query): RawQuery,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let wait = decode_approval_wait(query.as_deref().unwrap_or_default())?;
     let owner = caller.agent().map(|(_, token)| token.identity.clone());
     let deadline = tokio::time::Instant::now() + wait;
@@ -1633,7 +1633,7 @@ pub struct ApprovalAnswer {
 }
 
 async fn answer_approval(app: AppState, headers: HeaderMap, id: String, body: Bytes, approve: bool) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let by = match decode_approval_answer(&body)? {
         None => match &caller.principal {
             Principal::Key { key_id, .. } => format!("admin_key:{key_id}"),
@@ -1719,7 +1719,7 @@ pub async fn create_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let TokenRequest { identity, ttl, scopes } = decode_token(&body_bytes(body)?)?;
     let token = NewAgentToken::generate()?;
     let op =
@@ -1760,7 +1760,7 @@ pub async fn introspect_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent)?;
+    let caller = authenticate(&app, &headers, Need::Agent).await?;
     let token = decode_introspect(&body_bytes(body)?)?;
     if let Some((token_id, _)) = caller.agent() {
         let presented = crate::registry::split_agent_token(&token).map(|(id, _)| id);
@@ -1797,7 +1797,7 @@ pub async fn revoke_token(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Admin)?;
+    let caller = authenticate(&app, &headers, Need::Admin).await?;
     let id = match decode_token_revoke(&body_bytes(body)?)? {
         TokenRevokeBy::Token(token) => {
             let now = jiff::Timestamp::now();

@@ -13,8 +13,8 @@
 //! so revoking the identity or an ancestor stops its tokens at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Instant;
 
 use jiff::Timestamp;
 use mandate_core::policy::PolicySet;
@@ -36,9 +36,6 @@ pub const AGENT_TOKEN_PREFIX: &str = "mt_";
 
 /// The fewest token owners remembered before expired ones are swept.
 const TOKEN_SWEEP_MIN: usize = 1_024;
-
-/// How often an unknown key id may trigger a look for new tenants.
-const REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A freshly made admin key: the text to hand out once, and what the log keeps.
 #[derive(Debug, Clone)]
@@ -212,7 +209,10 @@ pub struct Registry {
     tenants: RwLock<HashMap<String, Arc<Tenant>>>,
     key_owners: RwLock<HashMap<String, String>>,
     token_owners: RwLock<TokenOwners>,
-    last_refresh: Mutex<Option<Instant>>,
+    /// When the last look for new tenants and credentials began: one look
+    /// at a time, and a caller that missed skips the look when one began
+    /// after its miss.
+    last_refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 /// Token id → (tenant, expiry). Expired tokens are swept whenever the map
@@ -294,7 +294,7 @@ impl Registry {
             tenants: RwLock::new(HashMap::new()),
             key_owners: RwLock::new(HashMap::new()),
             token_owners: RwLock::new(TokenOwners::default()),
-            last_refresh: Mutex::new(None),
+            last_refresh: tokio::sync::Mutex::new(None),
         };
         registry.refresh()?;
         Ok(registry)
@@ -306,27 +306,16 @@ impl Registry {
     }
 
     /// Starts serving tenants created since the last look (by `mandate
-    /// tenant create` in another process, for instance).
+    /// tenant create` in another process, for instance). Blocks: call it
+    /// outside async code.
     pub fn refresh(&self) -> Result<(), tenant::LoadError> {
-        *self.last_refresh.lock().unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         for name in self.ledger.tenants()? {
             if self.tenant(&name).is_some() || self.ledger.size(&name)? == 0 {
                 continue;
             }
             let tenant = Tenant::start(self.ledger.clone(), &name)?;
-            let key_ids: Vec<String> = tenant.peek(|state| state.admin_keys.keys().cloned().collect());
-            let token_ids: Vec<(String, Timestamp)> =
-                tenant.peek(|state| state.tokens.iter().map(|(id, token)| (id.clone(), token.expires_at)).collect());
+            self.register_credentials(&tenant);
             self.tenants.write().unwrap_or_else(PoisonError::into_inner).insert(name.clone(), tenant);
-            let mut owners = self.key_owners.write().unwrap_or_else(PoisonError::into_inner);
-            for key_id in key_ids {
-                owners.insert(key_id, name.clone());
-            }
-            drop(owners);
-            let mut token_owners = self.token_owners.write().unwrap_or_else(PoisonError::into_inner);
-            for (token_id, expires_at) in token_ids {
-                token_owners.insert(&token_id, &name, expires_at);
-            }
         }
         Ok(())
     }
@@ -353,35 +342,70 @@ impl Registry {
         self.token_owners.write().unwrap_or_else(PoisonError::into_inner).insert(token_id, tenant, expires_at);
     }
 
-    /// The owner `look` finds; if none, looks for new tenants (at most once
-    /// every [`REFRESH_INTERVAL`]) and asks again.
-    fn owner(&self, look: impl Fn(&Registry) -> Option<String>) -> Option<String> {
+    /// The owner `look` finds; if none, looks for new tenants and (on a
+    /// shared store) for credentials other servers created, and asks again.
+    async fn owner(self: &Arc<Self>, look: impl Fn(&Registry) -> Option<String>) -> Option<String> {
         if let Some(name) = look(self) {
             return Some(name);
         }
-        let due = self
-            .last_refresh
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_none_or(|last| last.elapsed() >= REFRESH_INTERVAL);
-        if due && let Err(error) = self.refresh() {
-            tracing::error!(%error, "looking for new tenants");
+        let missed_at = Instant::now();
+        let mut last = self.last_refresh.lock().await;
+        if last.is_none_or(|started| started < missed_at) {
+            let started = Instant::now();
+            let registry = self.clone();
+            let refreshed = tokio::task::spawn_blocking(move || registry.refresh()).await;
+            match refreshed {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "looking for new tenants"),
+                Err(_) => tracing::error!("looking for new tenants failed"),
+            }
+            if self.ledger.shared() {
+                for tenant in self.tenants() {
+                    if let Err(problem) = tenant.sync().await {
+                        tracing::warn!(tenant = %tenant.name(), detail = %problem.detail(), "catching up");
+                    }
+                    self.register_credentials(&tenant);
+                }
+            }
+            *last = Some(started);
         }
+        drop(last);
         look(self)
     }
 
+    /// Records where every admin key and agent token of `tenant` belongs.
+    fn register_credentials(&self, tenant: &Tenant) {
+        let name = tenant.name();
+        let key_ids: Vec<String> = tenant.peek(|state| state.admin_keys.keys().cloned().collect());
+        let token_ids: Vec<(String, Timestamp)> =
+            tenant.peek(|state| state.tokens.iter().map(|(id, token)| (id.clone(), token.expires_at)).collect());
+        let mut owners = self.key_owners.write().unwrap_or_else(PoisonError::into_inner);
+        for key_id in key_ids {
+            owners.insert(key_id, name.to_owned());
+        }
+        drop(owners);
+        let mut token_owners = self.token_owners.write().unwrap_or_else(PoisonError::into_inner);
+        for (token_id, expires_at) in token_ids {
+            token_owners.insert(&token_id, name, expires_at);
+        }
+    }
+
     /// Authenticates a bearer token: an admin key (`mk_…`) or an agent token
-    /// (`mt_…`) active at `now`.
-    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Caller, Problem> {
+    /// (`mt_…`) active now. On a shared store its tenant first folds in
+    /// what other servers appended, so a key or token revoked through any
+    /// server fails here, and what the request reads is up to date.
+    pub async fn authenticate(self: &Arc<Self>, token: &str) -> Result<Caller, Problem> {
         if token.starts_with(AGENT_TOKEN_PREFIX) {
-            return self.authenticate_agent(token, now);
+            return self.authenticate_agent(token).await;
         }
         let unauthorized = || Problem::new(Code::Unauthorized, "the bearer token is not a valid key");
         let (key_id, secret) = split_admin_key(token).ok_or_else(unauthorized)?;
         let tenant_name = self
             .owner(|registry| registry.key_owners.read().unwrap_or_else(PoisonError::into_inner).get(key_id).cloned())
+            .await
             .ok_or_else(unauthorized)?;
         let tenant = self.tenant(&tenant_name).ok_or_else(unauthorized)?;
+        tenant.sync().await?;
         let key = tenant.peek(|state| state.admin_keys.get(key_id).cloned()).ok_or_else(unauthorized)?;
         if !secret_matches(secret, &key.secret_sha256) || key.revoked {
             return Err(unauthorized());
@@ -389,7 +413,7 @@ impl Registry {
         Ok(Caller { tenant, principal: Principal::Key { key_id: key_id.to_owned(), role: key.role } })
     }
 
-    fn authenticate_agent(&self, token: &str, now: Timestamp) -> Result<Caller, Problem> {
+    async fn authenticate_agent(self: &Arc<Self>, token: &str) -> Result<Caller, Problem> {
         let unauthorized = || Problem::new(Code::Unauthorized, "the bearer token is not a valid agent token");
         let (token_id, secret) = split_agent_token(token).ok_or_else(unauthorized)?;
         let tenant_name = self
@@ -397,8 +421,11 @@ impl Registry {
                 let owners = registry.token_owners.read().unwrap_or_else(PoisonError::into_inner);
                 owners.owners.get(token_id).map(|(tenant, _)| tenant.clone())
             })
+            .await
             .ok_or_else(unauthorized)?;
         let tenant = self.tenant(&tenant_name).ok_or_else(unauthorized)?;
+        tenant.sync().await?;
+        let now = Timestamp::now();
         let (held, inactive) = tenant
             .peek(|state| {
                 let held = state.token(token_id, now)?;

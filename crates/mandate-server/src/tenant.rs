@@ -345,6 +345,27 @@ impl Tenant {
         Ok(answer)
     }
 
+    /// On a store other servers append to ([`Ledger::shared`]): folds in
+    /// what they appended before this call, so that what the caller reads
+    /// next includes every change acknowledged anywhere before it asked
+    /// (read-your-writes across servers). One query when nothing is new.
+    pub async fn sync(&self) -> Result<(), Problem> {
+        if !self.ledger.shared() {
+            return Ok(());
+        }
+        let (ledger, name) = (self.ledger.clone(), self.name.clone());
+        let size = tokio::task::spawn_blocking(move || ledger.size(&name))
+            .await
+            .map_err(|_| Problem::new(Code::Internal, "reading the log's size failed"))??;
+        if size > self.committed.borrow().size {
+            // An empty batch holds the log and folds in what is new.
+            for answer in self.submit(Vec::new()).await? {
+                answer?;
+            }
+        }
+        Ok(())
+    }
+
     /// Waits until the state changes (or `timeout` passes): for long polls.
     pub async fn changed(&self, timeout: std::time::Duration) {
         let mut committed = self.committed.clone();

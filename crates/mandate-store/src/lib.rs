@@ -403,6 +403,13 @@ pub trait Ledger: Send + Sync {
     /// fails with [`StoreError::Stale`]. Dropping a hold releases it without
     /// writing. A hold waits for the one before it; hold one log at a time.
     fn hold(&self, tenant: &str) -> HoldFuture;
+
+    /// Whether other processes may append to this store's logs while this
+    /// one runs (PostgreSQL shared by several servers): a reader of the
+    /// state it folds from a log must then look for their entries first.
+    fn shared(&self) -> bool {
+        false
+    }
 }
 
 /// A pending [`Ledger::hold`].

@@ -1234,6 +1234,10 @@ impl Ledger for PostgresLedger {
         self.run(move |pool| async move { sign(&pool, &tenant, &signer).await })
     }
 
+    fn shared(&self) -> bool {
+        true
+    }
+
     fn hold(&self, tenant: &str) -> HoldFuture {
         let (opened, granted) = tokio::sync::oneshot::channel();
         let (commands, queue) = tokio::sync::mpsc::unbounded_channel();

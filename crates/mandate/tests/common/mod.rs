@@ -200,7 +200,10 @@ pub struct Server {
     pub key: String,
     /// The key printed by this start, if it created the tenant.
     pub printed_key: Option<String>,
+    /// The data directory (empty on PostgreSQL).
     pub data: PathBuf,
+    /// The PostgreSQL database, when the server runs on one.
+    pub database: Option<String>,
     pub stdout: Arc<Mutex<String>>,
     pub stderr: Arc<Mutex<String>>,
     pub readers: Vec<JoinHandle<()>>,
@@ -245,8 +248,25 @@ impl Server {
 
     /// `mandate serve` on `data` with `env` added to its environment.
     pub fn start_with(data: &Path, env: &[(&str, &str)]) -> Server {
+        Server::spawn(&["--data", path_str(data)], env, &format!("(data in {})", data.display()), Some(data))
+    }
+
+    /// `mandate serve --database url`. The default tenant's key is the one
+    /// this start printed, else `key` (from the server that created it).
+    pub fn start_on_database(url: &str, key: Option<&str>, env: &[(&str, &str)]) -> Server {
+        let mut server = Server::spawn(&["--database", url], env, "(data in PostgreSQL)", None);
+        server.database = Some(url.to_owned());
+        if let Some(key) = key {
+            server.key = key.to_owned();
+        }
+        server
+    }
+
+    fn spawn(store: &[&str], env: &[(&str, &str)], note: &str, data: Option<&Path>) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
-            .args(["serve", "--data", path_str(data), "--addr", "127.0.0.1:0"])
+            .arg("serve")
+            .args(store)
+            .args(["--addr", "127.0.0.1:0"])
             .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -278,21 +298,26 @@ impl Server {
                 key_follows = true;
             } else if let Some(rest) = line.strip_prefix("mandate: listening on http://") {
                 let (addr, data_note) = rest.split_once(' ').unwrap();
-                assert_eq!(data_note, format!("(data in {})", data.display()));
+                assert_eq!(data_note, note);
                 break addr.to_owned();
             }
         };
-        let key = match &printed_key {
-            Some(key) => key.clone(),
-            None => std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_owned(),
+        let key = match (&printed_key, data) {
+            (Some(key), _) => key.clone(),
+            (None, Some(data)) => std::fs::read_to_string(data.join("admin.key")).unwrap().trim().to_owned(),
+            (None, None) => String::new(),
         };
-        Server { child, addr, key, printed_key, data: data.to_owned(), stdout, stderr, readers }
+        let data = data.map(Path::to_owned).unwrap_or_default();
+        Server { child, addr, key, printed_key, data, database: None, stdout, stderr, readers }
     }
 
     /// Creates tenant `name` beside the running server and waits until its
     /// admin key works there; returns the key.
     pub fn create_tenant(&self, name: &str) -> String {
-        let created = mandate(&["tenant", "create", name, "--data", path_str(&self.data)]);
+        let created = match &self.database {
+            Some(url) => mandate(&["tenant", "create", name, "--database", url]),
+            None => mandate(&["tenant", "create", name, "--data", path_str(&self.data)]),
+        };
         assert!(created.status.success(), "{}", String::from_utf8_lossy(&created.stderr));
         let key = String::from_utf8(created.stdout).unwrap().trim().to_owned();
         let deadline = Instant::now() + Duration::from_secs(30);
