@@ -102,6 +102,27 @@ impl Deref for Authenticated {
 /// its role may not call the route, 429 when the credential already has
 /// [`crate::limits::IN_FLIGHT_PER_KEY_MAX`] requests in flight.
 pub async fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Authenticated, Problem> {
+    authenticate_with(app, headers, need, true).await
+}
+
+/// [`authenticate`] for the hot path: routes whose only work is one
+/// operation wrapped by [`as_caller`], which the sequencer checks again
+/// against the state it has caught up with the log, so the request needs no
+/// look at the shared store first (see [`crate::Registry::authenticate`]).
+pub async fn authenticate_sequenced(
+    app: &AppState,
+    headers: &HeaderMap,
+    need: Need,
+) -> Result<Authenticated, Problem> {
+    authenticate_with(app, headers, need, false).await
+}
+
+async fn authenticate_with(
+    app: &AppState,
+    headers: &HeaderMap,
+    need: Need,
+    fresh: bool,
+) -> Result<Authenticated, Problem> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -109,7 +130,7 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Re
         // RFC 9110 §11.1: the scheme is case-insensitive.
         .and_then(|(scheme, token)| scheme.eq_ignore_ascii_case("bearer").then_some(token))
         .ok_or_else(|| Problem::new(Code::Unauthorized, "send `Authorization: Bearer <key>`"))?;
-    let caller = app.registry.authenticate(token.trim()).await?;
+    let caller = app.registry.authenticate(token.trim(), fresh).await?;
     let allowed = match (&caller.principal, need) {
         (Principal::Key { role: Role::Admin, .. }, _) => true,
         (Principal::Key { role: Role::Auditor, .. }, need) => need == Need::Audit,
@@ -135,12 +156,12 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Re
     Ok(Authenticated { caller, _in_flight: in_flight })
 }
 
-/// The operation as the caller asks it: an agent token's goes to the
-/// sequencer wrapped, so that it is checked again there, in log order.
+/// The operation as the caller asks it, wrapped with its credential so that
+/// the sequencer checks the key or token again, in log order.
 fn as_caller(caller: &Caller, op: Op) -> Op {
-    match caller.agent() {
-        Some((token_id, _)) => Op::AsAgent { token_id: token_id.to_owned(), op: Box::new(op) },
-        None => op,
+    match &caller.principal {
+        Principal::Agent { token_id, .. } => Op::AsAgent { token_id: token_id.clone(), op: Box::new(op) },
+        Principal::Key { key_id, .. } => Op::AsAdmin { key_id: key_id.clone(), op: Box::new(op) },
     }
 }
 
@@ -1069,7 +1090,7 @@ pub async fn authorize(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Agent).await?;
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
     let request = decode_authorize(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?;
     let answer = caller.tenant.submit_one(as_caller(&caller, Op::Authorize(Box::new(request)))).await?;
     record_decision(&app, started, &answer);
@@ -1086,7 +1107,7 @@ pub async fn authorize_batch(
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
     let started = Instant::now();
-    let caller = authenticate(&app, &headers, Need::Agent).await?;
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
     let ops = decode_authorize_batch(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?
         .into_iter()
         .map(|request| as_caller(&caller, Op::Authorize(Box::new(request))))
@@ -1468,7 +1489,7 @@ pub async fn settle(
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent).await?;
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
     let amounts = decode_settle(&body_bytes(body)?)?;
     ok(caller.tenant.submit_one(as_caller(&caller, Op::Settle { id, amounts })).await?)
 }
@@ -1480,7 +1501,7 @@ pub async fn settle(
     responses((status = 200, description = "the reservation; the same answer again for a repeated void"),
         (status = 404, description = "no such reservation"), (status = 409, description = "resolved otherwise")))]
 pub async fn void(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent).await?;
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
     ok(caller.tenant.submit_one(as_caller(&caller, Op::Void(id))).await?)
 }
 
@@ -1519,7 +1540,7 @@ pub async fn record_event(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult {
-    let caller = authenticate(&app, &headers, Need::Agent).await?;
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
     let event = decode_event(&body_bytes(body)?)?;
     created(caller.tenant.submit_one(as_caller(&caller, Op::RecordEvent(Box::new(event)))).await?)
 }

@@ -96,6 +96,15 @@ pub enum Op {
         /// The operation.
         op: Box<Op>,
     },
+    /// An operation asked with an admin key, which the sequencer checks is
+    /// still active (not revoked) in log order: on a shared store another
+    /// server may have revoked it after this one authenticated the request.
+    AsAdmin {
+        /// The key's id.
+        key_id: String,
+        /// The operation.
+        op: Box<Op>,
+    },
     /// Set a budget.
     CreateBudget(Budget),
     /// Change a budget's limit.
@@ -671,10 +680,18 @@ fn evaluate(
             check_agent_op(state, &token_id, &op, now)?;
             (*op, Some(token_id))
         }
+        Op::AsAdmin { key_id, op } => {
+            if state.admin_keys.get(&key_id).is_none_or(|key| key.revoked) {
+                return Err(Problem::new(Code::Unauthorized, "the bearer token is not a valid key"));
+            }
+            (*op, None)
+        }
         op => (op, None),
     };
     let (entry_type, body, terms, prepared_policies) = match op {
-        Op::AsAgent { .. } => return Err(Problem::new(Code::Internal, "an agent's operation inside another")),
+        Op::AsAgent { .. } | Op::AsAdmin { .. } => {
+            return Err(Problem::new(Code::Internal, "an operation wrapped twice"));
+        }
         Op::Authorize(request) => {
             let mut recorded = request_body(state, &request);
             if let Some(token_id) = token_id {

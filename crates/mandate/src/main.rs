@@ -4,6 +4,7 @@
 //! Every failure prints one line on stderr and exits non-zero; nothing here
 //! panics on any input.
 
+mod bench;
 mod demo;
 mod keys;
 mod replay;
@@ -52,7 +53,13 @@ enum Command {
     /// Rebuild every tenant's budgets, reservations and approvals from the
     /// log alone and compare them with the store; exit 1 on any difference.
     Replay(ReplayArgs),
+    /// Load a server (or several sharing a database) with decisions and
+    /// report throughput and latency percentiles.
+    Bench(bench::BenchArgs),
 }
+
+/// The default data directory.
+pub const DEFAULT_DATA: &str = "./mandate-data";
 
 #[derive(Debug, Args)]
 struct ReplayArgs {
@@ -64,7 +71,7 @@ struct ReplayArgs {
 #[derive(Debug, Clone, Args)]
 pub struct StoreArgs {
     /// The data directory (the embedded store, SQLite).
-    #[arg(long, value_name = "DIR", default_value = "./mandate-data")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA)]
     pub data: PathBuf,
     /// A PostgreSQL database instead of the data directory
     /// (`postgres://user:password@host:port/database`), which several
@@ -146,6 +153,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::serve(args.store, args.addr, args.origin_host),
         Command::Tenant(TenantCommand::Create { name, store, origin_host }) => serve::create(store, name, origin_host),
         Command::Replay(args) => replay::run(&args.store),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -201,6 +201,13 @@ fn a_revocation_through_one_server_counts_at_once_on_the_other() {
     a.get_as(second_text, "/v1/budgets").expect(200);
     b.post(&format!("/v1/admin-keys/{second_id}/revoke"), json!({})).expect(200);
     a.get_as(second_text, "/v1/budgets").problem(401, "unauthorized");
+    // Also on the hot path, where the sequencer checks the key after catching up.
+    a.post_as(second_text, "/v1/authorize", pay(AGENT_A, 1)).problem(401, "unauthorized");
+    let third_key = a.post("/v1/admin-keys", json!({"role": "admin"})).expect(201);
+    let (third_id, third_text) = (third_key["id"].as_str().unwrap(), third_key["key"].as_str().unwrap());
+    assert_allowed(&b.post_as(third_text, "/v1/authorize", pay(AGENT_A, 1)).expect(200));
+    a.post(&format!("/v1/admin-keys/{third_id}/revoke"), json!({})).expect(200);
+    b.post_as(third_text, "/v1/authorize", pay(AGENT_A, 1)).problem(401, "unauthorized");
     // And a tenant created beside them is served by both.
     let key = a.create_tenant("second");
     assert!(b.get_as(&key, "/v1/log/checkpoint").expect_text(200).starts_with("localhost/second\n"));

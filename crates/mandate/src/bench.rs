@@ -1,0 +1,379 @@
+//! `mandate bench`: a load generator for Mandate's HTTP API.
+//!
+//! It sets up a realistic tenant through the API (a chain of three
+//! identities, grants, twenty Cedar policies, a budget on each identity of
+//! the chain), then drives `POST /v1/authorize` (and, with `--settle`, the
+//! settlement of each reservation) from N keep-alive connections for a fixed
+//! time, spread over every `--url` given (several servers on one PostgreSQL
+//! database, say). Without `--url` it starts a server in this process on a
+//! temporary embedded store (or on `--database`).
+//!
+//! Flat out (the default), each connection sends its next request as soon as
+//! the last is answered: that measures throughput. With `--rate`, requests
+//! are sent on a fixed schedule and each latency is counted from when its
+//! request was *due*, so a stall is charged to every request it delays
+//! (no coordinated omission): that measures latency at a given load.
+//!
+//! Latencies go into an HDR histogram (microseconds, 3 significant digits).
+//! The report gives throughput and p50/p90/p99/p99.9/max of the decisions
+//! made after the warm-up; `--json` writes the same as JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt as _, Full};
+use hyper::Request;
+use serde_json::{Value, json};
+
+use crate::StoreArgs;
+
+/// `mandate bench` options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A server to load (repeat for several servers sharing one database).
+    /// Without it, a server is started in this process.
+    #[arg(long = "url", value_name = "URL")]
+    urls: Vec<String>,
+    /// The admin key of the tenant to set up and load (needed with `--url`).
+    #[arg(long, value_name = "KEY", env = "MANDATE_KEY")]
+    key: Option<String>,
+    /// Where the in-process server keeps its store (by default a new
+    /// temporary data directory, removed afterwards).
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Keep-alive connections, spread over the servers.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=4_096))]
+    connections: u64,
+    /// How long to measure, in seconds (after the warm-up).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3_600))]
+    duration: u64,
+    /// How long to run before measuring, in seconds.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u64).range(0..=600))]
+    warmup: u64,
+    /// Requests per second in total, on a fixed schedule (default: flat out).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    rate: Option<u64>,
+    /// Settle each reservation after its decision (a second request).
+    #[arg(long)]
+    settle: bool,
+    /// Write the results as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+/// What one connection measured.
+struct Tally {
+    latencies: Histogram<u64>,
+    allowed: u64,
+    denied: u64,
+    failed: u64,
+    settled: u64,
+}
+
+impl Tally {
+    fn new() -> anyhow::Result<Tally> {
+        Ok(Tally {
+            latencies: Histogram::new_with_bounds(1, 60_000_000, 3).context("making a histogram")?,
+            allowed: 0,
+            denied: 0,
+            failed: 0,
+            settled: 0,
+        })
+    }
+
+    fn add(&mut self, other: &Tally) -> anyhow::Result<()> {
+        self.latencies.add(&other.latencies).context("merging histograms")?;
+        self.allowed += other.allowed;
+        self.denied += other.denied;
+        self.failed += other.failed;
+        self.settled += other.settled;
+        Ok(())
+    }
+}
+
+/// `mandate bench`.
+pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the runtime")?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<()> {
+    let _server_dir;
+    let (urls, key) = if args.urls.is_empty() {
+        let (dir, url, key) = start_server(args.store.clone()).await?;
+        _server_dir = dir;
+        (vec![url], key)
+    } else {
+        let Some(key) = args.key.clone() else { bail!("--url needs --key (or MANDATE_KEY): the tenant's admin key") };
+        (args.urls.clone(), key)
+    };
+    let addrs: Vec<String> = urls.iter().map(|url| address(url)).collect::<anyhow::Result<_>>()?;
+    let agent = set_up(&addrs[0], &key).await.context("setting up the tenant")?;
+    eprintln!(
+        "mandate bench: {} connection(s) over {} server(s), {} s warm-up, {} s measured, {}",
+        args.connections,
+        addrs.len(),
+        args.warmup,
+        args.duration,
+        args.rate.map_or("flat out".to_owned(), |rate| format!("{rate} requests/s"))
+    );
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs(args.warmup);
+    let stop_at = measure_from + Duration::from_secs(args.duration);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for connection in 0..args.connections {
+        let addr = addrs[(connection as usize) % addrs.len()].clone();
+        let (key, agent, stop) = (key.clone(), agent.clone(), stop.clone());
+        // Each connection's share of the rate, started at a staggered offset.
+        let interval = args.rate.map(|rate| Duration::from_secs_f64(args.connections as f64 / rate as f64));
+        let offset = interval.map(|interval| interval.mul_f64(connection as f64 / args.connections as f64));
+        let settle = args.settle;
+        workers.push(tokio::spawn(async move {
+            drive(Drive { addr, key, agent, interval, offset, settle, measure_from, stop_at, stop }).await
+        }));
+    }
+    let mut total = Tally::new()?;
+    let mut first_error = None;
+    for worker in workers {
+        match worker.await.context("a connection's task failed")? {
+            Ok(tally) => total.add(&tally)?,
+            Err(error) => {
+                stop.store(true, Ordering::SeqCst);
+                first_error.get_or_insert(error);
+            }
+        }
+    }
+    if let Some(error) = first_error {
+        return Err(error);
+    }
+    report(&args, &addrs, &total)
+}
+
+/// `host:port` of an `http://` URL.
+fn address(url: &str) -> anyhow::Result<String> {
+    let rest = url.strip_prefix("http://").with_context(|| format!("`{url}` is not an http:// URL"))?;
+    Ok(rest.trim_end_matches('/').to_owned())
+}
+
+/// Starts a server in this process on a temporary store (or the one given);
+/// returns the directory to keep, its URL and the default tenant's key.
+async fn start_server(store: StoreArgs) -> anyhow::Result<(Option<tempfile::TempDir>, String, String)> {
+    let (dir, store) = match store {
+        store if store.database.is_some() || store.data != std::path::Path::new(crate::DEFAULT_DATA) => (None, store),
+        _ => {
+            let dir = tempfile::tempdir().context("making a temporary data directory")?;
+            let store = StoreArgs { data: dir.path().join("data"), database: None };
+            (Some(dir), store)
+        }
+    };
+    let ledger = tokio::task::block_in_place(|| crate::serve::open_store(&store))?;
+    let tenant = format!("bench-{}", random_suffix()?);
+    let created = tokio::task::block_in_place(|| mandate_server::create_tenant(ledger.as_ref(), &tenant, "localhost"))?;
+    let bound = mandate_server::Bound::bind(ledger, "127.0.0.1:0").await?;
+    let local = bound.local_addr().context("the server has no address")?;
+    tokio::spawn(bound.serve(std::future::pending()));
+    Ok((dir, format!("http://{local}"), created.token))
+}
+
+fn random_suffix() -> anyhow::Result<String> {
+    let mut bytes = [0u8; 4];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Twenty policies: one permit for the chain's human, nineteen forbids with
+/// conditions on the context that this workload never meets.
+fn twenty_policies(human: &str) -> String {
+    let mut text = format!(r#"@id("permit-team") permit(principal in Mandate::Identity::"{human}", action, resource);"#);
+    for i in 0..19 {
+        text.push_str(&format!(
+            r#"
+@id("rule-{i}") forbid(principal, action == Mandate::Action::"payments.charge", resource)
+  when {{ context.amounts has usd_cents && context.amounts.usd_cents > {} && context has merchant && context.merchant == "blocked-{i}" }};"#,
+            50_000 + i
+        ));
+    }
+    text
+}
+
+/// Sets up a chain of three (a human, an agent, its sub-agent), grants down
+/// the chain, twenty policies and a large `usd_cents` budget on each
+/// identity of the chain. Returns the sub-agent, which the load acts as.
+async fn set_up(addr: &str, key: &str) -> anyhow::Result<String> {
+    let mut connection = Connection::open(addr).await?;
+    let suffix = random_suffix()?;
+    let (human, agent, sub) =
+        (format!("user:bench-{suffix}"), format!("agent:bench-{suffix}"), format!("agent:bench-{suffix}-sub"));
+    let mut call = async |method: &str, path: &str, body: Value| -> anyhow::Result<Value> {
+        let (status, answer) = connection.call(method, path, key, &body).await?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status} {answer}");
+        }
+        Ok(answer)
+    };
+    call("POST", "/v1/identities", json!({"id": human, "kind": "human"})).await?;
+    call("POST", "/v1/identities", json!({"id": agent, "kind": "agent", "parent": human})).await?;
+    call("POST", "/v1/identities", json!({"id": sub, "kind": "agent", "parent": agent})).await?;
+    for (grantee, grantor) in [(&agent, &human), (&sub, &agent)] {
+        let grant = json!({"grantee": grantee, "grantor": grantor, "actions": ["payments.*"], "resources": ["merchant://*"]});
+        call("POST", "/v1/grants", grant).await?;
+    }
+    call("PUT", "/v1/policies", json!({"policies": twenty_policies(&human)})).await?;
+    for (identity, period) in [(&human, "total"), (&agent, "month"), (&sub, "day")] {
+        let id = format!("bench-{suffix}-{}", identity.replace(':', "-"));
+        let budget =
+            json!({"id": id, "identity": identity, "dimension": "usd_cents", "period": period, "limit": 1_000_000_000_000u64});
+        call("POST", "/v1/budgets", budget).await?;
+    }
+    Ok(sub)
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Connection {
+    async fn open(addr: &str) -> anyhow::Result<Connection> {
+        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .context("starting HTTP/1.1")?;
+        tokio::spawn(connection);
+        Ok(Connection { sender, host: addr.to_owned() })
+    }
+
+    /// Sends one request and reads the whole answer: its status and JSON.
+    async fn call(&mut self, method: &str, path: &str, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host)
+            .header("authorization", format!("Bearer {key}"))
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
+        self.sender.ready().await.context("the connection closed")?;
+        let response = self.sender.send_request(request).await.with_context(|| format!("{method} {path}"))?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();
+        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Ok((status, value))
+    }
+}
+
+struct Drive {
+    addr: String,
+    key: String,
+    agent: String,
+    interval: Option<Duration>,
+    offset: Option<Duration>,
+    settle: bool,
+    measure_from: Instant,
+    stop_at: Instant,
+    stop: Arc<AtomicBool>,
+}
+
+/// One connection's loop.
+async fn drive(drive: Drive) -> anyhow::Result<Tally> {
+    let mut connection = Connection::open(&drive.addr).await?;
+    let mut tally = Tally::new()?;
+    let request = json!({
+        "identity": drive.agent, "action": "payments.charge", "resource": "merchant://books/1",
+        "amounts": {"usd_cents": 1}, "context": {"merchant": "books"},
+    });
+    let settle_body = json!({"amounts": {"usd_cents": 1}});
+    let mut due = Instant::now() + drive.offset.unwrap_or_default();
+    loop {
+        if drive.interval.is_some() {
+            tokio::time::sleep_until(due.into()).await;
+        } else {
+            due = Instant::now();
+        }
+        if due >= drive.stop_at || drive.stop.load(Ordering::Relaxed) {
+            return Ok(tally);
+        }
+        let (status, answer) = connection.call("POST", "/v1/authorize", &drive.key, &request).await?;
+        let latency = due.elapsed();
+        let measured = due >= drive.measure_from;
+        if measured {
+            tally.latencies.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX).max(1));
+            match (status, answer["decision"].as_str()) {
+                (200, Some("allow")) => tally.allowed += 1,
+                (200, _) => tally.denied += 1,
+                _ => tally.failed += 1,
+            }
+        }
+        if drive.settle
+            && status == 200
+            && let Some(reservation) = answer["reservation"]["id"].as_str()
+        {
+            let path = format!("/v1/reservations/{reservation}/settle");
+            let (status, answer) = connection.call("POST", &path, &drive.key, &settle_body).await?;
+            if status != 200 {
+                bail!("settling {reservation}: {status} {answer}");
+            }
+            if measured {
+                tally.settled += 1;
+            }
+        }
+        if let Some(interval) = drive.interval {
+            due += interval;
+        }
+    }
+}
+
+fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<()> {
+    let seconds = args.duration as f64;
+    let decisions = total.allowed + total.denied;
+    let quantile = |q: f64| total.latencies.value_at_quantile(q) as f64 / 1_000.0;
+    let results = json!({
+        "servers": addrs,
+        "connections": args.connections,
+        "rate": args.rate,
+        "warmup_s": args.warmup,
+        "duration_s": args.duration,
+        "settle": args.settle,
+        "decisions": decisions,
+        "allowed": total.allowed,
+        "denied": total.denied,
+        "failed": total.failed,
+        "settled": total.settled,
+        "decisions_per_s": decisions as f64 / seconds,
+        "latency_ms": {
+            "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "p99_9": quantile(0.999),
+            "max": total.latencies.max() as f64 / 1_000.0, "mean": total.latencies.mean() / 1_000.0,
+        },
+    });
+    println!(
+        "{decisions} decisions in {seconds} s: {:.0}/s ({} allowed, {} denied, {} failed{})",
+        decisions as f64 / seconds,
+        total.allowed,
+        total.denied,
+        total.failed,
+        if args.settle { format!(", {} settled", total.settled) } else { String::new() }
+    );
+    println!(
+        "authorize latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        quantile(0.5),
+        quantile(0.9),
+        quantile(0.99),
+        quantile(0.999),
+        total.latencies.max() as f64 / 1_000.0
+    );
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_vec_pretty(&results)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if total.failed > 0 {
+        bail!("{} request(s) failed", total.failed);
+    }
+    Ok(())
+}
