@@ -109,11 +109,7 @@ pub async fn authenticate(app: &AppState, headers: &HeaderMap, need: Need) -> Re
 /// operation wrapped by [`as_caller`], which the sequencer checks again
 /// against the state it has caught up with the log, so the request needs no
 /// look at the shared store first (see [`crate::Registry::authenticate`]).
-pub async fn authenticate_sequenced(
-    app: &AppState,
-    headers: &HeaderMap,
-    need: Need,
-) -> Result<Authenticated, Problem> {
+pub async fn authenticate_sequenced(app: &AppState, headers: &HeaderMap, need: Need) -> Result<Authenticated, Problem> {
     authenticate_with(app, headers, need, false).await
 }
 

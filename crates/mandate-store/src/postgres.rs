@@ -588,6 +588,11 @@ type NodeRows = (Vec<i64>, Vec<i64>, Vec<Vec<u8>>);
 
 /// Inserts a batch's staged entries, tree nodes and state rows and moves the
 /// sizes of the logs to their new `heads`; the caller commits.
+///
+/// The statements are independent, so they are sent together (pipelined on
+/// the one connection): one round trip instead of one per statement, while
+/// the log is held. The commit is not pipelined with them: a commit sent
+/// behind a failed statement would end the transaction without an error.
 async fn insert_staged<'h>(
     transaction: &deadpool_postgres::Transaction<'_>,
     rows: &Rows,
@@ -595,62 +600,95 @@ async fn insert_staged<'h>(
     state: &[(i64, StateRow)],
     heads: impl Iterator<Item = &'h Head>,
 ) -> Result<(), StoreError> {
-    if !rows.idx.is_empty() {
-        transaction
-            .execute(
-                &cached(transaction, INSERT_ENTRIES_SQL).await?,
-                &[
-                    &rows.log,
-                    &rows.idx,
-                    &rows.leaf,
-                    &rows.bytes,
-                    &rows.entry_type,
-                    &rows.identity,
-                    &rows.decision,
-                    &rows.time_us,
-                ],
-            )
-            .await
-            .map_err(db_error)?;
+    let insert_entries = cached(transaction, INSERT_ENTRIES_SQL).await?;
+    let insert_nodes = cached(
+        transaction,
+        "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
+    )
+    .await?;
+    let upsert = cached(
+        transaction,
+        "INSERT INTO state (log, kind, key, value)
+         SELECT * FROM UNNEST($1::int8[], $2::text[], $3::text[], $4::bytea[])
+         ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
+    )
+    .await?;
+    let delete = cached(
+        transaction,
+        "DELETE FROM state USING UNNEST($1::int8[], $2::text[], $3::text[]) AS gone (log, kind, key)
+         WHERE state.log = gone.log AND state.kind = gone.kind AND state.key = gone.key",
+    )
+    .await?;
+    let update_size = cached(
+        transaction,
+        "UPDATE logs SET size = moved.size FROM UNNEST($1::int8[], $2::int8[]) AS moved (id, size)
+         WHERE logs.id = moved.id",
+    )
+    .await?;
+    // The last write of each key wins (rows come in log order), so keep only
+    // that one; then one statement writes them all and one deletes.
+    let mut last: HashMap<(i64, &str, &str), Option<&Vec<u8>>> = HashMap::with_capacity(state.len());
+    for (log, StateRow { kind, key, value }) in state {
+        last.insert((*log, kind, key), value.as_ref());
     }
-    if !nodes.0.is_empty() {
-        transaction
-            .execute(
-                &cached(
-                    transaction,
-                    "INSERT INTO nodes (log, at, hash) SELECT * FROM UNNEST($1::int8[], $2::int8[], $3::bytea[])",
-                )
-                .await?,
-                &[&nodes.0, &nodes.1, &nodes.2],
-            )
-            .await
-            .map_err(db_error)?;
-    }
-    if !state.is_empty() {
-        let upsert = cached(
-            transaction,
-            "INSERT INTO state (log, kind, key, value) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT (log, kind, key) DO UPDATE SET value = excluded.value",
-        )
-        .await?;
-        let delete = cached(transaction, "DELETE FROM state WHERE log = $1 AND kind = $2 AND key = $3").await?;
-        // In order, so the last write of a key wins.
-        for (log, StateRow { kind, key, value }) in state {
-            match value {
-                Some(value) => transaction.execute(&upsert, &[log, kind, key, value]).await,
-                None => transaction.execute(&delete, &[log, kind, key]).await,
+    let (mut upserts, mut deletes): ((Vec<i64>, Vec<&str>, Vec<&str>, Vec<&[u8]>), (Vec<i64>, Vec<&str>, Vec<&str>)) =
+        Default::default();
+    for ((log, kind, key), value) in last {
+        match value {
+            Some(value) => {
+                upserts.0.push(log);
+                upserts.1.push(kind);
+                upserts.2.push(key);
+                upserts.3.push(value);
             }
-            .map_err(db_error)?;
+            None => {
+                deletes.0.push(log);
+                deletes.1.push(kind);
+                deletes.2.push(key);
+            }
         }
     }
-    for head in heads {
-        transaction
-            .execute(
-                &cached(transaction, "UPDATE logs SET size = $1 WHERE id = $2").await?,
-                &[&to_i64(head.frontier.size()), &head.log],
-            )
-            .await
-            .map_err(db_error)?;
+    let (ids, sizes): (Vec<i64>, Vec<i64>) = heads.map(|head| (head.log, to_i64(head.frontier.size()))).unzip();
+    let entries_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
+        &rows.log,
+        &rows.idx,
+        &rows.leaf,
+        &rows.bytes,
+        &rows.entry_type,
+        &rows.identity,
+        &rows.decision,
+        &rows.time_us,
+    ];
+    let skip = || async { Ok::<u64, tokio_postgres::Error>(0) };
+    let (entries, nodes, upserted, deleted, sized) = tokio::join!(
+        async {
+            if rows.idx.is_empty() { skip().await } else { transaction.execute(&insert_entries, &entries_params).await }
+        },
+        async {
+            if nodes.0.is_empty() {
+                skip().await
+            } else {
+                transaction.execute(&insert_nodes, &[&nodes.0, &nodes.1, &nodes.2]).await
+            }
+        },
+        async {
+            if upserts.0.is_empty() {
+                skip().await
+            } else {
+                transaction.execute(&upsert, &[&upserts.0, &upserts.1, &upserts.2, &upserts.3]).await
+            }
+        },
+        async {
+            if deletes.0.is_empty() {
+                skip().await
+            } else {
+                transaction.execute(&delete, &[&deletes.0, &deletes.1, &deletes.2]).await
+            }
+        },
+        async { if ids.is_empty() { skip().await } else { transaction.execute(&update_size, &[&ids, &sizes]).await } },
+    );
+    for outcome in [entries, nodes, upserted, deleted, sized] {
+        outcome.map_err(db_error)?;
     }
     Ok(())
 }
@@ -833,7 +871,22 @@ async fn hold_session(
     while let Some(command) = commands.recv().await {
         match command {
             HoldCommand::Entries { start, end, reply } => {
-                let _ = reply.send(read_entries(&transaction, log, size, start, end).await);
+                let read = read_entries(&transaction, log, size, start, end).await;
+                // What another process appended, read in order, moves the
+                // cached head along, so the commit need not load it.
+                if let Ok(entries) = &read {
+                    let mut heads = heads.lock().unwrap_or_else(PoisonError::into_inner);
+                    if let Some(head) = heads.get_mut(&tenant)
+                        && head.log == log
+                        && head.frontier.size() == start
+                    {
+                        for entry in entries {
+                            head.frontier.push(entry.leaf_hash, |_, _| {});
+                            head.last_leaf = entry.leaf_hash;
+                        }
+                    }
+                }
+                let _ = reply.send(read);
             }
             HoldCommand::Commit { drafts, rows, reply } => {
                 let cached = heads.lock().unwrap_or_else(PoisonError::into_inner).get(&tenant).cloned();

@@ -190,7 +190,8 @@ fn random_suffix() -> anyhow::Result<String> {
 /// Twenty policies: one permit for the chain's human, nineteen forbids with
 /// conditions on the context that this workload never meets.
 fn twenty_policies(human: &str) -> String {
-    let mut text = format!(r#"@id("permit-team") permit(principal in Mandate::Identity::"{human}", action, resource);"#);
+    let mut text =
+        format!(r#"@id("permit-team") permit(principal in Mandate::Identity::"{human}", action, resource);"#);
     for i in 0..19 {
         text.push_str(&format!(
             r#"
@@ -221,14 +222,14 @@ async fn set_up(addr: &str, key: &str) -> anyhow::Result<String> {
     call("POST", "/v1/identities", json!({"id": agent, "kind": "agent", "parent": human})).await?;
     call("POST", "/v1/identities", json!({"id": sub, "kind": "agent", "parent": agent})).await?;
     for (grantee, grantor) in [(&agent, &human), (&sub, &agent)] {
-        let grant = json!({"grantee": grantee, "grantor": grantor, "actions": ["payments.*"], "resources": ["merchant://*"]});
+        let grant =
+            json!({"grantee": grantee, "grantor": grantor, "actions": ["payments.*"], "resources": ["merchant://*"]});
         call("POST", "/v1/grants", grant).await?;
     }
     call("PUT", "/v1/policies", json!({"policies": twenty_policies(&human)})).await?;
     for (identity, period) in [(&human, "total"), (&agent, "month"), (&sub, "day")] {
         let id = format!("bench-{suffix}-{}", identity.replace(':', "-"));
-        let budget =
-            json!({"id": id, "identity": identity, "dimension": "usd_cents", "period": period, "limit": 1_000_000_000_000u64});
+        let budget = json!({"id": id, "identity": identity, "dimension": "usd_cents", "period": period, "limit": 1_000_000_000_000u64});
         call("POST", "/v1/budgets", budget).await?;
     }
     Ok(sub)
