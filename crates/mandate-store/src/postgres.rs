@@ -586,6 +586,16 @@ impl Writer {
 /// Node rows of a batch, one vector per column: log, key, hash.
 type NodeRows = (Vec<i64>, Vec<i64>, Vec<Vec<u8>>);
 
+/// State rows to write or delete, one vector per column (`value` empty for
+/// deletions).
+#[derive(Default)]
+struct StateColumns<'a> {
+    log: Vec<i64>,
+    kind: Vec<&'a str>,
+    key: Vec<&'a str>,
+    value: Vec<&'a [u8]>,
+}
+
 /// Inserts a batch's staged entries, tree nodes and state rows and moves the
 /// sizes of the logs to their new `heads`; the caller commits.
 ///
@@ -631,21 +641,14 @@ async fn insert_staged<'h>(
     for (log, StateRow { kind, key, value }) in state {
         last.insert((*log, kind, key), value.as_ref());
     }
-    let (mut upserts, mut deletes): ((Vec<i64>, Vec<&str>, Vec<&str>, Vec<&[u8]>), (Vec<i64>, Vec<&str>, Vec<&str>)) =
-        Default::default();
+    let (mut upserts, mut deletes) = (StateColumns::default(), StateColumns::default());
     for ((log, kind, key), value) in last {
-        match value {
-            Some(value) => {
-                upserts.0.push(log);
-                upserts.1.push(kind);
-                upserts.2.push(key);
-                upserts.3.push(value);
-            }
-            None => {
-                deletes.0.push(log);
-                deletes.1.push(kind);
-                deletes.2.push(key);
-            }
+        let columns = if value.is_some() { &mut upserts } else { &mut deletes };
+        columns.log.push(log);
+        columns.kind.push(kind);
+        columns.key.push(key);
+        if let Some(value) = value {
+            columns.value.push(value);
         }
     }
     let (ids, sizes): (Vec<i64>, Vec<i64>) = heads.map(|head| (head.log, to_i64(head.frontier.size()))).unzip();
@@ -672,17 +675,17 @@ async fn insert_staged<'h>(
             }
         },
         async {
-            if upserts.0.is_empty() {
+            if upserts.log.is_empty() {
                 skip().await
             } else {
-                transaction.execute(&upsert, &[&upserts.0, &upserts.1, &upserts.2, &upserts.3]).await
+                transaction.execute(&upsert, &[&upserts.log, &upserts.kind, &upserts.key, &upserts.value]).await
             }
         },
         async {
-            if deletes.0.is_empty() {
+            if deletes.log.is_empty() {
                 skip().await
             } else {
-                transaction.execute(&delete, &[&deletes.0, &deletes.1, &deletes.2]).await
+                transaction.execute(&delete, &[&deletes.log, &deletes.kind, &deletes.key]).await
             }
         },
         async { if ids.is_empty() { skip().await } else { transaction.execute(&update_size, &[&ids, &sizes]).await } },

@@ -113,7 +113,8 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         (args.urls.clone(), key)
     };
     let addrs: Vec<String> = urls.iter().map(|url| address(url)).collect::<anyhow::Result<_>>()?;
-    let agent = set_up(&addrs[0], &key).await.context("setting up the tenant")?;
+    let first = addrs.first().context("no server to load")?;
+    let agent = set_up(first, &key).await.context("setting up the tenant")?;
     eprintln!(
         "mandate bench: {} connection(s) over {} server(s), {} s warm-up, {} s measured, {}",
         args.connections,
@@ -128,7 +129,7 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let mut workers = Vec::new();
     for connection in 0..args.connections {
-        let addr = addrs[(connection as usize) % addrs.len()].clone();
+        let addr = addrs.iter().cycle().nth(connection as usize).cloned().unwrap_or_default();
         let (key, agent, stop) = (key.clone(), agent.clone(), stop.clone());
         // Each connection's share of the rate, started at a staggered offset.
         let interval = args.rate.map(|rate| Duration::from_secs_f64(args.connections as f64 / rate as f64));
@@ -306,7 +307,7 @@ async fn drive(drive: Drive) -> anyhow::Result<Tally> {
         let measured = due >= drive.measure_from;
         if measured {
             tally.latencies.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX).max(1));
-            match (status, answer["decision"].as_str()) {
+            match (status, answer.get("decision").and_then(Value::as_str)) {
                 (200, Some("allow")) => tally.allowed += 1,
                 (200, _) => tally.denied += 1,
                 _ => tally.failed += 1,
@@ -314,7 +315,7 @@ async fn drive(drive: Drive) -> anyhow::Result<Tally> {
         }
         if drive.settle
             && status == 200
-            && let Some(reservation) = answer["reservation"]["id"].as_str()
+            && let Some(reservation) = answer.pointer("/reservation/id").and_then(Value::as_str)
         {
             let path = format!("/v1/reservations/{reservation}/settle");
             let (status, answer) = connection.call("POST", &path, &drive.key, &settle_body).await?;
