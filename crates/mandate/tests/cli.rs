@@ -453,3 +453,38 @@ fn a_log_larger_than_one_read_block_verifies_and_faults_are_still_located() {
         "index 29000: entry was altered",
     );
 }
+
+/// `mandate bench` on its own temporary store: it sets up the tenant, makes
+/// decisions (all allowed: the budgets are large), and writes its results.
+#[test]
+fn bench_loads_an_embedded_server_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let json_path = dir.path().join("results.json");
+    let output = mandate(&[
+        "bench",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "4",
+        "--settle",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("decisions in 1 s") && stdout.contains("p99"), "{stdout}");
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    let decisions = results["decisions"].as_u64().unwrap();
+    assert!(decisions > 0, "{results}");
+    assert_eq!(results["allowed"].as_u64().unwrap(), decisions, "{results}");
+    assert_eq!(results["failed"], 0, "{results}");
+    assert!(results["settled"].as_u64().unwrap() > 0, "{results}");
+    assert!(results["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{results}");
+
+    let no_key = mandate(&["bench", "--url", "http://127.0.0.1:1"]);
+    assert_eq!(no_key.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&no_key.stderr);
+    assert!(stderr.contains("--key") && stderr.trim().lines().count() == 1, "{stderr}");
+}
