@@ -192,7 +192,7 @@ pub fn create_tenant(ledger: &dyn Ledger, name: &str, origin_host: &str) -> Resu
         .build()
         .map_err(|error| CreateTenantError::Other(format!("starting a runtime: {error}")))?;
     runtime.block_on(async {
-        let hold = ledger.hold(name).await?;
+        let hold = ledger.hold(name, 0).await?;
         if hold.size() != 0 {
             return Err(CreateTenantError::Exists(name.to_owned()));
         }

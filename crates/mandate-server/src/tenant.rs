@@ -483,10 +483,14 @@ impl Sequencer {
                 Err(Rebuild::Never(problem)) => return fail_batch(batch, &problem, false),
             }
         }
-        let mut hold = match self.ledger.hold(&self.tenant).await {
+        let started = std::time::Instant::now();
+        let known = self.state.read().unwrap_or_else(PoisonError::into_inner).applied;
+        let mut hold = match self.ledger.hold(&self.tenant, known).await {
             Ok(hold) => hold,
             Err(error) => return fail_batch(batch, &Problem::from(error), true),
         };
+        let held = std::time::Instant::now();
+        let applied_before = self.state.read().unwrap_or_else(PoisonError::into_inner).applied;
         if let Err(error) = self.catch_up(hold.as_mut()).await {
             return match error {
                 LoadError::Store(error) => fail_batch(batch, &Problem::from(error), true),
@@ -526,6 +530,8 @@ impl Sequencer {
                 .map(|(kind, key, value)| StateRow { kind: kind.to_owned(), key, value })
                 .collect();
         }
+        let decided = std::time::Instant::now();
+        let entries = drafts.len();
         let outcome = if drafts.is_empty() {
             // Nothing to write: the hold is released unused.
             drop(hold);
@@ -549,6 +555,17 @@ impl Sequencer {
                 Err(error) => Err(Problem::from(error)),
             }
         };
+        // Where a batch's time goes, for profiling (`MANDATE_LOG=mandate_server=trace`):
+        // waiting for the hold, catching up and deciding, committing.
+        tracing::trace!(
+            tenant = %self.tenant,
+            entries,
+            caught_up = base - applied_before,
+            hold_us = (held - started).as_micros() as u64,
+            decide_us = (decided - held).as_micros() as u64,
+            commit_us = decided.elapsed().as_micros() as u64,
+            "batch"
+        );
         match outcome {
             Ok(appended) => {
                 for (reply, staged) in replies {
@@ -598,9 +615,13 @@ impl Sequencer {
                 reason: format!("the log holds {size} entries but {applied} were applied: it was rolled back"),
             });
         }
+        let mut fetched = Some(hold.take_fetched());
         while applied < size {
-            let end = size.min(applied + mandate_store::ENTRIES_PAGE_MAX);
-            let page = hold.entries(applied, end).await?;
+            let page = match fetched.take().filter(|fetched| !fetched.is_empty()) {
+                Some(page) => page,
+                None => hold.entries(applied, size.min(applied + mandate_store::ENTRIES_PAGE_MAX)).await?,
+            };
+            let end = applied + page.len() as u64;
             {
                 let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
                 for stored in &page {

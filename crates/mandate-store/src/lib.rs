@@ -394,7 +394,9 @@ pub trait Ledger: Send + Sync {
     fn sign_checkpoint(&self, tenant: &str, signer: Arc<SignerKey>) -> Result<SignedCheckpoint, StoreError>;
 
     /// Holds `tenant`'s log for one read-decide-append step: the caller reads
-    /// what was appended since it last looked ([`LogHold::entries`]), decides
+    /// what was appended since it last looked, at `known` entries (the first
+    /// page of it comes with the hold, [`LogHold::take_fetched`], and the
+    /// rest through [`LogHold::entries`]), decides
     /// on a state that includes it, and appends ([`LogHold::commit`]), and
     /// nobody appends in between, in this process or (PostgreSQL) any other.
     ///
@@ -402,7 +404,7 @@ pub trait Ledger: Send + Sync {
     /// log is granted, and its commit lands at exactly [`LogHold::size`] or
     /// fails with [`StoreError::Stale`]. Dropping a hold releases it without
     /// writing. A hold waits for the one before it; hold one log at a time.
-    fn hold(&self, tenant: &str) -> HoldFuture;
+    fn hold(&self, tenant: &str, known: u64) -> HoldFuture;
 
     /// Whether other processes may append to this store's logs while this
     /// one runs (PostgreSQL shared by several servers): a reader of the
@@ -422,6 +424,12 @@ pub type EntriesFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredEntry>, St
 pub trait LogHold: Send {
     /// The log's size when the hold was granted; it stays so until the commit.
     fn size(&self) -> u64;
+
+    /// The entries from the `known` index the hold was asked with, read as
+    /// it was granted: all of them up to [`LogHold::size`], or the first
+    /// [`ENTRIES_PAGE_MAX`]. Empty when `known` is not below the size, and
+    /// on every call after the first.
+    fn take_fetched(&mut self) -> Vec<StoredEntry>;
 
     /// Entries `[start, end)` of the held log (`end` at most [`LogHold::size`],
     /// at most [`ENTRIES_PAGE_MAX`] of them).

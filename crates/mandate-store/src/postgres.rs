@@ -806,12 +806,17 @@ enum HoldCommand {
 /// dropped (the channel closes, the transaction rolls back).
 struct PostgresHold {
     size: u64,
+    fetched: Vec<StoredEntry>,
     commands: tokio::sync::mpsc::UnboundedSender<HoldCommand>,
 }
 
 impl LogHold for PostgresHold {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn take_fetched(&mut self) -> Vec<StoredEntry> {
+        std::mem::take(&mut self.fetched)
     }
 
     fn entries(&mut self, start: u64, end: u64) -> EntriesFuture {
@@ -835,8 +840,9 @@ impl LogHold for PostgresHold {
     }
 }
 
-/// One hold: locks `tenant`'s log row in a transaction, reports its size,
-/// then serves reads and at most one commit, all inside that transaction.
+/// One hold: locks `tenant`'s log row in a transaction, reports its size
+/// and the entries from `known` on, then serves reads and at most one
+/// commit, all inside that transaction.
 ///
 /// INVARIANT (held-head): the row lock is held from the size reported to
 /// the commit, so the commit lands at that size in every process.
@@ -844,7 +850,8 @@ async fn hold_session(
     pool: Pool,
     heads: Arc<Mutex<HashMap<String, Head>>>,
     tenant: String,
-    opened: tokio::sync::oneshot::Sender<Result<u64, StoreError>>,
+    known: u64,
+    opened: tokio::sync::oneshot::Sender<Result<(u64, Vec<StoredEntry>), StoreError>>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<HoldCommand>,
 ) {
     let mut client = match pool.get().await {
@@ -861,33 +868,27 @@ async fn hold_session(
             return;
         }
     };
-    let (log, size) = match log_row(&transaction, &tenant, true).await {
-        Ok(row) => row,
+    let (log, size, fetched) = match lock_and_fetch(&transaction, &tenant, known).await {
+        Ok(locked) => locked,
         Err(error) => {
             let _ = opened.send(Err(error));
             return;
         }
     };
-    if opened.send(Ok(size)).is_err() {
+    if let Some(heads) = heads.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&tenant) {
+        advance_head(heads, log, known, &fetched);
+    }
+    if opened.send(Ok((size, fetched))).is_err() {
         return;
     }
     while let Some(command) = commands.recv().await {
         match command {
             HoldCommand::Entries { start, end, reply } => {
                 let read = read_entries(&transaction, log, size, start, end).await;
-                // What another process appended, read in order, moves the
-                // cached head along, so the commit need not load it.
-                if let Ok(entries) = &read {
-                    let mut heads = heads.lock().unwrap_or_else(PoisonError::into_inner);
-                    if let Some(head) = heads.get_mut(&tenant)
-                        && head.log == log
-                        && head.frontier.size() == start
-                    {
-                        for entry in entries {
-                            head.frontier.push(entry.leaf_hash, |_, _| {});
-                            head.last_leaf = entry.leaf_hash;
-                        }
-                    }
+                if let Ok(entries) = &read
+                    && let Some(head) = heads.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&tenant)
+                {
+                    advance_head(head, log, start, entries);
                 }
                 let _ = reply.send(read);
             }
@@ -905,6 +906,64 @@ async fn hold_session(
         }
     }
     // The hold was dropped: the transaction rolls back as it drops.
+}
+
+/// Locks `tenant`'s log row and reads the entries from `known` on (at most a
+/// page): its id, size and those entries.
+///
+/// Both statements are prepared first and then sent together, the lock
+/// first: the second runs after the first has the lock, with a snapshot of
+/// its own (read committed), so it sees every entry committed before the
+/// lock was granted, and none can come after. Should it still come back
+/// short, the rest is read again now that the lock is certainly held.
+async fn lock_and_fetch(
+    transaction: &deadpool_postgres::Transaction<'_>,
+    tenant: &str,
+    known: u64,
+) -> Result<(i64, u64, Vec<StoredEntry>), StoreError> {
+    if tenant.contains('\0') {
+        return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+    }
+    let lock = cached(transaction, "SELECT id, size FROM logs WHERE tenant = $1 FOR UPDATE").await?;
+    let fetch = cached(
+        transaction,
+        "SELECT idx, leaf, bytes FROM entries WHERE log = (SELECT id FROM logs WHERE tenant = $1)
+         AND idx >= $2 ORDER BY idx LIMIT $3",
+    )
+    .await?;
+    let page = to_i64(ENTRIES_PAGE_MAX);
+    let start = to_i64(known);
+    let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
+    let fetch_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &start, &page];
+    let (locked, fetched) =
+        tokio::join!(transaction.query_opt(&lock, &lock_params), transaction.query(&fetch, &fetch_params));
+    let row = locked.map_err(db_error)?.ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })?;
+    let (log, size): (i64, u64) = (row.get(0), to_u64(row.get(1)));
+    let mut entries = Vec::new();
+    for (expected, row) in (known..).zip(&fetched.map_err(db_error)?) {
+        let entry = stored_entry(row)?;
+        if entry.index != expected || expected >= size {
+            return Err(corrupt(format!("entry {expected} is missing or beyond the log")));
+        }
+        entries.push(entry);
+    }
+    let wanted = size.min(known.saturating_add(ENTRIES_PAGE_MAX));
+    let have = known + entries.len() as u64;
+    if have < wanted {
+        entries.extend(read_entries(transaction, log, size, have, wanted).await?);
+    }
+    Ok((log, size, entries))
+}
+
+/// What another process appended, read in order from `start`, moves the
+/// cached head along, so that the commit need not load it.
+fn advance_head(head: &mut Head, log: i64, start: u64, entries: &[StoredEntry]) {
+    if head.log == log && head.frontier.size() == start {
+        for entry in entries {
+            head.frontier.push(entry.leaf_hash, |_, _| {});
+            head.last_leaf = entry.leaf_hash;
+        }
+    }
 }
 
 /// Appends a hold's drafts and rows on the head at `size` and commits.
@@ -1294,14 +1353,14 @@ impl Ledger for PostgresLedger {
         true
     }
 
-    fn hold(&self, tenant: &str) -> HoldFuture {
+    fn hold(&self, tenant: &str, known: u64) -> HoldFuture {
         let (opened, granted) = tokio::sync::oneshot::channel();
         let (commands, queue) = tokio::sync::mpsc::unbounded_channel();
-        let session = hold_session(self.pool.clone(), self.hold_heads.clone(), tenant.to_owned(), opened, queue);
+        let session = hold_session(self.pool.clone(), self.hold_heads.clone(), tenant.to_owned(), known, opened, queue);
         self.runtime.spawn(session);
         Box::pin(async move {
-            let size = granted.await.unwrap_or(Err(StoreError::WriterStopped))?;
-            Ok(Box::new(PostgresHold { size, commands }) as Box<dyn LogHold>)
+            let (size, fetched) = granted.await.unwrap_or(Err(StoreError::WriterStopped))?;
+            Ok(Box::new(PostgresHold { size, fetched, commands }) as Box<dyn LogHold>)
         })
     }
 }

@@ -313,6 +313,7 @@ impl Readers {
 struct SqliteHold {
     tenant: String,
     size: u64,
+    fetched: Vec<StoredEntry>,
     guard: OwnedMutexGuard<()>,
     readers: Arc<Readers>,
     commands: Option<SyncSender<Command>>,
@@ -321,6 +322,10 @@ struct SqliteHold {
 impl LogHold for SqliteHold {
     fn size(&self) -> u64 {
         self.size
+    }
+
+    fn take_fetched(&mut self) -> Vec<StoredEntry> {
+        std::mem::take(&mut self.fetched)
     }
 
     fn entries(&mut self, start: u64, end: u64) -> EntriesFuture {
@@ -759,14 +764,19 @@ impl Ledger for SqliteLedger {
         result.recv().unwrap_or(Err(StoreError::WriterStopped))
     }
 
-    fn hold(&self, tenant: &str) -> HoldFuture {
+    fn hold(&self, tenant: &str, known: u64) -> HoldFuture {
         let lock =
             self.holds.lock().unwrap_or_else(PoisonError::into_inner).entry(tenant.to_owned()).or_default().clone();
         let (tenant, readers, commands) = (tenant.to_owned(), self.readers.clone(), self.commands.clone());
         Box::pin(async move {
             let guard = lock.lock_owned().await;
             let size = readers.read(|connection| log_row(connection, &tenant).map(|(_, size)| size))?;
-            Ok(Box::new(SqliteHold { tenant, size, guard, readers, commands }) as Box<dyn LogHold>)
+            let fetched = if known < size {
+                readers.entries(&tenant, known, size.min(known.saturating_add(ENTRIES_PAGE_MAX)))?
+            } else {
+                Vec::new()
+            };
+            Ok(Box::new(SqliteHold { tenant, size, fetched, guard, readers, commands }) as Box<dyn LogHold>)
         })
     }
 }

@@ -636,8 +636,14 @@ fn a_hold_reads_what_came_before_and_commits_at_its_size(ledger: &dyn Ledger) {
     ledger.create_log("h", &signer("h")).unwrap();
     let before = ledger.append("h", (0..3).map(draft).collect()).wait().unwrap();
     block_on(async {
-        let mut hold = ledger.hold("h").await.unwrap();
+        let mut hold = ledger.hold("h", 1).await.unwrap();
         assert_eq!(hold.size(), 3);
+        let fetched = hold.take_fetched();
+        assert_eq!(
+            fetched.iter().map(|e| (e.index, e.leaf_hash)).collect::<Vec<_>>(),
+            vec![(1, before[1].leaf_hash), (2, before[2].leaf_hash)]
+        );
+        assert!(hold.take_fetched().is_empty(), "taken once");
         let seen = hold.entries(1, 3).await.unwrap();
         assert_eq!(
             seen.iter().map(|e| (e.index, e.leaf_hash)).collect::<Vec<_>>(),
@@ -650,22 +656,22 @@ fn a_hold_reads_what_came_before_and_commits_at_its_size(ledger: &dyn Ledger) {
     let (lines, _) = verify_all(ledger, "h");
     assert_eq!(lines.len(), 5);
     assert_eq!(rows_of(ledger, "h", None), triples(&[("k", "a", "1")]));
-    assert!(matches!(block_on(ledger.hold("nobody")), Err(StoreError::UnknownTenant { .. })));
+    assert!(matches!(block_on(ledger.hold("nobody", 0)), Err(StoreError::UnknownTenant { .. })));
 }
 
 fn holds_exclude_each_other(ledger: &dyn Ledger) {
     ledger.create_log("x", &signer("x")).unwrap();
     ledger.append("x", vec![draft(0)]).wait().unwrap();
     block_on(async {
-        let first = ledger.hold("x").await.unwrap();
+        let first = ledger.hold("x", 0).await.unwrap();
         assert_eq!(first.size(), 1);
-        let waiting = ledger.hold("x");
+        let waiting = ledger.hold("x", 0);
         let second = tokio::spawn(waiting);
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         assert!(!second.is_finished(), "a second hold was granted while the first was held");
         // Another tenant's log is not held.
         ledger.create_log("y", &signer("y")).unwrap();
-        drop(ledger.hold("y").await.unwrap());
+        drop(ledger.hold("y", 0).await.unwrap());
         first.commit(vec![draft(1), draft(2)], Vec::new()).await.unwrap();
         let second = second.await.unwrap().unwrap();
         assert_eq!(second.size(), 3, "the second hold sees the first one's commit");
@@ -677,15 +683,16 @@ fn holds_exclude_each_other(ledger: &dyn Ledger) {
 fn a_dropped_hold_writes_nothing_and_releases(ledger: &dyn Ledger) {
     ledger.create_log("d", &signer("d")).unwrap();
     block_on(async {
-        let hold = ledger.hold("d").await.unwrap();
+        let hold = ledger.hold("d", 0).await.unwrap();
         drop(hold);
-        let again = tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d")).await;
+        let again = tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d", 0)).await;
         let again = again.expect("a dropped hold is released").unwrap();
         assert_eq!(again.size(), 0);
         // A commit that fails (a bad row) writes nothing and releases too.
         let bad = again.commit(vec![draft(0)], vec![row("", "k", "v")]).await;
         assert!(matches!(bad, Err(StoreError::InvalidStateRow { .. })));
-        let third = tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d")).await.unwrap().unwrap();
+        let third =
+            tokio::time::timeout(std::time::Duration::from_secs(5), ledger.hold("d", 0)).await.unwrap().unwrap();
         assert_eq!(third.size(), 0);
     });
     assert_eq!(ledger.size("d").unwrap(), 0);
@@ -696,7 +703,7 @@ fn a_dropped_hold_writes_nothing_and_releases(ledger: &dyn Ledger) {
 /// stale (SQLite, where the data directory's lock keeps other servers out).
 fn a_plain_append_never_lands_inside_a_hold(ledger: &dyn Ledger) {
     ledger.create_log("p", &signer("p")).unwrap();
-    let hold = block_on(ledger.hold("p")).unwrap();
+    let hold = block_on(ledger.hold("p", 0)).unwrap();
     assert_eq!(hold.size(), 0);
     let (held, plain) = std::thread::scope(|scope| {
         let plain = scope.spawn(|| ledger.append("p", vec![draft(100)]).wait());

@@ -306,9 +306,13 @@ fn holds_on_two_ledgers_serialize_read_decide_append() {
                 let ledger = ledger.clone();
                 tasks.push(tokio::spawn(async move {
                     for _ in 0..steps {
-                        let mut hold = ledger.hold("held").await.unwrap();
+                        let known = ledger.size("held").unwrap().saturating_sub(1);
+                        let mut hold = ledger.hold("held", known).await.unwrap();
                         let size = hold.size();
                         if let Some(last) = size.checked_sub(1) {
+                            // What came since `known`, fetched with the hold, ends at the last entry.
+                            let fetched = hold.take_fetched();
+                            assert_eq!(fetched.last().unwrap().index, last);
                             let seen = hold.entries(last, size).await.unwrap();
                             assert_eq!(Entry::parse(&seen[0].bytes).unwrap().body["n"], json!(last));
                         }
