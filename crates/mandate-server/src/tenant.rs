@@ -36,6 +36,10 @@ use crate::problem::{Code, Problem};
 use crate::spend::{self, ApprovalStatus};
 use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
 
+/// How often a long poll on a shared store looks for changes made through
+/// other servers.
+const SHARED_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// How often the expiry timer looks for what is due.
 const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 
@@ -376,9 +380,18 @@ impl Tenant {
     }
 
     /// Waits until the state changes (or `timeout` passes): for long polls.
+    /// On a shared store a change may come from another server, which this
+    /// one only sees by looking: it looks every [`SHARED_POLL`].
     pub async fn changed(&self, timeout: std::time::Duration) {
         let mut committed = self.committed.clone();
-        let _ = tokio::time::timeout(timeout, committed.changed()).await;
+        if !self.ledger.shared() {
+            let _ = tokio::time::timeout(timeout, committed.changed()).await;
+            return;
+        }
+        let _ = tokio::time::timeout(timeout.min(SHARED_POLL), committed.changed()).await;
+        if let Err(problem) = self.sync().await {
+            tracing::debug!(tenant = %self.name, detail = %problem.detail(), "a long poll could not look for changes");
+        }
     }
 
     /// Submits one operation.

@@ -213,6 +213,58 @@ fn a_revocation_through_one_server_counts_at_once_on_the_other() {
     assert!(b.get_as(&key, "/v1/log/checkpoint").expect_text(200).starts_with("localhost/second\n"));
 }
 
+/// A request retried on the other server gets the first answer; a
+/// reservation made through one server is settled through the other; an
+/// approval waited for on one server is answered through the other.
+#[test]
+fn idempotency_settlement_and_approvals_work_across_servers() {
+    let schema = pg_support::TestSchema::new();
+    let (a, b) = two_servers(&schema.url());
+    family(&a);
+    let mut order = pay(AGENT_A, 700);
+    order["request_id"] = json!("order-1");
+    let first = a.authorize(order.clone());
+    let reservation = first["reservation"]["id"].as_str().unwrap().to_owned();
+    let again = b.authorize(order.clone());
+    assert_eq!(again["replayed"], true, "{again}");
+    assert_eq!(again["decision_id"], first["decision_id"], "{again}");
+    assert_eq!(used(&a)["alice-usd"], 700, "the retry reserved nothing");
+
+    let settled = b.post(&format!("/v1/reservations/{reservation}/settle"), json!({"amounts": {"usd_cents": 650}}));
+    assert_eq!(settled.expect(200)["status"], "settled");
+    let budget = a.get("/v1/budgets/alice-usd").expect(200);
+    assert_eq!((budget["spent"].as_u64(), budget["reserved"].as_u64()), (Some(650), Some(0)), "{budget}");
+    // Settled once: the other server answers a repeat the same, and refuses
+    // other amounts.
+    let repeat = a.post(&format!("/v1/reservations/{reservation}/settle"), json!({"amounts": {"usd_cents": 650}}));
+    assert_eq!(repeat.expect(200)["settled"], json!({"usd_cents": 650}));
+    a.post(&format!("/v1/reservations/{reservation}/settle"), json!({"amounts": {"usd_cents": 1}}))
+        .problem(409, "conflict");
+
+    b.put_policies(
+        r#"
+@id("big-needs-a-human")
+@approval("required")
+permit(principal, action, resource) when { context.amounts.usd_cents >= 1000 };
+@id("small-goes")
+permit(principal, action, resource) when { context.amounts.usd_cents < 1000 };
+"#,
+    );
+    let big = a.authorize(pay(AGENT_B, 2_000));
+    assert_eq!(big["decision"], "pending", "{big}");
+    let approval = big["approval"]["id"].as_str().unwrap().to_owned();
+    std::thread::scope(|scope| {
+        let poll = scope.spawn(|| a.get(&format!("/v1/approvals/{approval}?wait_s=30")).expect(200));
+        std::thread::sleep(Duration::from_millis(300));
+        let approved = b.post(&format!("/v1/approvals/{approval}/approve"), json!({"approver": ALICE})).expect(200);
+        assert_eq!(approved["status"], "approved", "{approved}");
+        let started = Instant::now();
+        let polled = poll.join().unwrap();
+        assert_eq!(polled["status"], "approved", "the long poll on the other server sees it: {polled}");
+        assert!(started.elapsed() < Duration::from_secs(10), "and does not wait for its timeout");
+    });
+}
+
 /// Load on two servers; one is killed with SIGKILL midway. Every decision it
 /// answered is in the log, the other server goes on, and the log verifies.
 #[test]
