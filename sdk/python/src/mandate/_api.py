@@ -5,7 +5,8 @@ the same requests."""
 from __future__ import annotations
 
 import uuid
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ._http import Call, Response, quote
 from .types import Amounts, Decision
@@ -65,7 +66,9 @@ def get_identity(id: str) -> Call[JsonObject]:
 
 
 def list_identities(parent: str | None, after: str | None, limit: int | None) -> Call[JsonObject]:
-    return Call("GET", "/v1/identities", _json, query={"parent": parent, "after": after, "limit": limit}, idempotent=True)
+    return Call(
+        "GET", "/v1/identities", _json, query={"parent": parent, "after": after, "limit": limit}, idempotent=True
+    )
 
 
 def revoke_identity(id: str) -> Call[JsonObject]:
@@ -113,7 +116,9 @@ def revoke_grant(id: str) -> Call[JsonObject]:
 
 def put_policies(policies: str, schema: str | None) -> Call[JsonObject]:
     # Replacing the whole set with the same text twice leaves one state.
-    return Call("PUT", "/v1/policies", _json, body=_drop_none({"policies": policies, "schema": schema}), idempotent=True)
+    return Call(
+        "PUT", "/v1/policies", _json, body=_drop_none({"policies": policies, "schema": schema}), idempotent=True
+    )
 
 
 def get_policies() -> Call[JsonObject]:
@@ -171,7 +176,12 @@ def authorize_body(
     }
     body.update(
         _drop_none(
-            {"identity": identity, "reservation_ttl_s": reservation_ttl_s, "session_id": session_id, "trace_id": trace_id}
+            {
+                "identity": identity,
+                "reservation_ttl_s": reservation_ttl_s,
+                "session_id": session_id,
+                "trace_id": trace_id,
+            }
         )
     )
     return body

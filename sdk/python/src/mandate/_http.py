@@ -25,8 +25,9 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Mapping, TypeVar
+from typing import Any, Generic, TypeVar
 
 from .errors import (
     ConnectionFailed,
@@ -38,7 +39,7 @@ from .errors import (
     problem_error,
 )
 
-__all__ = ["Config", "Call", "Response", "DEFAULT_URL"]
+__all__ = ["DEFAULT_URL", "Call", "Config", "Response"]
 
 T = TypeVar("T")
 
@@ -182,7 +183,11 @@ def _problem(response: Response) -> ProblemError:
         pass
     if not isinstance(problem, dict) or "code" not in problem:
         snippet = response.body[:200].decode("utf-8", "replace")
-        problem = {"code": "unexpected_response", "status": response.status, "detail": f"HTTP {response.status}: {snippet}"}
+        problem = {
+            "code": "unexpected_response",
+            "status": response.status,
+            "detail": f"HTTP {response.status}: {snippet}",
+        }
     error = problem_error(response.status, problem)
     retry_after = response.headers.get("retry-after")
     if retry_after is not None:
@@ -197,7 +202,7 @@ def _retry_delay(call: Call[Any], error: MandateError, attempt: int, config: Con
     """Seconds to wait before sending again, or ``None`` not to retry."""
     if attempt >= config.retries:
         return None
-    backoff = config.backoff_s * (2**attempt) * (0.5 + random.random())
+    backoff: float = config.backoff_s * float(2**attempt) * (0.5 + random.random())
     if isinstance(error, ProblemError):
         if error.status == 429:
             return min(error.retry_after_s if error.retry_after_s is not None else backoff, RETRY_AFTER_MAX_S)
@@ -249,14 +254,16 @@ class SyncTransport:
     def _send(self, call: Call[Any]) -> Response:
         url = call.target(self.config.url)
         data = call.payload()
-        request = urllib.request.Request(url, data=data, method=call.method, headers=_headers(self.config, data is not None))
+        request = urllib.request.Request(
+            url, data=data, method=call.method, headers=_headers(self.config, data is not None)
+        )
         timeout = self.config.timeout_s + call.extra_timeout_s
         try:
             with self._opener.open(request, timeout=timeout) as answer:
                 body = answer.read(RESPONSE_BYTES_MAX + 1)
                 headers = {k.lower(): v for k, v in answer.headers.items()}
                 return Response(status=answer.status, headers=headers, body=body)
-        except (socket.timeout, TimeoutError) as error:
+        except TimeoutError as error:
             raise RequestTimeout(f"no answer from {url} within {timeout:g} s", url=url) from error
         except urllib.error.URLError as error:
             reason = error.reason

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import ssl
 import time
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from . import _api
 from ._http import AsyncTransport, Config, SyncTransport
-from .errors import RequestTimeout
 from .types import Amounts, Decision, Outcome
 
-__all__ = ["Client", "AsyncClient", "Config"]
+__all__ = ["AsyncClient", "Client", "Config"]
 
 #: The longest single long poll the server accepts (``APPROVAL_WAIT_MAX_S``).
 APPROVAL_WAIT_MAX_S = 60

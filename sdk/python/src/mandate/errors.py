@@ -16,39 +16,40 @@ Every exception derives from :class:`MandateError`. They fall in four groups:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .types import Decision
 
 __all__ = [
-    "MandateError",
-    "TransportError",
-    "ConnectionFailed",
-    "RequestTimeout",
-    "ProblemError",
-    "InvalidJson",
-    "InvalidField",
-    "PayloadTooLarge",
-    "TooManyRequests",
-    "Unauthorized",
-    "Forbidden",
-    "NotFound",
-    "MethodNotAllowed",
-    "Conflict",
-    "GrantExceedsGrantor",
-    "GrantorNotParent",
-    "InvalidIdentity",
-    "InvalidPolicy",
-    "GrantSignatureInvalid",
-    "Unavailable",
-    "Internal",
-    "UnexpectedResponse",
-    "Denied",
-    "ApprovalRequired",
     "ApprovalDenied",
+    "ApprovalRequired",
     "ApprovalTimeout",
     "AuthorizationUnavailable",
+    "Conflict",
+    "ConnectionFailed",
+    "Denied",
+    "Forbidden",
+    "GrantExceedsGrantor",
+    "GrantSignatureInvalid",
+    "GrantorNotParent",
+    "Internal",
+    "InvalidField",
+    "InvalidIdentity",
+    "InvalidJson",
+    "InvalidPolicy",
+    "MandateError",
+    "MethodNotAllowed",
+    "NotFound",
+    "PayloadTooLarge",
+    "ProblemError",
+    "RequestTimeout",
+    "TooManyRequests",
+    "TransportError",
+    "Unauthorized",
+    "Unavailable",
+    "UnexpectedResponse",
     "VerificationError",
     "problem_error",
 ]

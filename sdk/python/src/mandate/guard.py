@@ -42,8 +42,9 @@ import inspect
 import json
 import logging
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Literal, Mapping, TypeVar, Union, cast
+from typing import Any, Literal, TypeVar, cast
 
 from .client import AsyncClient, Client
 from .errors import (
@@ -58,7 +59,21 @@ from .errors import (
 )
 from .types import Amounts, Decision, Outcome
 
-__all__ = ["guard", "GuardSpec", "output_digest", "run_guarded", "run_guarded_async", "default_client", "configure"]
+__all__ = [
+    "GuardSpec",
+    "after_error",
+    "after_error_async",
+    "configure",
+    "decide",
+    "decide_async",
+    "default_client",
+    "finish",
+    "finish_async",
+    "guard",
+    "output_digest",
+    "run_guarded",
+    "run_guarded_async",
+]
 
 logger = logging.getLogger("mandate")
 
@@ -67,9 +82,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 #: The arguments of one call, by parameter name.
 Args = Mapping[str, Any]
-StrOrFn = Union[str, Callable[[Args], str]]
-AmountsOrFn = Union[Amounts, Callable[[Args], Amounts], None]
-ContextOrFn = Union[Mapping[str, Any], Callable[[Args], Mapping[str, Any]], None]
+StrOrFn = str | Callable[[Args], str]
+AmountsOrFn = Amounts | Callable[[Args], Amounts] | None
+ContextOrFn = Mapping[str, Any] | Callable[[Args], Mapping[str, Any]] | None
 
 #: How long the guard waits for a human's approval by default, in seconds.
 APPROVAL_TIMEOUT_S_DEFAULT = 300.0
@@ -92,7 +107,6 @@ def configure(url: str | None = None, token: str | None = None, **options: Any) 
 def default_client() -> Client:
     """The client guards use when given none: the one :func:`configure` set,
     or one from ``MANDATE_URL`` / ``MANDATE_TOKEN``, made at first use."""
-    global _default_client
     if _default_client is None:
         configure()
     assert _default_client is not None
@@ -130,6 +144,9 @@ class GuardSpec:
     send_input: bool = True
     reservation_ttl_s: int | None = None
     session_id: str | None = None
+    #: What of the result to digest (e.g. a tool message's content); the
+    #: result itself by default.
+    digest_of: Callable[[Any], Any] | None = None
 
     def request(self, args: Args) -> dict[str, Any]:
         """The keyword arguments of ``authorize`` for one call."""
@@ -167,6 +184,15 @@ def output_digest(result: Any) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def refusal_text(error: MandateError) -> str:
+    """What an agent's model reads when a guarded tool call was not run."""
+    if isinstance(error, Denied):
+        return f"Mandate denied this tool call ({error}). The tool did not run."
+    if isinstance(error, ApprovalRequired):
+        return f"This tool call needs a human's approval ({error}). The tool did not run."
+    return f"Mandate could not authorize this tool call ({error}). The tool did not run."
+
+
 def _unavailable(error: MandateError) -> bool:
     """Whether an error means "no answer" (as opposed to a refusal)."""
     if isinstance(error, TransportError):
@@ -176,19 +202,36 @@ def _unavailable(error: MandateError) -> bool:
 
 def _describe(error: BaseException, url: str) -> str:
     return (
-        f"could not get an authorization decision from Mandate at {url} ({error}); "
-        "failing closed: the tool was not run"
+        f"could not get an authorization decision from Mandate at {url} ({error}); failing closed: the tool was not run"
     )
 
 
 def _settle_amounts(spec: GuardSpec, decision: Decision, result: Any, args: Args) -> Amounts:
     if spec.settle is None:
         return decision.amounts
-    return spec.settle(result, args)
+    try:
+        return spec.settle(result, args)
+    except Exception:
+        logger.exception("mandate: the settle callback failed; settling what was reserved")
+        return decision.amounts
 
 
 def _outcome(spec: GuardSpec, result: Any) -> Outcome:
-    return spec.outcome(result) if spec.outcome is not None else "success"
+    if spec.outcome is None:
+        return "success"
+    try:
+        return spec.outcome(result)
+    except Exception:
+        logger.exception("mandate: the outcome callback failed; recording `success`")
+        return "success"
+
+
+def _digest(spec: GuardSpec, result: Any) -> str:
+    try:
+        return output_digest(spec.digest_of(result) if spec.digest_of is not None else result)
+    except Exception:
+        logger.exception("mandate: the digest_of callback failed; digesting the result's repr")
+        return output_digest(repr(result))
 
 
 def _ms(start: float) -> int:
@@ -201,44 +244,30 @@ def _ms(start: float) -> int:
 def run_guarded(client: Client, spec: GuardSpec, args: Args, run: Callable[[], R]) -> R:
     """Authorizes, runs ``run`` only when allowed, then settles or voids and
     records the event (see the module's description)."""
+    decision = decide(client, spec, args)
+    if decision is None:
+        return run()
+    start = time.monotonic()
+    try:
+        result = run()
+    except BaseException as error:
+        after_error(client, decision, _ms(start), error)
+        raise
+    finish(client, spec, decision, args, result, _ms(start))
+    return result
+
+
+def decide(client: Client, spec: GuardSpec, args: Args) -> Decision | None:
+    """Steps 1--3: the allowed decision (after any approval), ``None`` when
+    failing open, or the exception that keeps the function from running."""
     request = spec.request(args)
     try:
         decision = client.authorize(**request)
     except MandateError as error:
         if spec.fail_open and _unavailable(error):
             logger.warning("mandate: %s; fail_open is set, running `%s` unguarded", error, request["action"])
-            return run()
+            return None
         raise AuthorizationUnavailable(_describe(error, client.config.url), error) from error
-    decision = _settled_pending(client, spec, decision)
-    start = time.monotonic()
-    try:
-        result = run()
-    except BaseException as error:
-        _after_error(client, decision, _ms(start), error)
-        raise
-    duration_ms = _ms(start)
-    outcome = _outcome(spec, result)
-    if outcome == "error":
-        _after_error(client, decision, duration_ms, None)
-        return result
-    try:
-        amounts = _settle_amounts(spec, decision, result, args)
-    except Exception:
-        logger.exception("mandate: the settle callback failed; settling what was reserved")
-        amounts = decision.amounts
-    _bookkeep(lambda: decision.reservation and client.settle(decision.reservation.id, amounts), "settle", decision)
-    _bookkeep(
-        lambda: client.record_event(
-            decision.decision_id, outcome, duration_ms=duration_ms, output_digest=output_digest(result)
-        ),
-        "record the event of",
-        decision,
-    )
-    return result
-
-
-def _settled_pending(client: Client, spec: GuardSpec, decision: Decision) -> Decision:
-    """The decision once it is allow, or the exception that stops the call."""
     if decision.denied:
         raise Denied(decision)
     if not decision.pending:
@@ -248,31 +277,62 @@ def _settled_pending(client: Client, spec: GuardSpec, decision: Decision) -> Dec
     try:
         approval = client.wait_for_approval(decision.approval_id, timeout_s=spec.approval_timeout_s)
     except MandateError as error:
-        _bookkeep(lambda: decision.reservation and client.void(decision.reservation.id), "void", decision)
+        _bookkeep(lambda: _void(client, decision), "void", decision)
         raise AuthorizationUnavailable(_describe(error, client.config.url), error) from error
-    return _approved(decision, approval, lambda: decision.reservation and client.void(decision.reservation.id))
+    if approval.get("status") == "pending":
+        _bookkeep(lambda: _void(client, decision), "void", decision)
+    return _approved(decision, approval)
 
 
-def _approved(decision: Decision, approval: Mapping[str, Any], void: Callable[[], Any]) -> Decision:
+def finish(client: Client, spec: GuardSpec, decision: Decision, args: Args, result: Any, duration_ms: int) -> None:
+    """Step 5 for a function that returned ``result``: settle (or void, when
+    ``spec.outcome`` says ``error``) and record the event. Never raises."""
+    outcome = _outcome(spec, result)
+    if outcome == "error":
+        after_error(client, decision, duration_ms, None)
+        return
+    amounts = _settle_amounts(spec, decision, result, args)
+    if decision.reservation is not None:
+        reservation_id = decision.reservation.id
+        _bookkeep(lambda: client.settle(reservation_id, amounts), "settle", decision)
+    digest = _digest(spec, result)
+    _bookkeep(
+        lambda: client.record_event(decision.decision_id, outcome, duration_ms=duration_ms, output_digest=digest),
+        "record the event of",
+        decision,
+    )
+
+
+def after_error(client: Client, decision: Decision, duration_ms: int, error: BaseException | None) -> None:
+    """Step 4 for a function that raised ``error``: void the reservation and
+    record an ``error`` event. Never raises."""
+    _bookkeep(lambda: _void(client, decision), "void", decision)
+    attributes = _error_attributes(error)
+    _bookkeep(
+        lambda: client.record_event(decision.decision_id, "error", duration_ms=duration_ms, attributes=attributes),
+        "record the event of",
+        decision,
+    )
+
+
+def _void(client: Client, decision: Decision) -> None:
+    if decision.reservation is not None:
+        client.void(decision.reservation.id)
+
+
+def _approved(decision: Decision, approval: Mapping[str, Any]) -> Decision:
     status = approval.get("status")
     if status == "approved":
         return decision
     if status == "pending":
-        _bookkeep(void, "void", decision)
         raise ApprovalTimeout(
             decision, f"no answer to approval `{decision.approval_id}` for `{decision.action}` in time"
         )
     raise ApprovalDenied(decision, approval)
 
 
-def _after_error(client: Client, decision: Decision, duration_ms: int, error: BaseException | None) -> None:
-    _bookkeep(lambda: decision.reservation and client.void(decision.reservation.id), "void", decision)
-    attributes = {"exception": type(error).__name__} if error is not None else None
-    _bookkeep(
-        lambda: client.record_event(decision.decision_id, "error", duration_ms=duration_ms, attributes=attributes),
-        "record the event of",
-        decision,
-    )
+def _error_attributes(error: BaseException | None) -> dict[str, Any] | None:
+    return {"exception": type(error).__name__} if error is not None else None
 
 
 def _bookkeep(step: Callable[[], Any], what: str, decision: Decision) -> None:
@@ -287,42 +347,29 @@ def _bookkeep(step: Callable[[], Any], what: str, decision: Decision) -> None:
 
 async def run_guarded_async(client: AsyncClient, spec: GuardSpec, args: Args, run: Callable[[], Awaitable[R]]) -> R:
     """:func:`run_guarded` for coroutines and an :class:`AsyncClient`."""
+    decision = await decide_async(client, spec, args)
+    if decision is None:
+        return await run()
+    start = time.monotonic()
+    try:
+        result = await run()
+    except BaseException as error:
+        await after_error_async(client, decision, _ms(start), error)
+        raise
+    await finish_async(client, spec, decision, args, result, _ms(start))
+    return result
+
+
+async def decide_async(client: AsyncClient, spec: GuardSpec, args: Args) -> Decision | None:
+    """:func:`decide` with an :class:`AsyncClient`."""
     request = spec.request(args)
     try:
         decision = await client.authorize(**request)
     except MandateError as error:
         if spec.fail_open and _unavailable(error):
             logger.warning("mandate: %s; fail_open is set, running `%s` unguarded", error, request["action"])
-            return await run()
+            return None
         raise AuthorizationUnavailable(_describe(error, client.config.url), error) from error
-    decision = await _settled_pending_async(client, spec, decision)
-    start = time.monotonic()
-    try:
-        result = await run()
-    except BaseException as error:
-        await _after_error_async(client, decision, _ms(start), error)
-        raise
-    duration_ms = _ms(start)
-    outcome = _outcome(spec, result)
-    if outcome == "error":
-        await _after_error_async(client, decision, duration_ms, None)
-        return result
-    try:
-        amounts = _settle_amounts(spec, decision, result, args)
-    except Exception:
-        logger.exception("mandate: the settle callback failed; settling what was reserved")
-        amounts = decision.amounts
-    if decision.reservation is not None:
-        await _bookkeep_async(client.settle(decision.reservation.id, amounts), "settle", decision)
-    await _bookkeep_async(
-        client.record_event(decision.decision_id, outcome, duration_ms=duration_ms, output_digest=output_digest(result)),
-        "record the event of",
-        decision,
-    )
-    return result
-
-
-async def _settled_pending_async(client: AsyncClient, spec: GuardSpec, decision: Decision) -> Decision:
     if decision.denied:
         raise Denied(decision)
     if not decision.pending:
@@ -332,25 +379,49 @@ async def _settled_pending_async(client: AsyncClient, spec: GuardSpec, decision:
     try:
         approval = await client.wait_for_approval(decision.approval_id, timeout_s=spec.approval_timeout_s)
     except MandateError as error:
-        if decision.reservation is not None:
-            await _bookkeep_async(client.void(decision.reservation.id), "void", decision)
+        await _bookkeep_async(_void_async(client, decision), "void", decision)
         raise AuthorizationUnavailable(_describe(error, client.config.url), error) from error
-    if approval.get("status") == "pending" and decision.reservation is not None:
-        await _bookkeep_async(client.void(decision.reservation.id), "void", decision)
-    return _approved(decision, approval, lambda: None)
+    if approval.get("status") == "pending":
+        await _bookkeep_async(_void_async(client, decision), "void", decision)
+    return _approved(decision, approval)
 
 
-async def _after_error_async(
-    client: AsyncClient, decision: Decision, duration_ms: int, error: BaseException | None
+async def finish_async(
+    client: AsyncClient, spec: GuardSpec, decision: Decision, args: Args, result: Any, duration_ms: int
 ) -> None:
+    """:func:`finish` with an :class:`AsyncClient`."""
+    outcome = _outcome(spec, result)
+    if outcome == "error":
+        await after_error_async(client, decision, duration_ms, None)
+        return
+    amounts = _settle_amounts(spec, decision, result, args)
     if decision.reservation is not None:
-        await _bookkeep_async(client.void(decision.reservation.id), "void", decision)
-    attributes = {"exception": type(error).__name__} if error is not None else None
+        await _bookkeep_async(client.settle(decision.reservation.id, amounts), "settle", decision)
+    digest = _digest(spec, result)
     await _bookkeep_async(
-        client.record_event(decision.decision_id, "error", duration_ms=duration_ms, attributes=attributes),
+        client.record_event(decision.decision_id, outcome, duration_ms=duration_ms, output_digest=digest),
         "record the event of",
         decision,
     )
+
+
+async def after_error_async(
+    client: AsyncClient, decision: Decision, duration_ms: int, error: BaseException | None
+) -> None:
+    """:func:`after_error` with an :class:`AsyncClient`."""
+    await _bookkeep_async(_void_async(client, decision), "void", decision)
+    await _bookkeep_async(
+        client.record_event(
+            decision.decision_id, "error", duration_ms=duration_ms, attributes=_error_attributes(error)
+        ),
+        "record the event of",
+        decision,
+    )
+
+
+async def _void_async(client: AsyncClient, decision: Decision) -> None:
+    if decision.reservation is not None:
+        await client.void(decision.reservation.id)
 
 
 async def _bookkeep_async(step: Awaitable[Any], what: str, decision: Decision) -> None:

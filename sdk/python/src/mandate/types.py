@@ -6,10 +6,11 @@ values; the decision is the one answer code branches on, so it gets a class.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal, Mapping, TypedDict
+from typing import Any, Literal, TypedDict
 
-__all__ = ["Decision", "Reservation", "Outcome", "Amounts", "Budget", "BudgetWindow"]
+__all__ = ["Amounts", "Budget", "BudgetWindow", "Decision", "Outcome", "Reservation"]
 
 #: The outcome of a tool run, as ``POST /v1/events`` takes it.
 Outcome = Literal["success", "failure", "error"]

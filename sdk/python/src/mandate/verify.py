@@ -25,21 +25,23 @@ import base64
 import binascii
 import hashlib
 import json
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import VerificationError
 
 __all__ = [
-    "verify_receipt",
+    "Checkpoint",
     "VerifiedReceipt",
     "VerifierKey",
-    "Checkpoint",
-    "open_checkpoint",
+    "canonical_json",
     "leaf_hash",
     "node_hash",
+    "open_checkpoint",
     "verify_inclusion",
-    "canonical_json",
+    "verify_receipt",
 ]
 
 RECEIPT_HEADER = "c2sp.org/tlog-proof@v1"
@@ -259,7 +261,7 @@ def _jcs(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise VerificationError("NaN and infinities are not JSON")
         if value.is_integer() and abs(value) < 1e21:
             return str(int(value))
