@@ -46,7 +46,7 @@ from .errors import (
     UnexpectedResponse,
     VerificationError,
 )
-from .guard import GuardSpec, configure, default_client, guard, output_digest, run_guarded, run_guarded_async
+from ._guard import GuardSpec, configure, default_client, guard, output_digest, run_guarded, run_guarded_async
 from .types import Decision, Outcome, Reservation
 from .verify import Checkpoint, VerifiedReceipt, VerifierKey, open_checkpoint, verify_receipt
 

@@ -15,6 +15,7 @@ only where that cannot act twice (see :mod:`mandate._http`).
 
 from __future__ import annotations
 
+import math
 import ssl
 import time
 from collections.abc import Mapping, Sequence
@@ -129,11 +130,12 @@ class Client(_Base):
 
     def wait_for_approval(self, id: str, *, timeout_s: float) -> dict[str, Any]:
         """Long-polls the approval until it is no longer ``pending`` or
-        ``timeout_s`` has passed; returns it as last read (check ``status``)."""
+        ``timeout_s`` has passed (rounded up to whole seconds); returns it as
+        last read (check ``status``)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            remaining = deadline - time.monotonic()
-            wait_s = max(0, min(APPROVAL_WAIT_MAX_S, int(remaining)))
+            # The server waits whole seconds: round up, so the wait is never cut short.
+            wait_s = min(APPROVAL_WAIT_MAX_S, math.ceil(max(0.0, deadline - time.monotonic())))
             approval = self.get_approval(id, wait_s=wait_s)
             if approval.get("status") != "pending" or time.monotonic() >= deadline or wait_s == 0:
                 return approval
@@ -407,11 +409,12 @@ class AsyncClient(_Base):
 
     async def wait_for_approval(self, id: str, *, timeout_s: float) -> dict[str, Any]:
         """Long-polls the approval until it is no longer ``pending`` or
-        ``timeout_s`` has passed; returns it as last read (check ``status``)."""
+        ``timeout_s`` has passed (rounded up to whole seconds); returns it as
+        last read (check ``status``)."""
         deadline = time.monotonic() + timeout_s
         while True:
-            remaining = deadline - time.monotonic()
-            wait_s = max(0, min(APPROVAL_WAIT_MAX_S, int(remaining)))
+            # The server waits whole seconds: round up, so the wait is never cut short.
+            wait_s = min(APPROVAL_WAIT_MAX_S, math.ceil(max(0.0, deadline - time.monotonic())))
             approval = await self.get_approval(id, wait_s=wait_s)
             if approval.get("status") != "pending" or time.monotonic() >= deadline or wait_s == 0:
                 return approval

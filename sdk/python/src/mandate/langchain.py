@@ -33,7 +33,7 @@ from langchain_core.messages import ToolMessage
 
 from .client import AsyncClient, Client
 from .errors import ApprovalRequired, AuthorizationUnavailable, Denied, MandateError
-from .guard import (
+from ._guard import (
     GuardSpec,
     _default_async,
     default_client,

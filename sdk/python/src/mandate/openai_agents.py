@@ -38,7 +38,7 @@ from agents.tool_guardrails import ToolInputGuardrailData, ToolOutputGuardrailDa
 
 from .client import AsyncClient, Client
 from .errors import ApprovalRequired, AuthorizationUnavailable, Denied
-from .guard import GuardSpec, _default_async, decide_async, finish_async, refusal_text
+from ._guard import GuardSpec, _default_async, decide_async, finish_async, refusal_text
 from .types import Decision
 
 __all__ = ["MandateGuardrails"]
