@@ -14,13 +14,18 @@
 //! request was *due*, so a stall is charged to every request it delays
 //! (no coordinated omission): that measures latency at a given load.
 //!
-//! Latencies go into an HDR histogram (microseconds, 3 significant digits).
-//! The report gives throughput and p50/p90/p99/p99.9/max of the decisions
-//! made after the warm-up; `--json` writes the same as JSON.
+//! Latencies go into an HDR histogram (microseconds, 3 significant digits),
+//! one for the whole run and one per second. The report gives throughput and
+//! p50/p90/p99/p99.9/max of the decisions made after the warm-up; `--json`
+//! writes the same as JSON with the per-second series and the latency
+//! distribution, and `--chart` draws both as an SVG a person can read:
+//! latency over time (p50, p99, max per second) and the distribution
+//! (latency by percentile). A progress bar shows on a terminal.
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -28,6 +33,7 @@ use bytes::Bytes;
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt as _, Full};
 use hyper::Request;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::StoreArgs;
@@ -64,11 +70,19 @@ pub struct BenchArgs {
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Draw latency over time and the latency distribution to this SVG file.
+    #[arg(long, value_name = "FILE")]
+    chart: Option<PathBuf>,
 }
+
+/// The percentiles the distribution reports and draws.
+const PERCENTILES: [f64; 9] = [0.0, 50.0, 75.0, 90.0, 99.0, 99.9, 99.99, 99.999, 100.0];
 
 /// What one connection measured.
 struct Tally {
     latencies: Histogram<u64>,
+    /// One histogram per measured second.
+    per_second: Vec<Histogram<u64>>,
     allowed: u64,
     denied: u64,
     failed: u64,
@@ -76,9 +90,11 @@ struct Tally {
 }
 
 impl Tally {
-    fn new() -> anyhow::Result<Tally> {
+    fn new(seconds: u64) -> anyhow::Result<Tally> {
+        let histogram = || Histogram::new_with_bounds(1, 60_000_000, 3).context("making a histogram");
         Ok(Tally {
-            latencies: Histogram::new_with_bounds(1, 60_000_000, 3).context("making a histogram")?,
+            latencies: histogram()?,
+            per_second: (0..seconds).map(|_| histogram()).collect::<anyhow::Result<_>>()?,
             allowed: 0,
             denied: 0,
             failed: 0,
@@ -88,6 +104,9 @@ impl Tally {
 
     fn add(&mut self, other: &Tally) -> anyhow::Result<()> {
         self.latencies.add(&other.latencies).context("merging histograms")?;
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            mine.add(theirs).context("merging histograms")?;
+        }
         self.allowed += other.allowed;
         self.denied += other.denied;
         self.failed += other.failed;
@@ -127,19 +146,24 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     let measure_from = started + Duration::from_secs(args.warmup);
     let stop_at = measure_from + Duration::from_secs(args.duration);
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let progress = progress_bar(args.warmup + args.duration);
+    let ticker = tokio::spawn(show_progress(progress.clone(), answered.clone(), started, measure_from));
     let mut workers = Vec::new();
     for connection in 0..args.connections {
         let addr = addrs.iter().cycle().nth(connection as usize).cloned().unwrap_or_default();
-        let (key, agent, stop) = (key.clone(), agent.clone(), stop.clone());
+        let (key, agent, stop, answered) = (key.clone(), agent.clone(), stop.clone(), answered.clone());
+        let seconds = args.duration;
         // Each connection's share of the rate, started at a staggered offset.
         let interval = args.rate.map(|rate| Duration::from_secs_f64(args.connections as f64 / rate as f64));
         let offset = interval.map(|interval| interval.mul_f64(connection as f64 / args.connections as f64));
         let settle = args.settle;
         workers.push(tokio::spawn(async move {
-            drive(Drive { addr, key, agent, interval, offset, settle, measure_from, stop_at, stop }).await
+            let drive = Drive { addr, key, agent, interval, offset, settle, measure_from, stop_at, stop, answered };
+            drive.run(seconds).await
         }));
     }
-    let mut total = Tally::new()?;
+    let mut total = Tally::new(args.duration)?;
     let mut first_error = None;
     for worker in workers {
         match worker.await.context("a connection's task failed")? {
@@ -150,10 +174,40 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
             }
         }
     }
+    ticker.abort();
+    progress.finish_and_clear();
     if let Some(error) = first_error {
         return Err(error);
     }
     report(&args, &addrs, &total)
+}
+
+/// A seconds-based progress bar on a terminal; hidden otherwise.
+fn progress_bar(total_seconds: u64) -> ProgressBar {
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(total_seconds);
+    if let Ok(style) = ProgressStyle::with_template("{prefix} {bar:40} {pos}/{len} s  {msg}") {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// Moves the bar every 200 ms: the phase, and the decisions per second of
+/// the last tick.
+async fn show_progress(bar: ProgressBar, answered: Arc<AtomicU64>, started: Instant, measure_from: Instant) {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    let (mut last_count, mut last_at) = (0, Instant::now());
+    loop {
+        tick.tick().await;
+        let (count, now) = (answered.load(Ordering::Relaxed), Instant::now());
+        let rate = (count - last_count) as f64 / now.duration_since(last_at).as_secs_f64().max(1e-9);
+        (last_count, last_at) = (count, now);
+        bar.set_prefix(if now < measure_from { "warming up" } else { "measuring " });
+        bar.set_position(now.duration_since(started).as_secs());
+        bar.set_message(format!("{rate:.0} decisions/s"));
+    }
 }
 
 /// `host:port` of an `http://` URL.
@@ -281,53 +335,64 @@ struct Drive {
     measure_from: Instant,
     stop_at: Instant,
     stop: Arc<AtomicBool>,
+    /// Every decision answered, warm-up included: for the progress bar.
+    answered: Arc<AtomicU64>,
 }
 
-/// One connection's loop.
-async fn drive(drive: Drive) -> anyhow::Result<Tally> {
-    let mut connection = Connection::open(&drive.addr).await?;
-    let mut tally = Tally::new()?;
-    let request = json!({
-        "identity": drive.agent, "action": "payments.charge", "resource": "merchant://books/1",
-        "amounts": {"usd_cents": 1}, "context": {"merchant": "books"},
-    });
-    let settle_body = json!({"amounts": {"usd_cents": 1}});
-    let mut due = Instant::now() + drive.offset.unwrap_or_default();
-    loop {
-        if drive.interval.is_some() {
-            tokio::time::sleep_until(due.into()).await;
-        } else {
-            due = Instant::now();
-        }
-        if due >= drive.stop_at || drive.stop.load(Ordering::Relaxed) {
-            return Ok(tally);
-        }
-        let (status, answer) = connection.call("POST", "/v1/authorize", &drive.key, &request).await?;
-        let latency = due.elapsed();
-        let measured = due >= drive.measure_from;
-        if measured {
-            tally.latencies.saturating_record(latency.as_micros().try_into().unwrap_or(u64::MAX).max(1));
-            match (status, answer.get("decision").and_then(Value::as_str)) {
-                (200, Some("allow")) => tally.allowed += 1,
-                (200, _) => tally.denied += 1,
-                _ => tally.failed += 1,
+impl Drive {
+    /// One connection's loop, measuring `seconds` after the warm-up.
+    async fn run(self, seconds: u64) -> anyhow::Result<Tally> {
+        let drive = self;
+        let mut connection = Connection::open(&drive.addr).await?;
+        let mut tally = Tally::new(seconds)?;
+        let request = json!({
+            "identity": drive.agent, "action": "payments.charge", "resource": "merchant://books/1",
+            "amounts": {"usd_cents": 1}, "context": {"merchant": "books"},
+        });
+        let settle_body = json!({"amounts": {"usd_cents": 1}});
+        let mut due = Instant::now() + drive.offset.unwrap_or_default();
+        loop {
+            if drive.interval.is_some() {
+                tokio::time::sleep_until(due.into()).await;
+            } else {
+                due = Instant::now();
             }
-        }
-        if drive.settle
-            && status == 200
-            && let Some(reservation) = answer.pointer("/reservation/id").and_then(Value::as_str)
-        {
-            let path = format!("/v1/reservations/{reservation}/settle");
-            let (status, answer) = connection.call("POST", &path, &drive.key, &settle_body).await?;
-            if status != 200 {
-                bail!("settling {reservation}: {status} {answer}");
+            if due >= drive.stop_at || drive.stop.load(Ordering::Relaxed) {
+                return Ok(tally);
             }
+            let (status, answer) = connection.call("POST", "/v1/authorize", &drive.key, &request).await?;
+            let latency = due.elapsed();
+            drive.answered.fetch_add(1, Ordering::Relaxed);
+            let measured = due >= drive.measure_from;
             if measured {
-                tally.settled += 1;
+                let micros = latency.as_micros().try_into().unwrap_or(u64::MAX).max(1);
+                tally.latencies.saturating_record(micros);
+                let second = usize::try_from(due.duration_since(drive.measure_from).as_secs()).unwrap_or(usize::MAX);
+                if let Some(histogram) = tally.per_second.get_mut(second) {
+                    histogram.saturating_record(micros);
+                }
+                match (status, answer.get("decision").and_then(Value::as_str)) {
+                    (200, Some("allow")) => tally.allowed += 1,
+                    (200, _) => tally.denied += 1,
+                    _ => tally.failed += 1,
+                }
             }
-        }
-        if let Some(interval) = drive.interval {
-            due += interval;
+            if drive.settle
+                && status == 200
+                && let Some(reservation) = answer.pointer("/reservation/id").and_then(Value::as_str)
+            {
+                let path = format!("/v1/reservations/{reservation}/settle");
+                let (status, answer) = connection.call("POST", &path, &drive.key, &settle_body).await?;
+                if status != 200 {
+                    bail!("settling {reservation}: {status} {answer}");
+                }
+                if measured {
+                    tally.settled += 1;
+                }
+            }
+            if let Some(interval) = drive.interval {
+                due += interval;
+            }
         }
     }
 }
@@ -336,6 +401,25 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
     let seconds = args.duration as f64;
     let decisions = total.allowed + total.denied;
     let quantile = |q: f64| total.latencies.value_at_quantile(q) as f64 / 1_000.0;
+    let ms = |micros: u64| micros as f64 / 1_000.0;
+    let per_second: Vec<Value> = total
+        .per_second
+        .iter()
+        .enumerate()
+        .map(|(second, histogram)| {
+            json!({
+                "second": second + 1,
+                "decisions": histogram.len(),
+                "p50_ms": ms(histogram.value_at_quantile(0.5)),
+                "p99_ms": ms(histogram.value_at_quantile(0.99)),
+                "max_ms": ms(histogram.max()),
+            })
+        })
+        .collect();
+    let distribution: Vec<Value> = PERCENTILES
+        .iter()
+        .map(|percentile| json!({"percentile": percentile, "latency_ms": quantile(percentile / 100.0)}))
+        .collect();
     let results = json!({
         "servers": addrs,
         "connections": args.connections,
@@ -353,6 +437,8 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
             "p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99), "p99_9": quantile(0.999),
             "max": total.latencies.max() as f64 / 1_000.0, "mean": total.latencies.mean() / 1_000.0,
         },
+        "per_second": per_second,
+        "distribution": distribution,
     });
     println!(
         "{decisions} decisions in {seconds} s: {:.0}/s ({} allowed, {} denied, {} failed{})",
@@ -370,6 +456,9 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
         quantile(0.999),
         total.latencies.max() as f64 / 1_000.0
     );
+    if let Some(path) = &args.chart {
+        chart(path, total).with_context(|| format!("drawing {}", path.display()))?;
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
             .with_context(|| format!("writing {}", path.display()))?;
@@ -378,4 +467,86 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
         bail!("{} request(s) failed", total.failed);
     }
     Ok(())
+}
+
+/// Draws two charts side by side: latency over time (p50, p99 and max of
+/// each measured second) and the latency distribution (latency by
+/// percentile, the percentile axis stretched as `-log10(1 - p)` so that the
+/// tail gets room: 90, 99, 99.9 … are equally spaced).
+fn chart(path: &std::path::Path, total: &Tally) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+
+    let ms = |micros: u64| micros as f64 / 1_000.0;
+    let root = SVGBackend::new(path, (1200, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(draw_error)?;
+    let (left, right) = root.split_horizontally(600);
+
+    let series: [Series; 3] = [
+        ("p50", BLUE, per_second(total, |h| ms(h.value_at_quantile(0.5)))),
+        ("p99", RED, per_second(total, |h| ms(h.value_at_quantile(0.99)))),
+        ("max", BLACK, per_second(total, |h| ms(h.max()))),
+    ];
+    let top = series.iter().flat_map(|(_, _, points)| points.iter().map(|p| p.1)).fold(0.001, f64::max) * 1.1;
+    let seconds = total.per_second.len().max(1) as f64;
+    let mut over_time = ChartBuilder::on(&left)
+        .caption("authorize latency over time", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..seconds + 1.0, 0.0..top)
+        .map_err(draw_error)?;
+    over_time.configure_mesh().x_desc("second").y_desc("ms").draw().map_err(draw_error)?;
+    for (name, color, points) in series {
+        over_time
+            .draw_series(LineSeries::new(points, &color))
+            .map_err(draw_error)?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    over_time.configure_series_labels().border_style(BLACK).background_style(WHITE).draw().map_err(draw_error)?;
+
+    let stretch = |percentile: f64| -(1.0 - percentile / 100.0).max(1e-6).log10();
+    let points: Vec<(f64, f64)> = (0..=600)
+        .map(|step| {
+            let percentile = 100.0 * (1.0 - 10f64.powf(-f64::from(step) / 100.0));
+            (stretch(percentile), ms(total.latencies.value_at_quantile(percentile / 100.0)))
+        })
+        .collect();
+    let top = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
+    let mut distribution = ChartBuilder::on(&right)
+        .caption("authorize latency by percentile", ("sans-serif", 20))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(55)
+        .build_cartesian_2d(0.0..6.0, 0.0..top)
+        .map_err(draw_error)?;
+    distribution
+        .configure_mesh()
+        .x_desc("percentile")
+        .x_labels(7)
+        .x_label_formatter(&|x| format!("{}", 100.0 - 100.0 * 10f64.powf(-x)))
+        .y_desc("ms")
+        .draw()
+        .map_err(draw_error)?;
+    distribution.draw_series(LineSeries::new(points, &BLUE)).map_err(draw_error)?;
+    root.present().map_err(draw_error)?;
+    Ok(())
+}
+
+/// A line of the chart: its name, its color and its points.
+type Series = (&'static str, plotters::style::RGBColor, Vec<(f64, f64)>);
+
+/// `(second, value)` for each measured second that made decisions.
+fn per_second(total: &Tally, value: impl Fn(&Histogram<u64>) -> f64) -> Vec<(f64, f64)> {
+    total
+        .per_second
+        .iter()
+        .enumerate()
+        .filter(|(_, histogram)| !histogram.is_empty())
+        .map(|(second, histogram)| ((second + 1) as f64, value(histogram)))
+        .collect()
+}
+
+fn draw_error(error: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{error}")
 }

@@ -460,6 +460,7 @@ fn a_log_larger_than_one_read_block_verifies_and_faults_are_still_located() {
 fn bench_loads_an_embedded_server_and_reports() {
     let dir = tempfile::tempdir().unwrap();
     let json_path = dir.path().join("results.json");
+    let chart_path = dir.path().join("latency.svg");
     let output = mandate(&[
         "bench",
         "--duration",
@@ -471,6 +472,8 @@ fn bench_loads_an_embedded_server_and_reports() {
         "--settle",
         "--json",
         json_path.to_str().unwrap(),
+        "--chart",
+        chart_path.to_str().unwrap(),
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -482,6 +485,15 @@ fn bench_loads_an_embedded_server_and_reports() {
     assert_eq!(results["failed"], 0, "{results}");
     assert!(results["settled"].as_u64().unwrap() > 0, "{results}");
     assert!(results["latency_ms"]["p50"].as_f64().unwrap() > 0.0, "{results}");
+    let seconds = results["per_second"].as_array().unwrap();
+    assert_eq!(seconds.len(), 1, "{results}");
+    assert_eq!(seconds[0]["decisions"].as_u64().unwrap(), decisions, "{results}");
+    let distribution = results["distribution"].as_array().unwrap();
+    let latencies: Vec<f64> = distribution.iter().map(|p| p["latency_ms"].as_f64().unwrap()).collect();
+    assert!(latencies.windows(2).all(|pair| pair[0] <= pair[1]), "percentiles rise: {latencies:?}");
+    let chart = std::fs::read_to_string(&chart_path).unwrap();
+    assert!(chart.starts_with("<svg") && chart.contains("authorize latency over time"), "{chart}");
+    assert!(chart.contains("authorize latency by percentile") && chart.contains("<polyline"), "{chart}");
 
     let no_key = mandate(&["bench", "--url", "http://127.0.0.1:1"]);
     assert_eq!(no_key.status.code(), Some(1));
