@@ -51,7 +51,7 @@ class Server:
     def __init__(self, binary: Path, data_dir: Path) -> None:
         self.binary = binary
         self.data_dir = data_dir
-        self._log = open(data_dir.parent / f"{data_dir.name}.stderr", "wb")  # noqa: SIM115
+        self._log = open(data_dir.parent / f"{data_dir.name}.stderr", "wb")
         self.process = subprocess.Popen(
             [str(binary), "serve", "--data", str(data_dir), "--addr", "127.0.0.1:0"],
             stdout=subprocess.PIPE,

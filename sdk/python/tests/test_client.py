@@ -9,9 +9,9 @@ import threading
 import time
 
 import pytest
-from conftest import AGENT, BUDGET, BUDGET_LIMIT, HUMAN, Server, Shop
 
 import mandate
+from conftest import AGENT, BUDGET, BUDGET_LIMIT, HUMAN, Server, Shop
 
 
 def test_configuration_comes_from_arguments_then_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,10 +13,10 @@ import time
 from typing import Any
 
 import pytest
-from conftest import Server, Shop, make_shop
 
 import mandate
 import mandate._guard as guard_module
+from conftest import Server, Shop, make_shop
 
 REFUND_POLICIES = (
     '@id("permit-most")\npermit(principal, action, resource) '
@@ -113,7 +113,11 @@ def test_pending_waits_for_the_approval(shop: Shop) -> None:
     ran: list[int] = []
 
     @mandate.guard(
-        "payments.refund", resource="merchant://books", amounts={"usd_cents": 70}, client=shop.agent, approval_timeout_s=30
+        "payments.refund",
+        resource="merchant://books",
+        amounts={"usd_cents": 70},
+        client=shop.agent,
+        approval_timeout_s=30,
     )
     def refund() -> str:
         ran.append(70)
@@ -140,7 +144,9 @@ def test_pending_raises_times_out_or_is_denied_without_running(shop: Shop) -> No
     ran: list[str] = []
 
     def refund_tool(**options: Any) -> Any:
-        @mandate.guard("payments.refund", resource="merchant://books", amounts={"usd_cents": 10}, client=shop.agent, **options)
+        @mandate.guard(
+            "payments.refund", resource="merchant://books", amounts={"usd_cents": 10}, client=shop.agent, **options
+        )
         def refund() -> None:
             ran.append("refund")
 
@@ -248,7 +254,9 @@ def test_fail_open_runs_the_tool_unguarded_and_warns(own_server: Server, caplog:
 def test_fail_open_does_not_cover_a_refused_credential(shop: Shop) -> None:
     ran: list[str] = []
 
-    @mandate.guard("payments.charge", resource="merchant://books", client=mandate.Client(shop.url, "mt_bad"), fail_open=True)
+    @mandate.guard(
+        "payments.charge", resource="merchant://books", client=mandate.Client(shop.url, "mt_bad"), fail_open=True
+    )
     def charge() -> None:
         ran.append("charged")
 

@@ -9,13 +9,13 @@ import asyncio
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from conftest import AGENT, Shop
 from langchain.agents import create_agent
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, ToolMessage
 from langchain_core.tools import tool
 
 import mandate
+from conftest import AGENT, Shop
 from mandate.langchain import MandateMiddleware, rule
 
 

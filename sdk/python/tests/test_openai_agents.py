@@ -11,12 +11,12 @@ from typing import Any
 
 os.environ.setdefault("OPENAI_AGENTS_DISABLE_TRACING", "1")
 
-from agents import Agent, Runner, function_tool, set_tracing_disabled  # noqa: E402
-from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call  # noqa: E402
-from conftest import AGENT, Shop  # noqa: E402
+from agents import Agent, Runner, function_tool, set_tracing_disabled
+from agents.testing import ModelStep, ScriptedModel, assistant_message, function_call
 
-import mandate  # noqa: E402
-from mandate.openai_agents import MandateGuardrails  # noqa: E402
+import mandate
+from conftest import AGENT, Shop
+from mandate.openai_agents import MandateGuardrails
 
 set_tracing_disabled(True)
 

@@ -7,14 +7,16 @@ import base64
 import hashlib
 
 import pytest
-from conftest import Shop
 
 import mandate
+from conftest import Shop
 from mandate.verify import VerifierKey, canonical_json, leaf_hash, node_hash, open_checkpoint, verify_inclusion
 
 # RFC 6962's test leaves and the root of all eight (SPEC §5).
-RFC6962_LEAVES = [bytes.fromhex(h) for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657",
-                                            "606162636465666768696a6b6c6d6e6f"]]
+RFC6962_LEAVES = [
+    bytes.fromhex(h)
+    for h in ["", "00", "10", "2021", "3031", "40414243", "5051525354555657", "606162636465666768696a6b6c6d6e6f"]
+]
 RFC6962_ROOT_8 = "5dc9da79a70659a9ad559cb701ded9a2ab9d823aad2f4960cfe370eff4604328"
 
 # Go's golang.org/x/mod/sumdb/note test vector.
@@ -45,8 +47,8 @@ def _path(index: int, leaves: list[bytes]) -> list[bytes]:
     while split * 2 < len(leaves):
         split *= 2
     if index < split:
-        return _path(index, leaves[:split]) + [_root(leaves[split:])]
-    return _path(index - split, leaves[split:]) + [_root(leaves[:split])]
+        return [*_path(index, leaves[:split]), _root(leaves[split:])]
+    return [*_path(index - split, leaves[split:]), _root(leaves[:split])]
 
 
 def test_inclusion_against_the_rfc6962_vector() -> None:

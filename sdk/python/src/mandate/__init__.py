@@ -14,6 +14,7 @@ AI agents.
   (imported on demand; they need those frameworks installed).
 """
 
+from ._guard import GuardSpec, configure, default_client, guard, output_digest, run_guarded, run_guarded_async
 from ._http import Config
 from .client import AsyncClient, Client
 from .errors import (
@@ -46,7 +47,6 @@ from .errors import (
     UnexpectedResponse,
     VerificationError,
 )
-from ._guard import GuardSpec, configure, default_client, guard, output_digest, run_guarded, run_guarded_async
 from .types import Decision, Outcome, Reservation
 from .verify import Checkpoint, VerifiedReceipt, VerifierKey, open_checkpoint, verify_receipt
 

@@ -17,7 +17,7 @@ JsonObject = dict[str, Any]
 def _json(response: Response) -> JsonObject:
     value = response.json()
     if not isinstance(value, dict):
-        raise ValueError("expected a JSON object")
+        raise TypeError("expected a JSON object")
     return value
 
 
@@ -25,7 +25,7 @@ def _list(key: str) -> Any:
     def parse(response: Response) -> list[JsonObject]:
         value = _json(response)[key]
         if not isinstance(value, list):
-            raise ValueError(f"expected `{key}` to be a list")
+            raise TypeError(f"expected `{key}` to be a list")
         return value
 
     return parse
@@ -203,7 +203,7 @@ def authorize_batch(bodies: Sequence[JsonObject]) -> Call[list[Decision]]:
             raise ValueError("expected one decision per request")
         return [
             Decision.from_json(answer, action=body["action"], amounts=body["amounts"])
-            for answer, body in zip(answers, bodies)
+            for answer, body in zip(answers, bodies, strict=True)
         ]
 
     return Call("POST", "/v1/authorize/batch", parse, body={"requests": list(bodies)}, idempotent=True)

@@ -31,8 +31,6 @@ from typing import Any, Literal
 from langchain.agents.middleware import AgentMiddleware
 from langchain_core.messages import ToolMessage
 
-from .client import AsyncClient, Client
-from .errors import ApprovalRequired, AuthorizationUnavailable, Denied, MandateError
 from ._guard import (
     GuardSpec,
     _default_async,
@@ -41,6 +39,8 @@ from ._guard import (
     run_guarded,
     run_guarded_async,
 )
+from .client import AsyncClient, Client
+from .errors import ApprovalRequired, AuthorizationUnavailable, Denied, MandateError
 from .types import Outcome
 
 __all__ = ["MandateMiddleware", "rule"]

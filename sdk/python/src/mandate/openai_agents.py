@@ -36,9 +36,9 @@ from typing import Any
 from agents import ToolGuardrailFunctionOutput, ToolInputGuardrail, ToolOutputGuardrail
 from agents.tool_guardrails import ToolInputGuardrailData, ToolOutputGuardrailData
 
+from ._guard import GuardSpec, _default_async, decide_async, finish_async, refusal_text
 from .client import AsyncClient, Client
 from .errors import ApprovalRequired, AuthorizationUnavailable, Denied
-from ._guard import GuardSpec, _default_async, decide_async, finish_async, refusal_text
 from .types import Decision
 
 __all__ = ["MandateGuardrails"]
