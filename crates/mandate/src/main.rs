@@ -16,6 +16,13 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the server allocates and frees
+/// many small objects per request (JSON values, Cedar's evaluation), which
+/// glibc's malloc made about a tenth of the server's CPU time (perf, flat
+/// out); see docs/benchmarks.md.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Authority, budgets and a verifiable audit log for AI agents.
 #[derive(Debug, Parser)]
 #[command(name = "mandate", version, about, propagate_version = true)]
