@@ -619,7 +619,7 @@ pub struct IdentityCreate {
     /// Standard base64 of the 32-byte Ed25519 key its grants are signed with.
     public_key: Option<String>,
     /// Free attributes, visible to Cedar.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     attributes: Option<Map<String, Value>>,
 }
 
@@ -718,7 +718,7 @@ pub struct GrantCreate {
     /// Resource patterns with `*` as a suffix wildcard.
     resources: Vec<String>,
     /// Per-call limits by dimension, in minor units.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     limits: Option<BTreeMap<String, u64>>,
     /// RFC 3339.
     not_before: Option<String>,
@@ -926,13 +926,13 @@ pub struct AuthorizeBody {
     /// The resource, e.g. `merchant://books`.
     resource: String,
     /// Cedar's `context` (must not use the reserved keys `amounts` and `chain`).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     context: Option<Map<String, Value>>,
     /// Amounts in minor units by dimension.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     amounts: Option<BTreeMap<String, u64>>,
     /// The tool's raw input: only its SHA-256 is recorded unless the tenant records inputs in full.
-    #[schema(value_type = Object)]
+    #[schema(value_type = Object, required = false)]
     input: Option<Value>,
     /// Idempotency key.
     request_id: Option<String>,
