@@ -178,14 +178,20 @@ def one_run(args, index: int) -> dict:
     work = Path(args.work) / f"run-{index}"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    result = {"run": index, "load_before": os.getloadavg(), "systems": {}}
-    for system in PEERS:
+    result = {"run": index, "load_before": os.getloadavg(), "systems": {}, "load": {}}
+    measure = {
+        "agentledger": lambda directory: peer(args.python, "agentledger", args.entries, directory),
+        "agentmesh": lambda directory: peer(args.python, "agentmesh", args.entries, directory),
+        "mandate-library": lambda directory: mandate_library(args.example, args.mandate, args.entries, directory),
+        "mandate-server": lambda directory: mandate_server(args.example, args.mandate, args.entries, directory),
+    }
+    # Odd runs start with the peers, even runs with Mandate, so that a
+    # change of load during a run does not always favour the same side.
+    order = PEERS + MANDATES if index % 2 else MANDATES + PEERS
+    for system in order:
         print(f"run {index}: {system}…", file=sys.stderr, flush=True)
-        result["systems"][system] = peer(args.python, system, args.entries, work / system)
-    print(f"run {index}: mandate library…", file=sys.stderr, flush=True)
-    result["systems"]["mandate-library"] = mandate_library(args.example, args.mandate, args.entries, work / "mandate-library")
-    print(f"run {index}: mandate server…", file=sys.stderr, flush=True)
-    result["systems"]["mandate-server"] = mandate_server(args.example, args.mandate, args.entries, work / "mandate-server")
+        result["load"][system] = os.getloadavg()
+        result["systems"][system] = measure[system](work / system)
     result["fsync_floor"] = fsync_floor(work)
     result["load_after"] = os.getloadavg()
     if not args.keep:
@@ -249,7 +255,7 @@ def table(figures: dict, entries: int) -> str:
     return "\n".join(lines)
 
 
-def ratio_table(figures: dict) -> str:
+def ratio_table(all_ratios: dict) -> str:
     lines = [
         f"| Mandate / peer | appends/s (target ≥ {APPEND_SPEED_TARGET:.0f}×) | verified entries/s (target ≥ "
         f"{VERIFY_SPEED_TARGET:.0f}×) | append peak RSS (target < 1) | verify peak RSS (target < 1) |",
@@ -257,7 +263,7 @@ def ratio_table(figures: dict) -> str:
     ]
     for mandate in MANDATES:
         for peer_name in PEERS:
-            r = ratios(figures[mandate], figures[peer_name])
+            r = all_ratios[f"{mandate}/{peer_name}"]
             mark = lambda value, target, more: f"{value:.2f}× " + ("(met)" if (value >= target if more else value < target) else "(missed)")
             lines.append(
                 f"| {NAMES[mandate]} / {NAMES[peer_name]} | {mark(r['append_speed'], APPEND_SPEED_TARGET, True)} "
@@ -291,26 +297,33 @@ def main() -> int:
         print(f"\n### Run {index} of {args.runs} (load average before: {load})\n")
         print(table(run["figures"], args.entries))
         print()
-        print(ratio_table(run["figures"]))
+        print(ratio_table(run["ratios"]))
         floor = run["fsync_floor"]
         print(f"\nOne fsync per record on this disk (the ceiling of a logger without group commit): "
               f"{rate(floor['per_second'])} records/s ({floor['records']} records).")
         sys.stdout.flush()
 
     medians = median_figures(runs)
+    # A ratio compares two systems measured in the same run: the median of
+    # the runs' ratios, not the ratio of the medians.
+    median_ratios = {
+        pair: {key: statistics.median(run["ratios"][pair][key] for run in runs) for key in runs[0]["ratios"][pair]}
+        for pair in runs[0]["ratios"]
+    }
     if args.runs > 1:
         print(f"\n### Median of {args.runs} runs\n")
         print(table(medians, args.entries))
         print()
-        print(ratio_table(medians))
+        print(ratio_table(median_ratios))
+        floors = ", ".join(rate(run["fsync_floor"]["per_second"]) for run in runs)
+        print(f"\nOne fsync per record on this disk, run by run: {floors} records/s.")
+        loads = "; ".join(", ".join(f"{v:.2f}" for v in run["load_before"]) for run in runs)
+        print(f"Load average (1, 5, 15 min) at the start of each run: {loads}.")
     results = {
         "entries": args.entries,
         "runs": runs,
         "median": medians,
-        "median_ratios": {
-            f"{mandate}/{peer_name}": ratios(medians[mandate], medians[peer_name])
-            for mandate in MANDATES for peer_name in PEERS
-        },
+        "median_ratios": median_ratios,
         "durability": DURABILITY,
         "cpus": os.cpu_count(),
     }
