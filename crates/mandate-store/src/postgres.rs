@@ -576,7 +576,9 @@ impl Writer {
         }
         let moved: HashMap<String, Head> =
             moved.into_iter().filter_map(|(tenant, head)| head.ok().map(|head| (tenant, head))).collect();
-        insert_staged(&transaction, &rows, &nodes, &state, moved.values()).await?;
+        insert_staged(&transaction, &rows, &nodes, &state, moved.values(), false)
+            .await
+            .map_err(|(Ended(error) | Unended(error))| error)?;
         transaction.commit().await.map_err(db_error)?;
         self.heads.extend(moved);
         Ok(())
@@ -596,20 +598,41 @@ struct StateColumns<'a> {
     value: Vec<&'a [u8]>,
 }
 
+/// Why [`insert_staged`] failed, and whether the transaction is over.
+enum InsertError {
+    /// The transaction is still open: the caller rolls it back.
+    Unended(StoreError),
+    /// The `COMMIT` sent with the statements was answered, so the database
+    /// rolled the transaction back after the failed statement.
+    Ended(StoreError),
+}
+
+use InsertError::{Ended, Unended};
+
+impl From<StoreError> for InsertError {
+    fn from(error: StoreError) -> InsertError {
+        Unended(error)
+    }
+}
+
 /// Inserts a batch's staged entries, tree nodes and state rows and moves the
-/// sizes of the logs to their new `heads`; the caller commits.
+/// sizes of the logs to their new `heads`; with `commit`, commits too.
 ///
 /// The statements are independent, so they are sent together (pipelined on
 /// the one connection): one round trip instead of one per statement, while
-/// the log is held. The commit is not pipelined with them: a commit sent
-/// behind a failed statement would end the transaction without an error.
-async fn insert_staged<'h>(
-    transaction: &deadpool_postgres::Transaction<'_>,
+/// the log is held. With `commit`, the `COMMIT` goes in the same round trip,
+/// last. That is safe only because every statement's own result is checked:
+/// behind a failed statement PostgreSQL answers `COMMIT` by rolling back,
+/// without an error, so success is every statement's success and the
+/// `COMMIT`'s.
+async fn insert_staged<'h, C: GenericClient>(
+    transaction: &C,
     rows: &Rows,
     nodes: &NodeRows,
     state: &[(i64, StateRow)],
     heads: impl Iterator<Item = &'h Head>,
-) -> Result<(), StoreError> {
+    commit: bool,
+) -> Result<(), InsertError> {
     let insert_entries = cached(transaction, INSERT_ENTRIES_SQL).await?;
     let insert_nodes = cached(
         transaction,
@@ -663,7 +686,7 @@ async fn insert_staged<'h>(
         &rows.time_us,
     ];
     let skip = || async { Ok::<u64, tokio_postgres::Error>(0) };
-    let (entries, nodes, upserted, deleted, sized) = tokio::join!(
+    let (entries, nodes, upserted, deleted, sized, committed) = tokio::join!(
         async {
             if rows.idx.is_empty() { skip().await } else { transaction.execute(&insert_entries, &entries_params).await }
         },
@@ -689,11 +712,15 @@ async fn insert_staged<'h>(
             }
         },
         async { if ids.is_empty() { skip().await } else { transaction.execute(&update_size, &[&ids, &sizes]).await } },
+        async { if commit { transaction.batch_execute("COMMIT").await.map(Some) } else { Ok(None) } },
     );
-    for outcome in [entries, nodes, upserted, deleted, sized] {
-        outcome.map_err(db_error)?;
+    let statements = [entries, nodes, upserted, deleted, sized].into_iter().try_for_each(|outcome| outcome.map(drop));
+    match (statements, committed) {
+        (Ok(()), Ok(_)) => Ok(()),
+        // The COMMIT was answered: the transaction is over either way.
+        (Err(error), Ok(Some(()))) => Err(Ended(db_error(error))),
+        (Err(error), _) | (Ok(()), Err(error)) => Err(Unended(db_error(error))),
     }
-    Ok(())
 }
 
 /// The head of `tenant`'s log as committed, its row locked for this
@@ -854,24 +881,19 @@ async fn hold_session(
     opened: tokio::sync::oneshot::Sender<Result<(u64, Vec<StoredEntry>), StoreError>>,
     mut commands: tokio::sync::mpsc::UnboundedReceiver<HoldCommand>,
 ) {
-    let mut client = match pool.get().await {
-        Ok(client) => client,
+    let client = match pool.get().await {
+        Ok(client) => InTransaction(Some(client)),
         Err(error) => {
             let _ = opened.send(Err(db_error(error)));
             return;
         }
     };
-    let transaction = match client.transaction().await {
-        Ok(transaction) => transaction,
-        Err(error) => {
-            let _ = opened.send(Err(db_error(error)));
-            return;
-        }
-    };
-    let (log, size, fetched) = match lock_and_fetch(&transaction, &tenant, known).await {
+    let Some(transaction) = client.0.as_ref() else { return };
+    let (log, size, fetched) = match lock_and_fetch(transaction, &tenant, known).await {
         Ok(locked) => locked,
         Err(error) => {
             let _ = opened.send(Err(error));
+            client.end().await;
             return;
         }
     };
@@ -884,7 +906,7 @@ async fn hold_session(
     while let Some(command) = commands.recv().await {
         match command {
             HoldCommand::Entries { start, end, reply } => {
-                let read = read_entries(&transaction, log, size, start, end).await;
+                let read = read_entries(transaction, log, size, start, end).await;
                 if let Ok(entries) = &read
                     && let Some(head) = heads.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&tenant)
                 {
@@ -894,33 +916,77 @@ async fn hold_session(
             }
             HoldCommand::Commit { drafts, rows, reply } => {
                 let cached = heads.lock().unwrap_or_else(PoisonError::into_inner).get(&tenant).cloned();
-                let outcome = commit_held(transaction, cached, &tenant, log, size, drafts, rows).await;
+                let (outcome, ended) = commit_held(transaction, cached, &tenant, log, size, drafts, rows).await;
                 let result = outcome.map(|(head, appended)| {
                     heads.lock().unwrap_or_else(PoisonError::into_inner).insert(tenant.clone(), head);
                     appended
                 });
+                if ended {
+                    client.finished();
+                } else {
+                    client.end().await;
+                }
                 // INVARIANT (ack-after-commit): the answer goes out only now.
                 let _ = reply.send(result);
                 return;
             }
         }
     }
-    // The hold was dropped: the transaction rolls back as it drops.
+    // The hold was dropped without a commit.
+    client.end().await;
 }
 
-/// Locks `tenant`'s log row and reads the entries from `known` on (at most a
-/// page): its id, size and those entries.
+/// A pooled connection with a transaction the hold's session opened by hand
+/// (so that `BEGIN` and `COMMIT` can travel with other statements). Unless
+/// the transaction was ended ([`InTransaction::end`] rolls it back,
+/// [`InTransaction::finished`] says it ended), dropping this takes the
+/// connection out of the pool and closes it, so that no later user of the
+/// pool inherits an open transaction (the session was cancelled midway).
+struct InTransaction(Option<deadpool_postgres::Client>);
+
+impl InTransaction {
+    /// Rolls the transaction back and returns the connection to the pool;
+    /// a connection that cannot roll back is closed instead.
+    async fn end(mut self) {
+        if let Some(client) = self.0.take() {
+            if client.batch_execute("ROLLBACK").await.is_ok() {
+                drop(client);
+            } else {
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
+
+    /// The transaction ended (committed, or rolled back by the database):
+    /// the connection goes back to the pool.
+    fn finished(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            drop(deadpool_postgres::Object::take(client));
+        }
+    }
+}
+
+/// Begins a transaction on `client`, locks `tenant`'s log row in it and
+/// reads the entries from `known` on (at most a page): the log's id, size
+/// and those entries.
 ///
-/// Both statements are prepared first and then sent together, the lock
-/// first: the second runs after the first has the lock, with a snapshot of
+/// The statements are prepared first and then sent together, `BEGIN`, then
+/// the lock: the second runs after the first has the lock, with a snapshot of
 /// its own (read committed), so it sees every entry committed before the
 /// lock was granted, and none can come after. Should it still come back
 /// short, the rest is read again now that the lock is certainly held.
 async fn lock_and_fetch(
-    transaction: &deadpool_postgres::Transaction<'_>,
+    client: &deadpool_postgres::Client,
     tenant: &str,
     known: u64,
 ) -> Result<(i64, u64, Vec<StoredEntry>), StoreError> {
+    let transaction = client;
     if tenant.contains('\0') {
         return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
     }
@@ -935,8 +1001,12 @@ async fn lock_and_fetch(
     let start = to_i64(known);
     let lock_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&tenant];
     let fetch_params: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&tenant, &start, &page];
-    let (locked, fetched) =
-        tokio::join!(transaction.query_opt(&lock, &lock_params), transaction.query(&fetch, &fetch_params));
+    let (begun, locked, fetched) = tokio::join!(
+        transaction.batch_execute("BEGIN"),
+        transaction.query_opt(&lock, &lock_params),
+        transaction.query(&fetch, &fetch_params)
+    );
+    begun.map_err(db_error)?;
     let row = locked.map_err(db_error)?.ok_or_else(|| StoreError::UnknownTenant { tenant: tenant.to_owned() })?;
     let (log, size): (i64, u64) = (row.get(0), to_u64(row.get(1)));
     let mut entries = Vec::new();
@@ -967,23 +1037,35 @@ fn advance_head(head: &mut Head, log: i64, start: u64, entries: &[StoredEntry]) 
 }
 
 /// Appends a hold's drafts and rows on the head at `size` and commits.
+///
+/// Returns whether the transaction ended (the `COMMIT` was answered: it
+/// committed, or, after a failed statement, the database rolled it back);
+/// if not, the caller rolls it back.
 async fn commit_held(
-    transaction: deadpool_postgres::Transaction<'_>,
+    client: &deadpool_postgres::Client,
     cached: Option<Head>,
     tenant: &str,
     log: i64,
     size: u64,
     drafts: Vec<EntryDraft>,
     state_rows: Vec<StateRow>,
-) -> Result<(Head, Vec<Appended>), StoreError> {
+) -> (Result<(Head, Vec<Appended>), StoreError>, bool) {
     let cached: HashMap<String, Head> = cached.map(|head| (tenant.to_owned(), head)).into_iter().collect();
-    let head = head_at(&transaction, &cached, tenant, log, size).await?;
+    let head = match head_at(client, &cached, tenant, log, size).await {
+        Ok(head) => head,
+        Err(error) => return (Err(error), false),
+    };
     let (mut rows, mut nodes) = (Rows::default(), (Vec::new(), Vec::new(), Vec::new()));
-    let (head, appended) = stage(tenant, head, drafts, &mut rows, &mut nodes)?;
+    let (head, appended) = match stage(tenant, head, drafts, &mut rows, &mut nodes) {
+        Ok(staged) => staged,
+        Err(error) => return (Err(error), false),
+    };
     let state: Vec<(i64, StateRow)> = state_rows.into_iter().map(|row| (log, row)).collect();
-    insert_staged(&transaction, &rows, &nodes, &state, std::iter::once(&head)).await?;
-    transaction.commit().await.map_err(db_error)?;
-    Ok((head, appended))
+    match insert_staged(client, &rows, &nodes, &state, std::iter::once(&head), true).await {
+        Ok(()) => (Ok((head, appended)), true),
+        Err(Unended(error)) => (Err(error), false),
+        Err(Ended(error)) => (Err(error), true),
+    }
 }
 
 /// Signs a checkpoint of `tenant`'s committed log holding its row lock, after

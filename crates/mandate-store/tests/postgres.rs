@@ -329,3 +329,44 @@ fn holds_on_two_ledgers_serialize_read_decide_append() {
     let total = 2 * tasks_per_ledger as u64 * steps;
     assert_eq!(verify_all(ledgers[1].as_ref(), "held"), (0..total).collect::<Vec<_>>());
 }
+
+/// A held commit sends its statements and its `COMMIT` together. When one
+/// statement fails in the database (here a trigger refuses a state row), the
+/// commit reports the failure, nothing of it is written, and the log's next
+/// holds work: no connection is left inside the failed transaction.
+#[test]
+fn a_statement_failing_inside_a_held_commit_writes_nothing() {
+    let schema = pg_support::TestSchema::new();
+    let ledger = PostgresLedger::connect(&schema.url()).unwrap();
+    ledger.create_log("t", &signer("t")).unwrap();
+    ledger.append("t", vec![draft(0)]).wait().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&schema.url(), tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(connection);
+        client
+            .batch_execute(
+                "CREATE FUNCTION refuse_boom() RETURNS trigger LANGUAGE plpgsql AS
+                   $$ BEGIN IF NEW.kind = 'boom' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF; RETURN NEW; END $$;
+                 CREATE TRIGGER refuse_boom BEFORE INSERT ON state FOR EACH ROW EXECUTE FUNCTION refuse_boom();",
+            )
+            .await
+            .unwrap();
+        let boom = StateRow { kind: "boom".into(), key: "k".into(), value: Some(b"v".to_vec()) };
+        for _ in 0..20 {
+            let hold = ledger.hold("t", 1).await.unwrap();
+            assert_eq!(hold.size(), 1);
+            let failed = hold.commit(vec![draft(1), draft(2)], vec![boom.clone()]).await;
+            assert!(failed.is_err(), "the refused row fails the commit");
+        }
+        // Nothing was written, and the log goes on.
+        let hold = ledger.hold("t", 1).await.unwrap();
+        assert_eq!(hold.size(), 1);
+        let good = StateRow { kind: "fine".into(), key: "k".into(), value: Some(b"v".to_vec()) };
+        let appended = hold.commit(vec![draft(1)], vec![good]).await.unwrap();
+        assert_eq!(appended[0].index, 1);
+    });
+    assert_eq!(verify_all(&ledger, "t"), vec![0, 1]);
+    let rows = ledger.state_rows("t", None).unwrap();
+    assert_eq!(rows.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>(), vec!["fine"]);
+}
