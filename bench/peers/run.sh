@@ -18,7 +18,11 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 "$venv/bin/pip" install --quiet --disable-pip-version-check -r bench/peers/requirements.txt
 
-cargo build --release --quiet -p mandate --bin mandate --example peer_workload
+# PEERS_NO_BUILD=1 uses the binaries already built (when the tree does not
+# build at the moment, say).
+if [ -z "${PEERS_NO_BUILD:-}" ]; then
+    cargo build --release --quiet -p mandate --bin mandate --example peer_workload
+fi
 
 mkdir -p target/peers
 echo "machine: $(nproc) CPUs; load average: $(cut -d' ' -f1-3 /proc/loadavg); $(date -u +%Y-%m-%dT%H:%MZ)" >&2
