@@ -846,6 +846,22 @@ fn evaluate(
             {
                 return Err(Problem::new(Code::Conflict, format!("approval `{id}` cannot be given: {error}")));
             }
+            // Approving a decision whose reservation is no longer held (its
+            // caller voided it, say, after giving up waiting) would approve
+            // nothing the caller still waits for.
+            if approve
+                && let Some(reservation) = approval.reservation.as_deref()
+                && let Some(held) = state.spending.budgets.reservation(reservation)
+                && !matches!(held.status, budget::Status::Held)
+            {
+                return Err(Problem::new(
+                    Code::Conflict,
+                    format!(
+                        "approval `{id}` cannot be given: its reservation `{reservation}` is {}",
+                        held.status.as_str()
+                    ),
+                ));
+            }
             let subject = approval.chain.first().map(ToString::to_string);
             let mut body = Map::new();
             body.insert("by".into(), Value::from(by));

@@ -1314,3 +1314,29 @@ fn a_revoked_chain_cannot_be_approved_but_can_still_be_denied() {
         server.post(&format!("/v1/approvals/{first}/deny"), json!({"approver": ALICE})).problem(403, "forbidden");
     assert_eq!(refused["field"], "approver", "{refused}");
 }
+
+/// A caller that gives up waiting voids its reservation: the approval can
+/// then no longer be given (nothing is left to approve), and a denial still
+/// closes it.
+#[test]
+fn an_approval_whose_reservation_was_voided_cannot_be_given() {
+    let (_dir, server) = Server::fresh();
+    family(&server);
+    server.put_policies(APPROVAL_POLICIES);
+    budget(&server, "alice-usd", ALICE, "usd_cents", "total", 100_000);
+    let (approval_id, reservation_id) = pending(&server.authorize(pay(SUB, 5_000)));
+    server.post(&format!("/v1/reservations/{reservation_id}/void"), json!({})).expect(200);
+    let refused = server
+        .post(&format!("/v1/approvals/{approval_id}/approve"), json!({"approver": ALICE}))
+        .problem(409, "conflict");
+    assert!(refused["detail"].as_str().unwrap().contains("voided"), "{refused}");
+    assert_eq!(approval(&server, &approval_id, 0)["status"], "pending");
+    let denied = server.post(&format!("/v1/approvals/{approval_id}/deny"), json!({"approver": ALICE})).expect(200);
+    assert_eq!(denied["status"], "denied", "{denied}");
+    assert_counters(&server, "alice-usd", 0, 0);
+    // The log still folds: a restart reads every entry back.
+    let mut server = server;
+    server.stop();
+    let server = Server::start(&server.data.clone());
+    assert_eq!(approval(&server, &approval_id, 0)["status"], "denied");
+}
