@@ -436,6 +436,9 @@ fn a_postgres_restart_mid_load_fails_requests_cleanly_and_recovers() {
         std::thread::sleep(Duration::from_millis(1_000));
         down.store(true, Ordering::SeqCst);
         cluster.pg_ctl("stop");
+        // A load balancer's readiness check says so at once.
+        let ready = try_http(&a_addr, "GET", "/readyz", None, None).unwrap();
+        ready.problem(503, "unavailable");
         std::thread::sleep(Duration::from_millis(2_000));
         cluster.pg_ctl("start");
         down.store(false, Ordering::SeqCst);
@@ -462,6 +465,9 @@ fn a_postgres_restart_mid_load_fails_requests_cleanly_and_recovers() {
         }
     }
     assert_eq!(used(&a), used(&b));
+    for server in [&a, &b] {
+        server.get("/readyz").expect(200);
+    }
     let dir = tempfile::tempdir().unwrap();
     let entries = export_and_verify(&a, dir.path());
     assert_answers_logged(&entries, &answered);
