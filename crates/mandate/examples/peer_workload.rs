@@ -342,7 +342,8 @@ fn server(args: &Args, url: &str, key: &str) -> anyhow::Result<Map<String, Value
 /// tenant's permit-all policy does the rest.
 async fn set_up(addr: &str, key: &str) -> anyhow::Result<()> {
     let mut connection = Connection::open(addr).await?;
-    let grant = json!({"grantee": AGENT, "grantor": HUMAN, "actions": ["payments.charge"], "resources": ["merchant://*"]});
+    let grant =
+        json!({"grantee": AGENT, "grantor": HUMAN, "actions": ["payments.charge"], "resources": ["merchant://*"]});
     for (path, body) in [
         ("/v1/identities", json!({"id": HUMAN, "kind": "human"})),
         ("/v1/identities", json!({"id": AGENT, "kind": "agent", "parent": HUMAN})),
@@ -391,7 +392,8 @@ async fn export_http(addr: &str, key: &str, dir: &Path) -> anyhow::Result<u64> {
     std::fs::write(dir.join("checkpoint"), &checkpoint)?;
     std::fs::write(dir.join("log.pub"), get("/v1/log/public-key").await?)?;
     // A checkpoint's second line is its tree size (C2SP tlog-checkpoint).
-    let size: u64 = String::from_utf8_lossy(&checkpoint).lines().nth(1).context("a checkpoint without a size")?.parse()?;
+    let size: u64 =
+        String::from_utf8_lossy(&checkpoint).lines().nth(1).context("a checkpoint without a size")?.parse()?;
     let mut file = std::io::BufWriter::new(std::fs::File::create(dir.join("log.jsonl"))?);
     let mut start = 0;
     while start < size {
@@ -421,7 +423,13 @@ impl Connection {
     }
 
     /// Sends one request and reads the whole answer: its status and body.
-    async fn call(&mut self, method: &str, path: &str, key: &str, body: Option<&Value>) -> anyhow::Result<(u16, Bytes)> {
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        key: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let bytes = match body {
             Some(body) => Bytes::from(serde_json::to_vec(body)?),
             None => Bytes::new(),
@@ -435,8 +443,11 @@ impl Connection {
             request = request.header("content-type", "application/json");
         }
         self.sender.ready().await.context("the connection closed")?;
-        let response =
-            self.sender.send_request(request.body(Full::new(bytes))?).await.with_context(|| format!("{method} {path}"))?;
+        let response = self
+            .sender
+            .send_request(request.body(Full::new(bytes))?)
+            .await
+            .with_context(|| format!("{method} {path}"))?;
         let status = response.status().as_u16();
         let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();
         Ok((status, bytes))
