@@ -6,6 +6,7 @@
 
 mod bench;
 mod demo;
+mod hook;
 mod keys;
 mod replay;
 mod serve;
@@ -63,6 +64,11 @@ enum Command {
     /// Load a server (or several sharing a database) with decisions and
     /// report throughput and latency percentiles.
     Bench(bench::BenchArgs),
+    /// A coding agent's tool-call hook (Claude Code, Codex, Gemini CLI):
+    /// authorize each call before it runs (failing closed) and record its
+    /// outcome after; `hook install claude-code` writes the settings entry.
+    #[command(subcommand)]
+    Hook(hook::HookCommand),
 }
 
 /// The default data directory.
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
         Command::Tenant(TenantCommand::Create { name, store, origin_host }) => serve::create(store, name, origin_host),
         Command::Replay(args) => replay::run(&args.store),
         Command::Bench(args) => bench::run(args),
+        Command::Hook(command) => return hook::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,337 @@
+//! `mandate hook claude-code|codex|gemini` and `mandate hook install`,
+//! driven as the clients drive them: the real binary, a captured payload on
+//! stdin, and the real `mandate serve` behind it (see `common/mod.rs`).
+//!
+//! Each client's answer is checked in the exact form it honours (the
+//! fixtures' README, `/work/shared/fixtures/agent-clients/`): allow is exit
+//! 0 with empty stdout; a deny is exit 0 with the blocking JSON; every
+//! failure (no token, an unreachable server, bad stdin, the deadline) is
+//! exit 2 with the reason on stderr, since exit 1 would let the tool run.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+use common::*;
+
+// ---------------------------------------------------------------- fixtures
+
+// The payloads, byte for byte as captured in
+// /work/shared/fixtures/agent-clients/ (copied here so that the tests need
+// nothing outside the repository).
+
+const CLAUDE_PRE: &str = r#"{"session_id":"5c73097e-2655-474f-b12f-9bc33bf3f8f1","transcript_path":"/home/dev/.claude/projects/-home-dev-project/5c73097e-2655-474f-b12f-9bc33bf3f8f1.jsonl","cwd":"/home/dev/project","prompt_id":"da2264fe-539d-4d1e-b7a0-9443bd6a7969","permission_mode":"default","effort":{"level":"medium"},"hook_event_name":"PreToolUse","tool_name":"Bash","tool_input":{"command":"echo hello-from-tool"},"tool_use_id":"toolu_msg_0001"}"#;
+const CLAUDE_POST: &str = r#"{"session_id":"5c73097e-2655-474f-b12f-9bc33bf3f8f1","transcript_path":"/home/dev/.claude/projects/-home-dev-project/5c73097e-2655-474f-b12f-9bc33bf3f8f1.jsonl","cwd":"/home/dev/project","prompt_id":"da2264fe-539d-4d1e-b7a0-9443bd6a7969","permission_mode":"default","effort":{"level":"medium"},"hook_event_name":"PostToolUse","tool_name":"Bash","tool_input":{"command":"echo hello-from-tool"},"tool_response":{"stdout":"hello-from-tool","stderr":"","interrupted":false,"isImage":false,"noOutputExpected":false},"tool_use_id":"toolu_msg_0001","duration_ms":53}"#;
+const CODEX_PRE: &str = r#"{"session_id":"01a200f6-3503-7820-adad-79173b17e8c4","turn_id":"01a200f6-353f-74c2-8255-6dcb47cdf021","transcript_path":"/home/dev/.codex/sessions/2026/11/22/rollout-2026-11-22T01-54-25-01a200f6-3503-7820-adad-79173b17e8c4.jsonl","cwd":"/home/dev/project","hook_event_name":"PreToolUse","model":"gpt-fake","permission_mode":"bypassPermissions","tool_name":"Bash","tool_input":{"command":"echo hello-from-codex"},"tool_use_id":"call_resp_1"}"#;
+const CODEX_POST: &str = r#"{"session_id":"01a200f6-3503-7820-adad-79173b17e8c4","turn_id":"01a200f6-353f-74c2-8255-6dcb47cdf021","transcript_path":"/home/dev/.codex/sessions/2026/11/22/rollout-2026-11-22T01-54-25-01a200f6-3503-7820-adad-79173b17e8c4.jsonl","cwd":"/home/dev/project","hook_event_name":"PostToolUse","model":"gpt-fake","permission_mode":"bypassPermissions","tool_name":"Bash","tool_input":{"command":"echo hello-from-codex"},"tool_response":"hello-from-codex\n","tool_use_id":"call_resp_1"}"#;
+const GEMINI_PRE: &str = r#"{"session_id":"733bc34b-464a-409a-8131-e57ede9d4d13","transcript_path":"/home/dev/.gemini/tmp/project/chats/session-2026-11-22T01-55.json","cwd":"/home/dev/project","hook_event_name":"BeforeTool","timestamp":"2026-11-22T01:56:45.665Z","tool_name":"run_shell_command","tool_input":{"command":"echo hello-from-gemini","description":"echo"}}"#;
+const GEMINI_POST: &str = r#"{"session_id":"733bc34b-464a-409a-8131-e57ede9d4d13","transcript_path":"/home/dev/.gemini/tmp/project/chats/session-2026-11-22T01-55.json","cwd":"/home/dev/project","hook_event_name":"AfterTool","timestamp":"2026-11-22T01:56:45.787Z","tool_name":"run_shell_command","tool_input":{"command":"echo hello-from-gemini","description":"echo"},"tool_response":{"llmContent":"<untrusted_context>\nOutput: hello-from-gemini\nProcess Group PGID: 6835\n</untrusted_context>","returnDisplay":"hello-from-gemini"}}"#;
+
+/// Claude Code's PreToolUse for the MCP tool of
+/// `claude-stream-json-mcp-tool.jsonl` (`mcp__payments__transfer`, with a
+/// fractional amount Cedar cannot hold as a number).
+fn claude_mcp_pre() -> String {
+    let mut payload: Value = serde_json::from_str(CLAUDE_PRE).unwrap();
+    payload["tool_name"] = json!("mcp__payments__transfer");
+    payload["tool_input"] = json!({"amount_usd": 12.5, "to": "acme"});
+    payload["tool_use_id"] = json!("toolu_msg_0002");
+    payload.to_string()
+}
+
+/// One client: its subcommand, its payloads, the action its tool maps to.
+struct Case {
+    client: &'static str,
+    pre: &'static str,
+    post: &'static str,
+    action: &'static str,
+}
+
+const CASES: [Case; 3] = [
+    Case { client: "claude-code", pre: CLAUDE_PRE, post: CLAUDE_POST, action: "tool.Bash" },
+    Case { client: "codex", pre: CODEX_PRE, post: CODEX_POST, action: "tool.Bash" },
+    Case { client: "gemini", pre: GEMINI_PRE, post: GEMINI_POST, action: "tool.run_shell_command" },
+];
+
+const ALICE: &str = "user:alice";
+const CODER: &str = "agent:coder";
+
+/// `user:alice` → `agent:coder`, granted `tool.*` and `mcp.payments.*` in
+/// `/home/dev/project`; returns an agent token for the coder.
+fn coder(server: &Server) -> String {
+    server.identity(ALICE, "human", None);
+    server.identity(CODER, "agent", Some(ALICE));
+    server.grant(json!({
+        "grantee": CODER, "grantor": ALICE, "actions": ["tool.*", "mcp.payments.*"],
+        "resources": ["/home/dev/project", "/home/dev/project/*"],
+    }));
+    let issued = server.post("/v1/tokens", json!({"identity": CODER, "ttl_s": 600})).expect(201);
+    issued["token"].as_str().unwrap().to_owned()
+}
+
+/// Runs `mandate hook <args>` with `stdin`, only the given `MANDATE_*`
+/// variables, and its state in `state`.
+fn hook(args: &[&str], env: &[(&str, &str)], state: &Path, stdin: &str) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mandate"));
+    command.arg("hook").args(args);
+    for name in ["MANDATE_URL", "MANDATE_TOKEN", "MANDATE_HOOK_TIMEOUT_MS"] {
+        command.env_remove(name);
+    }
+    command.env("MANDATE_HOOK_STATE", state).envs(env.iter().copied());
+    let mut child = command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn out(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn err(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts an allow: exit 0, nothing on stdout.
+fn assert_allow(output: &Output, what: &str) {
+    assert_eq!(output.status.code(), Some(0), "{what}: {}{}", out(output), err(output));
+    assert_eq!(out(output), "", "{what}: allow prints nothing");
+}
+
+/// Asserts a deny in `client`'s form and returns the reason.
+fn assert_deny(client: &str, output: &Output) -> String {
+    assert_eq!(output.status.code(), Some(0), "{client}: {}{}", out(output), err(output));
+    let stdout = out(output);
+    assert!(stdout.ends_with('\n') && stdout.lines().count() == 1, "{client}: one line: {stdout:?}");
+    let answer: Value = serde_json::from_str(&stdout).unwrap();
+    let reason = answer["reason"].as_str().unwrap().to_owned();
+    let expected = if client == "gemini" {
+        json!({"decision": "block", "reason": reason})
+    } else {
+        json!({
+            "decision": "block", "reason": reason,
+            "hookSpecificOutput": {
+                "hookEventName": "PreToolUse", "permissionDecision": "deny", "permissionDecisionReason": reason,
+            },
+        })
+    };
+    assert_eq!(answer, expected, "{client}");
+    reason
+}
+
+/// Asserts a failure that blocks: exit 2 and the reason on stderr.
+fn assert_blocked(output: &Output, what: &str, because: &str) {
+    assert_eq!(output.status.code(), Some(2), "{what}: {}{}", out(output), err(output));
+    assert_eq!(out(output), "", "{what}");
+    let stderr = err(output);
+    assert!(stderr.starts_with("mandate: blocked: ") && stderr.contains(because), "{what}: {stderr}");
+}
+
+// ---------------------------------------------------------------- allow and record
+
+#[test]
+fn allowed_calls_run_and_their_outcomes_are_recorded_against_the_decision() {
+    let (dir, server) = Server::fresh();
+    let token = coder(&server);
+    let state = dir.path().join("state");
+    let env = [("MANDATE_URL", &*format!("http://{}", server.addr)), ("MANDATE_TOKEN", &*token)];
+    for case in &CASES {
+        let pre = hook(&[case.client], &env, &state, case.pre);
+        assert_allow(&pre, case.client);
+        assert_eq!(err(&pre), "", "{}", case.client);
+        let post = hook(&[case.client], &env, &state, case.post);
+        assert_allow(&post, case.client);
+        assert_eq!(err(&post), "", "{}: the outcome is recorded", case.client);
+    }
+    let mcp = hook(&["claude-code"], &env, &state, &claude_mcp_pre());
+    assert_allow(&mcp, "mcp");
+
+    let decisions = server.search_all("type=decision");
+    let events = server.search_all("type=event.recorded");
+    assert_eq!(decisions.len(), 4, "{decisions:?}");
+    assert_eq!(events.len(), 3, "{events:?}");
+    for (case, event) in CASES.iter().zip(&events) {
+        let body = &event["body"];
+        assert_eq!(body["outcome"], "success", "{event}");
+        assert_eq!(body["attributes"]["client"], case.client, "{event}");
+        assert!(body["output_digest"].as_str().unwrap().starts_with("sha256:"), "{event}");
+        let decision = decisions
+            .iter()
+            .find(|decision| decision["body"]["decision_id"] == body["decision_id"])
+            .unwrap_or_else(|| panic!("no decision for {event}"));
+        let text = decision.to_string();
+        assert!(text.contains(case.action) && text.contains("/home/dev/project"), "{decision}");
+    }
+    assert_eq!(events[0]["body"]["duration_ms"], 53, "Claude Code's duration");
+    assert_eq!(events[0]["body"]["attributes"]["tool_use_id"], "toolu_msg_0001");
+    assert!(decisions.iter().any(|decision| decision.to_string().contains("mcp.payments.transfer")), "{decisions:?}");
+
+    // A post with no decision before it (the pre half never ran) never blocks.
+    let orphan = hook(&["codex", "--post"], &env, &state, CODEX_POST);
+    assert_allow(&orphan, "orphan post");
+    assert!(err(&orphan).contains("no allowed decision"), "{}", err(&orphan));
+}
+
+// ---------------------------------------------------------------- deny
+
+#[test]
+fn denied_calls_are_blocked_in_each_clients_form_with_the_reason() {
+    let (dir, server) = Server::fresh();
+    let token = coder(&server);
+    let state = dir.path().join("state");
+    let env = [("MANDATE_URL", &*format!("http://{}", server.addr)), ("MANDATE_TOKEN", &*token)];
+
+    // Outside the granted directory: no grant.
+    for case in &CASES {
+        let elsewhere = case.pre.replace("\"cwd\":\"/home/dev/project\"", "\"cwd\":\"/home/dev/scratch\"");
+        let reason = assert_deny(case.client, &hook(&[case.client], &env, &state, &elsewhere));
+        assert!(reason.contains(case.action) && reason.contains("no_grant"), "{}: {reason}", case.client);
+    }
+
+    // A Cedar rule on the tool's input.
+    server.put_policies(
+        "@id(\"all\") permit(principal, action, resource);\n\
+         @id(\"no-echo\") forbid(principal, action, resource) when { context.input has command && context.input.command like \"echo *\" };",
+    );
+    for case in &CASES {
+        let output = hook(&[case.client], &env, &state, case.pre);
+        let reason = assert_deny(case.client, &output);
+        assert!(reason.contains(case.action) && reason.contains("no-echo"), "{}: {reason}", case.client);
+        // A denied call leaves no decision for the post half to join.
+        let post = hook(&[case.client], &env, &state, case.post);
+        assert_allow(&post, case.client);
+        assert!(err(&post).contains("no allowed decision"), "{}", err(&post));
+    }
+
+    // Waiting for approval blocks, naming the approval.
+    server.put_policies("@id(\"ask\") @approval(\"required\") permit(principal, action, resource);");
+    let reason = assert_deny("claude-code", &hook(&["claude-code"], &env, &state, CLAUDE_PRE));
+    assert!(reason.contains("tool.Bash") && reason.contains("waits for approval"), "{reason}");
+    assert!(server.search_all("type=event.recorded").is_empty());
+}
+
+// ---------------------------------------------------------------- fail closed
+
+#[test]
+fn every_failure_blocks_with_a_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let closed = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().to_string()
+    };
+    let unreachable = [("MANDATE_URL", &*format!("http://{closed}")), ("MANDATE_TOKEN", "mt_test")];
+    for case in &CASES {
+        let no_token = hook(&[case.client], &[("MANDATE_URL", &*format!("http://{closed}"))], &state, case.pre);
+        assert_blocked(&no_token, case.client, "MANDATE_TOKEN");
+        assert_blocked(&hook(&[case.client], &unreachable, &state, case.pre), case.client, "unreachable");
+        assert_blocked(&hook(&[case.client], &unreachable, &state, "{not json"), case.client, "not JSON");
+        assert_blocked(&hook(&[case.client], &unreachable, &state, "[1]"), case.client, "not a JSON object");
+        // The post half warns and lets the client go on.
+        let post = hook(&[case.client], &unreachable, &state, case.post);
+        assert_allow(&post, case.client);
+        assert!(err(&post).contains("not recorded"), "{}", err(&post));
+    }
+    let bad_url = [("MANDATE_URL", "https://mandate.example"), ("MANDATE_TOKEN", "mt_test")];
+    assert_blocked(&hook(&["codex"], &bad_url, &state, CODEX_PRE), "https", "http://");
+    let bad_timeout = [("MANDATE_HOOK_TIMEOUT_MS", "soon"), ("MANDATE_TOKEN", "mt_test")];
+    assert_blocked(&hook(&["gemini"], &bad_timeout, &state, GEMINI_PRE), "timeout", "MANDATE_HOOK_TIMEOUT_MS");
+}
+
+#[test]
+fn the_hook_keeps_its_own_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    // A server that accepts and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let held = std::thread::spawn(move || {
+        let mut streams = Vec::new();
+        for stream in listener.incoming().take(3) {
+            streams.push(stream);
+        }
+        std::thread::sleep(Duration::from_secs(20));
+    });
+    let env =
+        [("MANDATE_URL", &*format!("http://{addr}")), ("MANDATE_TOKEN", "mt_test"), ("MANDATE_HOOK_TIMEOUT_MS", "300")];
+    for case in &CASES {
+        let started = Instant::now();
+        let output = hook(&[case.client], &env, &state, case.pre);
+        assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+        assert_blocked(&output, case.client, "");
+        assert!(err(&output).contains("deadline") || err(&output).contains("timed out"), "{}", err(&output));
+    }
+    drop(held);
+
+    // A client that never closes stdin: the watchdog still answers.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["hook", "claude-code"])
+        .env("MANDATE_HOOK_TIMEOUT_MS", "300")
+        .env("MANDATE_TOKEN", "mt_test")
+        .env("MANDATE_HOOK_STATE", &state)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take();
+    let started = Instant::now();
+    let output = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert_blocked(&output, "open stdin", "deadline of 300 ms");
+}
+
+// ---------------------------------------------------------------- install
+
+#[test]
+fn install_merges_the_claude_code_settings_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join(".claude/settings.json");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    let existing = json!({
+        "model": "opus",
+        "hooks": {"PreToolUse": [{"matcher": "Write", "hooks": [{"type": "command", "command": "lint"}]}]},
+    });
+    std::fs::write(&settings, existing.to_string()).unwrap();
+    let install =
+        ["hook", "install", "claude-code", "--settings", path_str(&settings), "--command", "mandate hook claude-code"];
+    let first = mandate(&install);
+    assert!(first.status.success(), "{}", err(&first));
+    let written: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    let expected = json!({
+        "model": "opus",
+        "hooks": {
+            "PreToolUse": [
+                {"matcher": "Write", "hooks": [{"type": "command", "command": "lint"}]},
+                {"matcher": "*", "hooks": [{"type": "command", "command": "mandate hook claude-code", "timeout": 10, "onFailure": "block"}]},
+            ],
+            "PostToolUse": [
+                {"matcher": "*", "hooks": [{"type": "command", "command": "mandate hook claude-code", "timeout": 10}]},
+            ],
+        },
+    });
+    assert_eq!(written, expected);
+    let again = mandate(&install);
+    assert!(again.status.success(), "{}", err(&again));
+    let rewritten: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    assert_eq!(rewritten, expected, "a second install changes nothing");
+
+    // A fresh directory, and this binary's own path by default.
+    let fresh = dir.path().join("other/.claude/settings.json");
+    let output = mandate(&["hook", "install", "claude-code", "--settings", path_str(&fresh)]);
+    assert!(output.status.success(), "{}", err(&output));
+    let written: Value = serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
+    let command = written["hooks"]["PreToolUse"][0]["hooks"][0]["command"].as_str().unwrap();
+    assert!(command.ends_with(" hook claude-code") && command.contains("mandate"), "{command}");
+
+    // Settings that are not JSON are left alone.
+    std::fs::write(&settings, "{oops").unwrap();
+    let refused = mandate(&install);
+    assert!(!refused.status.success());
+    assert_eq!(std::fs::read_to_string(&settings).unwrap(), "{oops");
+}
