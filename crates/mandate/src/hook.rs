@@ -66,6 +66,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, mpsc};
@@ -303,7 +304,8 @@ fn work(client: Client, forced: Option<Phase>, phase: &Mutex<Option<Phase>>, dea
     };
     let event = payload.get("hook_event_name").and_then(Value::as_str).unwrap_or_default();
     let detected = match event {
-        "PostToolUse" | "AfterTool" => Phase::Post,
+        // `PostToolUseFailure`: Claude Code's event after a tool that failed.
+        "PostToolUse" | "PostToolUseFailure" | "AfterTool" => Phase::Post,
         // Anything else, named or not, is treated as the pre half: failing
         // closed on a payload we do not recognise.
         _ => Phase::Pre,
@@ -496,7 +498,8 @@ fn post(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyh
         .and_then(Value::as_str)
         .ok_or_else(|| anyhow!("the hook's state file names no decision"))?;
     let response = payload.get("tool_response").unwrap_or(&Value::Null);
-    let outcome = outcome_of(response);
+    let failed_event = text(payload, "hook_event_name") == Some("PostToolUseFailure");
+    let outcome = if failed_event { "failure" } else { outcome_of(response) };
     let mut event = Map::new();
     event.insert("decision_id".into(), decision_id.into());
     event.insert("outcome".into(), outcome.into());
@@ -563,10 +566,12 @@ fn save_state(
 ) -> anyhow::Result<()> {
     let path = state_path(client, payload)?;
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        // Owner-only: the directory may sit in a shared temporary directory.
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
     let state = json!({"decision_id": decision_id, "reservation": reservation});
-    std::fs::write(&path, serde_json::to_vec(&state)?)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(&serde_json::to_vec(&state)?)?;
     Ok(())
 }
 

@@ -149,11 +149,17 @@ fn allowed_calls_run_and_their_outcomes_are_recorded_against_the_decision() {
     }
     let mcp = hook(&["claude-code"], &env, &state, &claude_mcp_pre());
     assert_allow(&mcp, "mcp");
+    // Claude Code's event after a tool that failed records a failure.
+    let failed =
+        CLAUDE_POST.replace("\"PostToolUse\"", "\"PostToolUseFailure\"").replace("toolu_msg_0001", "toolu_msg_0002");
+    let failed = hook(&["claude-code"], &env, &state, &failed);
+    assert_allow(&failed, "failure");
+    assert_eq!(err(&failed), "", "joined to the MCP call's decision");
 
     let decisions = server.search_all("type=decision");
     let events = server.search_all("type=event.recorded");
     assert_eq!(decisions.len(), 4, "{decisions:?}");
-    assert_eq!(events.len(), 3, "{events:?}");
+    assert_eq!(events.len(), 4, "{events:?}");
     for (case, event) in CASES.iter().zip(&events) {
         let body = &event["body"];
         assert_eq!(body["outcome"], "success", "{event}");
@@ -168,7 +174,13 @@ fn allowed_calls_run_and_their_outcomes_are_recorded_against_the_decision() {
     }
     assert_eq!(events[0]["body"]["duration_ms"], 53, "Claude Code's duration");
     assert_eq!(events[0]["body"]["attributes"]["tool_use_id"], "toolu_msg_0001");
-    assert!(decisions.iter().any(|decision| decision.to_string().contains("mcp.payments.transfer")), "{decisions:?}");
+    let mcp_decision =
+        decisions.iter().find(|decision| decision["body"]["request"]["action"] == "mcp.payments.transfer");
+    let mcp_decision = mcp_decision.unwrap_or_else(|| panic!("{decisions:?}"));
+    assert_eq!(mcp_decision["body"]["decision"], "allow", "a fraction becomes text for Cedar: {mcp_decision}");
+    assert_eq!(mcp_decision["body"]["request"]["context"]["input"]["amount_usd"], "12.5", "{mcp_decision}");
+    assert_eq!(events[3]["body"]["decision_id"], mcp_decision["body"]["decision_id"]);
+    assert_eq!(events[3]["body"]["outcome"], "failure");
 
     // A post with no decision before it (the pre half never ran) never blocks.
     let orphan = hook(&["codex", "--post"], &env, &state, CODEX_POST);
