@@ -346,6 +346,9 @@ impl Config {
         if token.is_empty() {
             bail!("`MANDATE_TOKEN` is not set: the hook needs an agent token (`mt_…`) to ask Mandate");
         }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            bail!("`MANDATE_TOKEN` holds characters a token never has");
+        }
         let url = std::env::var("MANDATE_URL").unwrap_or_else(|_| URL_DEFAULT.to_owned());
         Ok(Config { url: Endpoint::parse(&url)?, token: token.to_owned() })
     }
@@ -395,6 +398,11 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
     let answer = request(&config, "POST", "/v1/authorize", Some(&bytes), deadline)?;
     let decision = answer.get("decision").and_then(Value::as_str).unwrap_or_default();
     let decision_id = answer.get("decision_id").and_then(Value::as_str).unwrap_or_default();
+    if decision != "allow" {
+        // A call asked again and refused now must not be joined to an
+        // earlier allow of the same id.
+        let _ = state_path(client, payload).map(std::fs::remove_file);
+    }
     match decision {
         "allow" => {
             let reservation = answer.pointer("/reservation/id").and_then(Value::as_str);
@@ -441,20 +449,46 @@ fn action_for(tool: &str) -> String {
     format!("tool.{tool}")
 }
 
-/// The file the tool touches, a URL it fetches, or the working directory.
+/// The file the tool touches, a URL it fetches, or the working directory;
+/// paths absolute and without `.` or `..`.
 fn resource_for(input: &Value, cwd: Option<&str>) -> String {
     for key in ["file_path", "notebook_path", "absolute_path", "path"] {
         if let Some(path) = input.get(key).and_then(Value::as_str).filter(|path| !path.is_empty()) {
             return match cwd {
-                Some(cwd) if !Path::new(path).is_absolute() => Path::new(cwd).join(path).display().to_string(),
-                _ => path.to_owned(),
+                Some(cwd) if !Path::new(path).is_absolute() => normalize(&Path::new(cwd).join(path)),
+                _ => normalize(Path::new(path)),
             };
         }
     }
     if let Some(url) = input.get("url").and_then(Value::as_str).filter(|url| !url.is_empty()) {
         return url.to_owned();
     }
-    cwd.unwrap_or("unknown-cwd").to_owned()
+    cwd.map_or_else(|| "unknown-cwd".to_owned(), |cwd| normalize(Path::new(cwd)))
+}
+
+/// `path` with `.` and `..` resolved by its text alone.
+///
+/// Grants match resources by prefix, so `/home/dev/project/../../etc`
+/// must not pass for a path inside `/home/dev/project`. (Symbolic links
+/// are not followed: the file may not exist yet, and the hook does not
+/// touch the file system it guards.)
+fn normalize(path: &Path) -> String {
+    use std::path::Component;
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    let mut absolute = false;
+    for component in path.components() {
+        match component {
+            Component::RootDir | Component::Prefix(_) => absolute = true,
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop();
+            }
+            Component::Normal(part) => parts.push(part),
+        }
+    }
+    let joined: Vec<String> = parts.iter().map(|part| part.to_string_lossy().into_owned()).collect();
+    let text = joined.join("/");
+    if absolute { format!("/{text}") } else { text }
 }
 
 /// A JSON value Cedar can represent, or `None` for a null (dropped).

@@ -204,6 +204,20 @@ fn denied_calls_are_blocked_in_each_clients_form_with_the_reason() {
         assert!(reason.contains(case.action) && reason.contains("no_grant"), "{}: {reason}", case.client);
     }
 
+    // `..` does not climb out of the granted directory.
+    let mut escape: Value = serde_json::from_str(CLAUDE_PRE).unwrap();
+    escape["tool_name"] = json!("Read");
+    escape["tool_input"] = json!({"file_path": "/home/dev/project/../scratch/secret"});
+    let reason = assert_deny("claude-code", &hook(&["claude-code"], &env, &state, &escape.to_string()));
+    assert!(reason.contains("no_grant") && reason.contains("/home/dev/scratch/secret"), "{reason}");
+    // (Same `tool_use_id` as CLAUDE_PRE: its deny below must not be joined to this allow.)
+    escape["tool_input"] = json!({"file_path": "src/../README.md"});
+    assert_allow(&hook(&["claude-code"], &env, &state, &escape.to_string()), "relative path inside");
+
+    // A token the server does not know blocks, with the server's answer.
+    let forged = [("MANDATE_URL", &*format!("http://{}", server.addr)), ("MANDATE_TOKEN", "mt_forged")];
+    assert_blocked(&hook(&["codex"], &forged, &state, CODEX_PRE), "forged token", "401");
+
     // A Cedar rule on the tool's input.
     server.put_policies(
         "@id(\"all\") permit(principal, action, resource);\n\
