@@ -222,9 +222,12 @@ fn run_hook(client: Client, args: &HookArgs) -> ExitCode {
     let phase = Arc::new(Mutex::new(forced));
     let (sender, receiver) = mpsc::channel();
     let worker_phase = Arc::clone(&phase);
-    std::thread::spawn(move || {
+    let spawned = std::thread::Builder::new().name("mandate-hook".into()).spawn(move || {
         let _ = sender.send(work(client, forced, &worker_phase, deadline));
     });
+    if let Err(error) = spawned {
+        return answer(client, Outcome::Failed(format!("starting the hook's worker: {error}")));
+    }
     match receiver.recv_timeout(timeout) {
         Ok(outcome) => answer(client, outcome),
         Err(_) => {

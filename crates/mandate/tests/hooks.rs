@@ -33,6 +33,29 @@ const CODEX_POST: &str = r#"{"session_id":"01a200f6-3503-7820-adad-79173b17e8c4"
 const GEMINI_PRE: &str = r#"{"session_id":"733bc34b-464a-409a-8131-e57ede9d4d13","transcript_path":"/home/dev/.gemini/tmp/project/chats/session-2026-11-22T01-55.json","cwd":"/home/dev/project","hook_event_name":"BeforeTool","timestamp":"2026-11-22T01:56:45.665Z","tool_name":"run_shell_command","tool_input":{"command":"echo hello-from-gemini","description":"echo"}}"#;
 const GEMINI_POST: &str = r#"{"session_id":"733bc34b-464a-409a-8131-e57ede9d4d13","transcript_path":"/home/dev/.gemini/tmp/project/chats/session-2026-11-22T01-55.json","cwd":"/home/dev/project","hook_event_name":"AfterTool","timestamp":"2026-11-22T01:56:45.787Z","tool_name":"run_shell_command","tool_input":{"command":"echo hello-from-gemini","description":"echo"},"tool_response":{"llmContent":"<untrusted_context>\nOutput: hello-from-gemini\nProcess Group PGID: 6835\n</untrusted_context>","returnDisplay":"hello-from-gemini"}}"#;
 
+/// Where the captured fixtures live, when this machine has them.
+const FIXTURES: &str = "/work/shared/fixtures/agent-clients";
+
+#[test]
+fn the_payloads_here_are_the_captured_fixtures() {
+    let files = [
+        ("claude-pretooluse.json", CLAUDE_PRE),
+        ("claude-posttooluse.json", CLAUDE_POST),
+        ("codex-pretooluse.json", CODEX_PRE),
+        ("codex-posttooluse.json", CODEX_POST),
+        ("gemini-beforetool.json", GEMINI_PRE),
+        ("gemini-aftertool.json", GEMINI_POST),
+    ];
+    if !Path::new(FIXTURES).is_dir() {
+        eprintln!("{FIXTURES} is not here: comparing nothing");
+        return;
+    }
+    for (file, copy) in files {
+        let captured = std::fs::read_to_string(Path::new(FIXTURES).join(file)).unwrap();
+        assert_eq!(captured.trim_end(), copy, "{file}");
+    }
+}
+
 /// Claude Code's PreToolUse for the MCP tool of
 /// `claude-stream-json-mcp-tool.jsonl` (`mcp__payments__transfer`, with a
 /// fractional amount Cedar cannot hold as a number).
