@@ -337,13 +337,13 @@ fn read_payload() -> anyhow::Result<Map<String, Value>> {
 }
 
 /// The server and the token, from the environment.
-struct Config {
+pub(crate) struct Config {
     url: Endpoint,
     token: String,
 }
 
 impl Config {
-    fn from_env() -> anyhow::Result<Config> {
+    pub(crate) fn from_env() -> anyhow::Result<Config> {
         let token = std::env::var("MANDATE_TOKEN").unwrap_or_default();
         let token = token.trim();
         if token.is_empty() {
@@ -425,7 +425,7 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
 }
 
 /// The reasons' messages, joined.
-fn reasons(answer: &Value) -> String {
+pub(crate) fn reasons(answer: &Value) -> String {
     let list = answer.get("reasons").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
     let texts: Vec<String> = list
         .iter()
@@ -495,7 +495,7 @@ fn normalize(path: &Path) -> String {
 }
 
 /// A JSON value Cedar can represent, or `None` for a null (dropped).
-fn cedar_value(value: &Value, depth: usize) -> Option<Value> {
+pub(crate) fn cedar_value(value: &Value, depth: usize) -> Option<Value> {
     match value {
         Value::Null => None,
         Value::Bool(_) | Value::String(_) => Some(value.clone()),
@@ -571,7 +571,7 @@ fn outcome_of(response: &Value) -> &'static str {
     if flagged("is_error") || flagged("isError") || flagged("interrupted") || has_error { "failure" } else { "success" }
 }
 
-fn digest_hex(value: &Value) -> String {
+pub(crate) fn digest_hex(value: &Value) -> String {
     let bytes = mandate_log::json::canonicalize(value).unwrap_or_else(|_| value.to_string().into_bytes());
     mandate_log::Hash::digest(&bytes).to_hex()
 }
@@ -654,7 +654,13 @@ fn remaining(deadline: Instant) -> anyhow::Result<Duration> {
 
 /// One request on its own connection, within the deadline; a 2xx answer's
 /// JSON, or an error naming the status and the server's problem detail.
-fn request(config: &Config, method: &str, path: &str, body: Option<&[u8]>, deadline: Instant) -> anyhow::Result<Value> {
+pub(crate) fn request(
+    config: &Config,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    deadline: Instant,
+) -> anyhow::Result<Value> {
     let authority = &config.url.authority;
     let addrs: Vec<_> = authority.to_socket_addrs().with_context(|| format!("resolving `{authority}`"))?.collect();
     let mut last = None;

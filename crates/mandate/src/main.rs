@@ -8,6 +8,7 @@ mod bench;
 mod demo;
 mod hook;
 mod keys;
+mod mcp_gateway;
 mod replay;
 mod serve;
 mod verify;
@@ -69,6 +70,10 @@ enum Command {
     /// outcome after; `hook install claude-code` writes the settings entry.
     #[command(subcommand)]
     Hook(hook::HookCommand),
+    /// A stdio MCP proxy: authorize each `tools/call` before the server
+    /// sees it (failing closed), list only the tools the agent may call,
+    /// and record each outcome.
+    McpGateway(mcp_gateway::McpGatewayArgs),
 }
 
 /// The default data directory.
@@ -168,6 +173,7 @@ fn main() -> ExitCode {
         Command::Replay(args) => replay::run(&args.store),
         Command::Bench(args) => bench::run(args),
         Command::Hook(command) => return hook::run(command),
+        Command::McpGateway(args) => return mcp_gateway::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
