@@ -190,6 +190,15 @@ fn raw_messages_pass_unchanged_and_unknown_fields_survive() {
     assert_eq!(added["result"]["content"][0]["text"], "5", "{added}");
     assert_eq!(added["result"]["x-mandate-test"], json!({"kept": [1, 2.5, "three"]}));
 
+    // Allowed, run, and failed: recorded as a failure.
+    let bad = format!(
+        r#"{{"method":"tools/call","params":{{"name":"add","arguments":{{"a":"x","b":3}},"_meta":{META}}},"jsonrpc":"2.0","id":"call-bad"}}"#
+    );
+    let failed = exchange(&bad);
+    assert_eq!(failed["id"], "call-bad");
+    assert_eq!(failed["result"]["isError"], true, "{failed}");
+    assert!(!failed["result"]["content"][0]["text"].as_str().unwrap().contains("denied"), "the server's: {failed}");
+
     let wipe = format!(
         r#"{{"method":"tools/call","params":{{"name":"wipe","arguments":{{"target":"/"}},"_meta":{META}}},"jsonrpc":"2.0","id":7}}"#
     );
@@ -205,8 +214,12 @@ fn raw_messages_pass_unchanged_and_unknown_fields_survive() {
     assert!(!marker.exists(), "wipe never ran");
     // What reached the server: the client's lines, byte for byte, wipe not among them.
     let lines = wire_lines(&wire);
-    assert_eq!(lines, [discover, list, add], "{lines:#?}");
-    assert_eq!(server.search_all("type=event.recorded").len(), 1, "the outcome of add");
+    assert_eq!(lines, [discover, list, add, bad], "{lines:#?}");
+    let events = server.search_all("type=event.recorded");
+    // Recorded in the background: in either order.
+    let mut outcomes: Vec<&str> = events.iter().map(|event| event["body"]["outcome"].as_str().unwrap()).collect();
+    outcomes.sort_unstable();
+    assert_eq!(outcomes, ["failure", "success"], "{events:?}");
 }
 
 #[test]
