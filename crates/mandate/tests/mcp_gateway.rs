@@ -274,3 +274,46 @@ fn an_unreachable_server_fails_closed() {
     assert!(!marker.exists(), "wipe never ran");
     assert_eq!(wire_lines(&wire), Vec::<String>::new(), "nothing reached the server");
 }
+
+#[test]
+fn a_token_scoped_narrower_than_the_tools_still_lists_what_it_may_call() {
+    let python = python();
+    let (dir, server, _) = setup();
+    // The batch probe is refused whole (403) for `wipe`, outside the scopes:
+    // the gateway then asks tool by tool.
+    let scoped = server
+        .post("/v1/tokens", json!({"identity": "agent:coder", "ttl_s": 600, "scopes": ["mcp.demo.add"]}))
+        .expect(201);
+    let mut gateway = Command::new(env!("CARGO_BIN_EXE_mandate"))
+        .args(["mcp-gateway", "--server", "demo", "--"])
+        .arg(&python)
+        .arg(scripts().join("server.py"))
+        .env("MANDATE_URL", format!("http://{}", server.addr))
+        .env("MANDATE_TOKEN", scoped["token"].as_str().unwrap())
+        .env("MCP_WIPE_MARKER", dir.path().join("wiped"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut input = gateway.stdin.take().unwrap();
+    let mut output = BufReader::new(gateway.stdout.take().unwrap());
+    let discover = format!(r#"{{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{{"_meta":{META}}}}}"#);
+    let list = format!(r#"{{"jsonrpc":"2.0","id":2,"method":"tools/list","params":{{"_meta":{META}}}}}"#);
+    writeln!(input, "{discover}\n{list}").unwrap();
+    input.flush().unwrap();
+    let mut answer = String::new();
+    output.read_line(&mut answer).unwrap();
+    answer.clear();
+    output.read_line(&mut answer).unwrap();
+    let listed: Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(listed["id"], 2);
+    let names: Vec<&str> =
+        listed["result"]["tools"].as_array().unwrap().iter().map(|tool| tool["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["add"], "{listed}");
+    drop(input);
+    assert!(gateway.wait().unwrap().success());
+    // The refused batch decided nothing; the probe of `add` alone was decided.
+    let decisions = server.search_all("type=decision");
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    assert!(decisions[0].to_string().contains("mcp.demo.add"), "{decisions:?}");
+}
