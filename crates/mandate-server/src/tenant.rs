@@ -249,14 +249,7 @@ pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, Load
 /// Folds the first `size` entries of a tenant's log into a state.
 pub fn fold_log(ledger: &dyn Ledger, tenant: &str, size: u64) -> Result<TenantState, LoadError> {
     let mut state = TenantState::new(tenant)?;
-    let mut start = 0;
-    while start < size {
-        let end = size.min(start + mandate_store::ENTRIES_PAGE_MAX);
-        for stored in ledger.entries(tenant, start, end)? {
-            apply_stored(&mut state, &stored)?;
-        }
-        start = end;
-    }
+    mandate_store::for_each_entry(ledger, tenant, size, |stored| apply_stored(&mut state, &stored))?;
     Ok(state)
 }
 
@@ -503,8 +496,7 @@ impl Sequencer {
             Err(error) => return fail_batch(batch, &Problem::from(error), true),
         };
         let held = std::time::Instant::now();
-        let applied_before = self.state.read().unwrap_or_else(PoisonError::into_inner).applied;
-        if let Err(error) = self.catch_up(hold.as_mut()).await {
+        if let Err(error) = self.catch_up(hold.as_mut(), known).await {
             return match error {
                 LoadError::Store(error) => fail_batch(batch, &Problem::from(error), true),
                 other => {
@@ -573,7 +565,7 @@ impl Sequencer {
         tracing::trace!(
             tenant = %self.tenant,
             entries,
-            caught_up = base - applied_before,
+            caught_up = base - known,
             hold_us = (held - started).as_micros() as u64,
             decide_us = (decided - held).as_micros() as u64,
             commit_us = decided.elapsed().as_micros() as u64,
@@ -619,20 +611,24 @@ impl Sequencer {
     /// last brought up to date, reading them through the hold (so nothing
     /// more can be appended meanwhile). A store failure leaves the state at
     /// a prefix of the log, which is still sound; anything else is fatal.
-    async fn catch_up(&self, hold: &mut dyn LogHold) -> Result<(), LoadError> {
+    /// `known` is the state's size when the hold was asked for (only this
+    /// sequencer changes the state, so it still is).
+    async fn catch_up(&self, hold: &mut dyn LogHold, known: u64) -> Result<(), LoadError> {
         let size = hold.size();
-        let mut applied = self.state.read().unwrap_or_else(PoisonError::into_inner).applied;
+        let mut applied = known;
         if size < applied {
             return Err(LoadError::Entry {
                 index: size,
                 reason: format!("the log holds {size} entries but {applied} were applied: it was rolled back"),
             });
         }
-        let mut fetched = Some(hold.take_fetched());
+        // The first page came with the hold; the rest is read through it.
+        let mut fetched = hold.take_fetched();
         while applied < size {
-            let page = match fetched.take().filter(|fetched| !fetched.is_empty()) {
-                Some(page) => page,
-                None => hold.entries(applied, size.min(applied + mandate_store::ENTRIES_PAGE_MAX)).await?,
+            let page = if fetched.is_empty() {
+                hold.entries(applied, size.min(applied + mandate_store::ENTRIES_PAGE_MAX)).await?
+            } else {
+                std::mem::take(&mut fetched)
             };
             let end = applied + page.len() as u64;
             {

@@ -440,6 +440,26 @@ pub trait LogHold: Send {
     fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket;
 }
 
+/// Calls `f` with each of the first `size` entries of `tenant`'s log, in
+/// order, reading a page ([`ENTRIES_PAGE_MAX`]) at a time: the one loop for
+/// folding or exporting a whole log.
+pub fn for_each_entry<E: From<StoreError>>(
+    ledger: &dyn Ledger,
+    tenant: &str,
+    size: u64,
+    mut f: impl FnMut(StoredEntry) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut start = 0;
+    while start < size {
+        let end = size.min(start.saturating_add(ENTRIES_PAGE_MAX));
+        for entry in ledger.entries(tenant, start, end)? {
+            f(entry)?;
+        }
+        start = end;
+    }
+    Ok(())
+}
+
 /// The pending result of an append: `.wait()` blocks a thread, `.await`
 /// suspends a task. Either way it resolves after the commit.
 #[derive(Debug)]

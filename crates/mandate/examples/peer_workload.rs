@@ -254,15 +254,10 @@ fn export_store(ledger: &dyn Ledger, path: &Path) -> anyhow::Result<u64> {
     use std::io::Write as _;
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let size = ledger.size(TENANT)?;
-    let mut start = 0;
-    while start < size {
-        let end = (start + ENTRIES_PAGE_MAX).min(size);
-        for entry in ledger.entries(TENANT, start, end)? {
-            file.write_all(&entry.bytes)?;
-            file.write_all(b"\n")?;
-        }
-        start = end;
-    }
+    mandate_store::for_each_entry(ledger, TENANT, size, |entry| -> anyhow::Result<()> {
+        file.write_all(&entry.bytes)?;
+        Ok(file.write_all(b"\n")?)
+    })?;
     file.flush()?;
     Ok(size)
 }

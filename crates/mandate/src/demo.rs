@@ -30,7 +30,7 @@ use mandate_log::Receipt;
 use mandate_server::create_tenant;
 use mandate_server::problem::Problem;
 use mandate_server::tenant::{AuthorizeRequest, Op, OpResult, Tenant};
-use mandate_store::{ENTRIES_PAGE_MAX, Ledger, SqliteLedger};
+use mandate_store::{Ledger, SqliteLedger};
 use serde_json::{Map, Value, json};
 
 use crate::verify;
@@ -590,15 +590,10 @@ fn write_private(path: &Path, text: &str) -> Result<()> {
 fn export(ledger: &dyn Ledger, path: &Path) -> Result<()> {
     let mut file = std::io::BufWriter::new(std::fs::File::create(path)?);
     let size = ledger.size(TENANT)?;
-    let mut start = 0;
-    while start < size {
-        let end = (start + ENTRIES_PAGE_MAX).min(size);
-        for entry in ledger.entries(TENANT, start, end)? {
-            file.write_all(&entry.bytes)?;
-            file.write_all(b"\n")?;
-        }
-        start = end;
-    }
+    mandate_store::for_each_entry(ledger, TENANT, size, |entry| -> Result<()> {
+        file.write_all(&entry.bytes)?;
+        Ok(file.write_all(b"\n")?)
+    })?;
     file.flush()?;
     Ok(())
 }
