@@ -43,11 +43,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+#[path = "../src/connection.rs"]
+mod connection;
+use connection::Connection;
+
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use clap::Parser;
-use http_body_util::{BodyExt as _, Full};
-use hyper::Request;
 use mandate_log::SignerKey;
 use mandate_store::{ENTRIES_PAGE_MAX, EntryDraft, Ledger, SqliteLedger};
 use serde_json::{Map, Value, json};
@@ -364,8 +366,7 @@ async fn drive(addr: &str, key: &str, next: &AtomicU64, entries: u64) -> anyhow:
             "identity": AGENT, "action": "payments.charge", "resource": format!("merchant://books/{n}"),
             "context": {"tool": "charge"},
         });
-        let (status, answer) = connection.call("POST", "/v1/authorize", key, Some(&request)).await?;
-        let answer: Value = serde_json::from_slice(&answer).unwrap_or(Value::Null);
+        let (status, answer) = connection.call_json("POST", "/v1/authorize", key, &request).await?;
         if status != 200 || answer.get("decision").and_then(Value::as_str) != Some("allow") {
             bail!("POST /v1/authorize: {status} {answer}");
         }
@@ -398,53 +399,4 @@ async fn export_http(addr: &str, key: &str, dir: &Path) -> anyhow::Result<u64> {
     }
     file.flush()?;
     Ok(size)
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Connection> {
-        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("starting HTTP/1.1")?;
-        tokio::spawn(connection);
-        Ok(Connection { sender, host: addr.to_owned() })
-    }
-
-    /// Sends one request and reads the whole answer: its status and body.
-    async fn call(
-        &mut self,
-        method: &str,
-        path: &str,
-        key: &str,
-        body: Option<&Value>,
-    ) -> anyhow::Result<(u16, Bytes)> {
-        let bytes = match body {
-            Some(body) => Bytes::from(serde_json::to_vec(body)?),
-            None => Bytes::new(),
-        };
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host)
-            .header("authorization", format!("Bearer {key}"));
-        if body.is_some() {
-            request = request.header("content-type", "application/json");
-        }
-        self.sender.ready().await.context("the connection closed")?;
-        let response = self
-            .sender
-            .send_request(request.body(Full::new(bytes))?)
-            .await
-            .with_context(|| format!("{method} {path}"))?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();
-        Ok((status, bytes))
-    }
 }

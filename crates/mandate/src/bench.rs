@@ -29,14 +29,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt as _, Full};
-use hyper::Request;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Value, json};
 
 use crate::StoreArgs;
+use crate::connection::Connection;
 
 /// `mandate bench` options.
 #[derive(Debug, clap::Args)]
@@ -267,7 +265,7 @@ async fn set_up(addr: &str, key: &str) -> anyhow::Result<String> {
     let (human, agent, sub) =
         (format!("user:bench-{suffix}"), format!("agent:bench-{suffix}"), format!("agent:bench-{suffix}-sub"));
     let mut call = async |method: &str, path: &str, body: Value| -> anyhow::Result<Value> {
-        let (status, answer) = connection.call(method, path, key, &body).await?;
+        let (status, answer) = connection.call_json(method, path, key, &body).await?;
         if !(200..300).contains(&status) {
             bail!("{method} {path}: {status} {answer}");
         }
@@ -288,41 +286,6 @@ async fn set_up(addr: &str, key: &str) -> anyhow::Result<String> {
         call("POST", "/v1/budgets", budget).await?;
     }
     Ok(sub)
-}
-
-/// One keep-alive HTTP/1.1 connection.
-struct Connection {
-    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
-    host: String,
-}
-
-impl Connection {
-    async fn open(addr: &str) -> anyhow::Result<Connection> {
-        let stream = tokio::net::TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
-        stream.set_nodelay(true)?;
-        let (sender, connection) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .context("starting HTTP/1.1")?;
-        tokio::spawn(connection);
-        Ok(Connection { sender, host: addr.to_owned() })
-    }
-
-    /// Sends one request and reads the whole answer: its status and JSON.
-    async fn call(&mut self, method: &str, path: &str, key: &str, body: &Value) -> anyhow::Result<(u16, Value)> {
-        let request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", &self.host)
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-        self.sender.ready().await.context("the connection closed")?;
-        let response = self.sender.send_request(request).await.with_context(|| format!("{method} {path}"))?;
-        let status = response.status().as_u16();
-        let bytes = response.into_body().collect().await.context("reading the answer")?.to_bytes();
-        let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, value))
-    }
 }
 
 struct Drive {
@@ -360,7 +323,7 @@ impl Drive {
             if due >= drive.stop_at || drive.stop.load(Ordering::Relaxed) {
                 return Ok(tally);
             }
-            let (status, answer) = connection.call("POST", "/v1/authorize", &drive.key, &request).await?;
+            let (status, answer) = connection.call_json("POST", "/v1/authorize", &drive.key, &request).await?;
             let latency = due.elapsed();
             drive.answered.fetch_add(1, Ordering::Relaxed);
             let measured = due >= drive.measure_from;
@@ -382,7 +345,7 @@ impl Drive {
                 && let Some(reservation) = answer.pointer("/reservation/id").and_then(Value::as_str)
             {
                 let path = format!("/v1/reservations/{reservation}/settle");
-                let (status, answer) = connection.call("POST", &path, &drive.key, &settle_body).await?;
+                let (status, answer) = connection.call_json("POST", &path, &drive.key, &settle_body).await?;
                 if status != 200 {
                     bail!("settling {reservation}: {status} {answer}");
                 }

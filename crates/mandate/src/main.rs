@@ -5,6 +5,7 @@
 //! panics on any input.
 
 mod bench;
+mod connection;
 mod demo;
 mod hook;
 mod keys;
