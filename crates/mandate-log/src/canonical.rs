@@ -63,8 +63,12 @@ fn integer(text: &str) -> Option<u64> {
         [b'0'] => true,
         [first, ..] => *first != b'0' && digits.len() <= 16 && digits.iter().all(u8::is_ascii_digit),
     };
-    let value = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d.wrapping_sub(b'0')));
-    (canonical && value <= SAFE_INTEGER_MAX).then_some(value)
+    if !canonical {
+        return None;
+    }
+    // At most 16 digits: cannot overflow a u64.
+    let value = digits.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+    (value <= SAFE_INTEGER_MAX).then_some(value)
 }
 
 /// Byte equality for the short keys of entries, without a call to `memcmp`.
@@ -374,6 +378,10 @@ mod tests {
             base.replace(r#"{"body""#, r#" {"body""#),
             base.replace(r#""v":1"#, r#""v":1,"w":2"#),
             base.replace(r#""v":1"#, r#""v":2"#),
+            // Found by the fuzzer: a long value where an integer belongs
+            // overflowed while being read as digits.
+            base.replace(r#""index":42"#, r#""index":"99999999999999999999999""#),
+            base.replace(r#""v":1"#, r#""v":[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]"#),
         ] {
             assert_eq!(scan_entry(altered.as_bytes()), None, "{altered}");
             agrees(altered.as_bytes());
