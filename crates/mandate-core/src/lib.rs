@@ -4,6 +4,8 @@
 //! - [`grant`]: delegation grants, pattern coverage, attenuation, signatures.
 //! - [`policy`]: Cedar policy sets with `@id` names, validation, fail-closed
 //!   evaluation.
+//! - [`tool_call`]: a coding agent's tool call as an action, a resource and
+//!   a Cedar context.
 //!
 //! The clock, randomness and keys are the caller's: every function here is a
 //! pure function of its arguments, so decisions replay exactly from the log.
@@ -14,4 +16,5 @@ pub mod grant;
 pub mod identity;
 pub mod pattern;
 pub mod policy;
+pub mod tool_call;
 pub mod wire;

@@ -35,17 +35,9 @@
 //!
 //! # The request
 //!
-//! - action: `tool.<tool_name>` (`tool.Bash`, `tool.run_shell_command`); an
-//!   MCP tool, `mcp__<server>__<tool>`, is `mcp.<server>.<tool>`;
-//! - resource: the file the tool touches (`file_path`, `notebook_path`,
-//!   `absolute_path` or `path` in its input, made absolute against `cwd`),
-//!   a `url` as is, otherwise the working directory `cwd`;
-//! - context (for Cedar): `{client, tool, cwd, input}` where `input` is the
-//!   tool input made representable in Cedar (nulls dropped, fractions and
-//!   out-of-range numbers as their decimal text, nesting cut at
-//!   [`CONTEXT_DEPTH_MAX`] into JSON text), so a policy reads
-//!   `context.input.command`; nesting keeps the tool's keys clear of the
-//!   reserved `amounts` and `chain`;
+//! - action, resource and Cedar context: [`mandate_core::tool_call`] (the
+//!   same mapping as `POST /v1/hooks/claude-code`, the MCP gateway and
+//!   `mandate import`), so a policy reads `context.input.command`;
 //! - `input`: the raw tool input (the server records its SHA-256), and
 //!   `session_id`: the client's session, so one run's decisions are found
 //!   together.
@@ -74,6 +66,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
+use mandate_core::tool_call::{self, ToolCall, cedar_value, outcome_of};
 use serde_json::{Map, Value, json};
 
 /// The server when `MANDATE_URL` is not set.
@@ -94,10 +87,6 @@ pub const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 
 /// The server's limit on request bodies (SPEC: 256 KiB).
 pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
-
-/// How deep the tool input is kept as Cedar values; deeper parts become
-/// their JSON text (Cedar refuses values nested deeper than 32).
-pub const CONTEXT_DEPTH_MAX: usize = 16;
 
 /// Claude Code's own timeout for the hook, in seconds, written by `hook
 /// install`: above the hook's default deadline, so that the hook's own
@@ -367,19 +356,12 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
     let tool = text(payload, "tool_name").ok_or_else(|| anyhow!("the hook payload has no `tool_name`"))?;
     let input = payload.get("tool_input").cloned().unwrap_or_else(|| Value::Object(Map::new()));
     let cwd = text(payload, "cwd");
-    let action = action_for(tool);
-    let resource = resource_for(&input, cwd);
-    let mut context = Map::new();
-    context.insert("client".into(), client.name().into());
-    context.insert("tool".into(), tool.into());
-    if let Some(cwd) = cwd {
-        context.insert("cwd".into(), cwd.into());
-    }
-    context.insert("input".into(), cedar_value(&input, 0).unwrap_or_else(|| Value::Object(Map::new())));
+    let call = ToolCall { client: client.name(), tool, input: &input, cwd: text(payload, "cwd") };
+    let action = call.action();
     let mut body = Map::new();
     body.insert("action".into(), action.clone().into());
-    body.insert("resource".into(), resource.into());
-    body.insert("context".into(), Value::Object(context));
+    body.insert("resource".into(), call.resource().into());
+    body.insert("context".into(), Value::Object(call.context()));
     // The raw input when the server can hash it as is; else the Cedar form.
     let raw_ok = mandate_log::json::check_numbers(&input).is_ok() && mandate_log::json::canonicalize(&input).is_ok();
     body.insert("input".into(), if raw_ok { input.clone() } else { cedar_value(&input, 0).unwrap_or(Value::Null) });
@@ -440,85 +422,6 @@ pub(crate) fn reasons(answer: &Value) -> String {
     if texts.is_empty() { "no reason given".to_owned() } else { texts.join("; ") }
 }
 
-/// `tool.<name>`, or `mcp.<server>.<tool>` for `mcp__<server>__<tool>`.
-fn action_for(tool: &str) -> String {
-    if let Some(rest) = tool.strip_prefix("mcp__")
-        && let Some((server, name)) = rest.split_once("__")
-        && !server.is_empty()
-        && !name.is_empty()
-    {
-        return format!("mcp.{server}.{name}");
-    }
-    format!("tool.{tool}")
-}
-
-/// The file the tool touches, a URL it fetches, or the working directory;
-/// paths absolute and without `.` or `..`.
-fn resource_for(input: &Value, cwd: Option<&str>) -> String {
-    for key in ["file_path", "notebook_path", "absolute_path", "path"] {
-        if let Some(path) = input.get(key).and_then(Value::as_str).filter(|path| !path.is_empty()) {
-            return match cwd {
-                Some(cwd) if !Path::new(path).is_absolute() => normalize(&Path::new(cwd).join(path)),
-                _ => normalize(Path::new(path)),
-            };
-        }
-    }
-    if let Some(url) = input.get("url").and_then(Value::as_str).filter(|url| !url.is_empty()) {
-        return url.to_owned();
-    }
-    cwd.map_or_else(|| "unknown-cwd".to_owned(), |cwd| normalize(Path::new(cwd)))
-}
-
-/// `path` with `.` and `..` resolved by its text alone.
-///
-/// Grants match resources by prefix, so `/home/dev/project/../../etc`
-/// must not pass for a path inside `/home/dev/project`. (Symbolic links
-/// are not followed: the file may not exist yet, and the hook does not
-/// touch the file system it guards.)
-fn normalize(path: &Path) -> String {
-    use std::path::Component;
-    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
-    let mut absolute = false;
-    for component in path.components() {
-        match component {
-            Component::RootDir | Component::Prefix(_) => absolute = true,
-            Component::CurDir => {}
-            Component::ParentDir => {
-                parts.pop();
-            }
-            Component::Normal(part) => parts.push(part),
-        }
-    }
-    let joined: Vec<String> = parts.iter().map(|part| part.to_string_lossy().into_owned()).collect();
-    let text = joined.join("/");
-    if absolute { format!("/{text}") } else { text }
-}
-
-/// A JSON value Cedar can represent, or `None` for a null (dropped).
-pub(crate) fn cedar_value(value: &Value, depth: usize) -> Option<Value> {
-    match value {
-        Value::Null => None,
-        Value::Bool(_) | Value::String(_) => Some(value.clone()),
-        Value::Number(number) => {
-            // Cedar has only 64-bit integers, and the server takes only
-            // I-JSON numbers (within ±(2^53 - 1)): anything else as text.
-            let integer = number.is_i64() || number.is_u64();
-            Some(if integer && mandate_log::json::check_numbers(value).is_ok() {
-                value.clone()
-            } else {
-                Value::String(number.to_string())
-            })
-        }
-        Value::Array(_) | Value::Object(_) if depth >= CONTEXT_DEPTH_MAX => Some(Value::String(value.to_string())),
-        Value::Array(items) => {
-            Some(Value::Array(items.iter().filter_map(|item| cedar_value(item, depth + 1)).collect()))
-        }
-        Value::Object(map) => Some(Value::Object(
-            map.iter().filter_map(|(key, item)| cedar_value(item, depth + 1).map(|item| (key.clone(), item))).collect(),
-        )),
-    }
-}
-
 // ---------------------------------------------------------------- the post half
 
 /// The post half: record the outcome against the decision made before.
@@ -543,7 +446,7 @@ fn post(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyh
     if let Some(ms) = payload.get("duration_ms").and_then(Value::as_u64) {
         event.insert("duration_ms".into(), ms.into());
     }
-    event.insert("output_digest".into(), format!("sha256:{}", digest_hex(response)).into());
+    event.insert("output_digest".into(), tool_call::digest(response).into());
     let mut attributes = Map::new();
     attributes.insert("client".into(), client.name().into());
     if let Some(id) = text(payload, "tool_use_id").filter(|id| id.len() <= 256) {
@@ -564,18 +467,6 @@ fn post(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyh
     Ok(())
 }
 
-/// `failure` when the client reports the tool failed or was interrupted.
-fn outcome_of(response: &Value) -> &'static str {
-    let flagged = |key: &str| response.get(key).is_some_and(|value| value.as_bool() == Some(true));
-    let has_error = response.get("error").is_some_and(|error| !error.is_null() && error != &Value::Bool(false));
-    if flagged("is_error") || flagged("isError") || flagged("interrupted") || has_error { "failure" } else { "success" }
-}
-
-pub(crate) fn digest_hex(value: &Value) -> String {
-    let bytes = mandate_log::json::canonicalize(value).unwrap_or_else(|_| value.to_string().into_bytes());
-    mandate_log::Hash::digest(&bytes).to_hex()
-}
-
 /// The state file for this call (see the module documentation).
 fn state_path(client: Client, payload: &Map<String, Value>) -> anyhow::Result<PathBuf> {
     let dir = match std::env::var_os("MANDATE_HOOK_STATE") {
@@ -588,7 +479,7 @@ fn state_path(client: Client, payload: &Map<String, Value>) -> anyhow::Result<Pa
         None => {
             let tool = text(payload, "tool_name").unwrap_or_default();
             let input = payload.get("tool_input").unwrap_or(&Value::Null);
-            format!("input\n{tool}\n{}", digest_hex(input))
+            format!("input\n{tool}\n{}", tool_call::digest(input))
         }
     };
     let key = mandate_log::Hash::digest(format!("{}\n{session}\n{call}", client.name()).as_bytes()).to_hex();

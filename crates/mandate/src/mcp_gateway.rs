@@ -31,9 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
+use mandate_core::tool_call::{self, cedar_value};
 use serde_json::{Map, Value, json};
 
-use crate::hook::{Config, cedar_value, digest_hex, reasons, request};
+use crate::hook::{Config, reasons, request};
 
 /// The most tools one batch probe asks about (the server's batch limit).
 const PROBE_BATCH_MAX: usize = 30;
@@ -430,7 +431,7 @@ impl Gateway {
             "decision_id": call.decision_id,
             "outcome": outcome,
             "duration_ms": duration_ms,
-            "output_digest": format!("sha256:{}", digest_hex(result)),
+            "output_digest": tool_call::digest(result),
             "attributes": {"client": "mcp-gateway", "server": self.server},
         });
         request(&self.config, "POST", "/v1/events", Some(&serde_json::to_vec(&event)?), self.deadline())?;
