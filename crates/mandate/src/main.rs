@@ -8,6 +8,7 @@ mod bench;
 mod connection;
 mod demo;
 mod hook;
+mod import;
 mod keys;
 mod mcp_gateway;
 mod replay;
@@ -75,6 +76,25 @@ enum Command {
     /// sees it (failing closed), list only the tools the agent may call,
     /// and record each outcome.
     McpGateway(mcp_gateway::McpGatewayArgs),
+    /// Import a coding agent's transcript into the log: each tool call
+    /// becomes an `event.imported` entry, so that past runs become
+    /// verifiable history.
+    ///
+    /// CLIENT is `claude` (Claude Code: `claude -p --output-format
+    /// stream-json --verbose`), `codex` (`codex exec --json`) or `gemini`
+    /// (Gemini CLI `--output-format stream-json`); FILE is the transcript,
+    /// or `-` for stdin. Each call is recorded with its action as the hook
+    /// would ask for it (`tool.Bash`, `mcp.<server>.<tool>`), the SHA-256 of
+    /// its input and output, its outcome (`success`, `failure`, `denied` by
+    /// a hook or permission rule, or `unknown` without a result), session
+    /// and time.
+    ///
+    /// The server is `MANDATE_URL` (default http://127.0.0.1:8420) and the
+    /// credential `MANDATE_TOKEN`: an agent token (`mt_…`) imports as its
+    /// own identity; an admin key (`mk_…`) needs `--identity`. Importing
+    /// the same file again writes nothing and says `already imported`, so
+    /// an interrupted import can simply be run again.
+    Import(import::ImportArgs),
 }
 
 /// The default data directory.
@@ -175,6 +195,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Hook(command) => return hook::run(command),
         Command::McpGateway(args) => return mcp_gateway::run(args),
+        Command::Import(args) => import::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
