@@ -1002,7 +1002,11 @@ fn summary(name: &str, calls: usize, written: &[u64], replayed: &[u64]) -> Strin
             indexes(written)
         ),
         (true, false) => {
-            format!("already imported: the {what} from {name} are in the log ({}); nothing written", indexes(replayed))
+            let are = if calls == 1 { "is" } else { "are" };
+            format!(
+                "already imported: the {what} from {name} {are} in the log ({}); nothing written",
+                indexes(replayed)
+            )
         }
         (false, false) => format!(
             "imported {what} from {name}: {} as new log entries ({}), {} already imported ({})",
@@ -1513,6 +1517,10 @@ mod tests {
         assert_eq!(
             summary("t.jsonl", 3, &[], &[41, 42, 50]),
             "already imported: the 3 tool calls from t.jsonl are in the log (indexes 41–42, 50); nothing written"
+        );
+        assert_eq!(
+            summary("t.jsonl", 1, &[], &[41]),
+            "already imported: the 1 tool call from t.jsonl is in the log (index 41); nothing written"
         );
         assert_eq!(
             summary("t.jsonl", 3, &[60], &[41, 42]),
