@@ -55,6 +55,19 @@
 //! reads and removes it, records `POST /v1/events` (`outcome`,
 //! `duration_ms`, `output_digest` = `sha256:` of the canonical
 //! `tool_response`) and settles the reservation (void on failure).
+//!
+//! A call whose post half never runs (the client crashed, or the tool was
+//! interrupted) leaves its file behind: each pre half sweeps the directory
+//! of state files older than [`STATE_AGE_MAX`], at most once per
+//! [`SWEEP_INTERVAL`] (the time is kept as the mtime of a `.swept` file in
+//! the directory), looking at no more than [`SWEEP_ENTRIES_MAX`] entries.
+//!
+//! # Installing
+//!
+//! `mandate hook install claude-code|codex|gemini` merges both halves into
+//! the client's settings file, in the form each client reads (see
+//! `hook_entries`): other keys kept, an earlier entry of ours replaced, so
+//! running it again changes nothing.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -62,7 +75,7 @@ use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::{Args, Subcommand};
@@ -88,6 +101,17 @@ pub const RESPONSE_BYTES_MAX: u64 = 4 * 1024 * 1024;
 /// The server's limit on request bodies (SPEC: 256 KiB).
 pub const REQUEST_BODY_BYTES_MAX: usize = 256 * 1024;
 
+/// How old a state file may grow before a pre half removes it: far longer
+/// than any tool call (the post half runs right after the tool).
+pub const STATE_AGE_MAX: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// How often the state directory is swept, at most.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(60 * 60);
+
+/// The most directory entries one sweep looks at (the rest wait for the
+/// next sweep), so that a sweep stays well inside the hook's deadline.
+pub const SWEEP_ENTRIES_MAX: usize = 10_000;
+
 /// Claude Code's own timeout for the hook, in seconds, written by `hook
 /// install`: above the hook's default deadline, so that the hook's own
 /// answer (a block, with a reason) always comes first.
@@ -95,6 +119,21 @@ pub const CLAUDE_TIMEOUT_S: u64 = 10;
 
 /// The settings file `hook install claude-code` writes by default.
 pub const CLAUDE_SETTINGS_DEFAULT: &str = ".claude/settings.json";
+
+/// Codex's own timeout for the hook, in seconds (its `timeout` is in
+/// seconds, default 600), written by `hook install codex`.
+pub const CODEX_TIMEOUT_S: u64 = 10;
+
+/// The hooks file `hook install codex` writes by default (the project's
+/// layer; `~/.codex/hooks.json` is the user's).
+pub const CODEX_HOOKS_DEFAULT: &str = ".codex/hooks.json";
+
+/// Gemini CLI's own timeout for the hook, in milliseconds (its `timeout` is
+/// in milliseconds, default 60,000), written by `hook install gemini`.
+pub const GEMINI_TIMEOUT_MS: u64 = 10_000;
+
+/// The settings file `hook install gemini` writes by default.
+pub const GEMINI_SETTINGS_DEFAULT: &str = ".gemini/settings.json";
 
 /// The hook commands.
 #[derive(Debug, Subcommand)]
@@ -135,6 +174,32 @@ pub enum InstallCommand {
         #[arg(long, value_name = "COMMAND")]
         command: Option<String>,
     },
+    /// Add the PreToolUse and PostToolUse entries to a Codex hooks file
+    /// (merged, other keys kept; running it again changes nothing). Codex
+    /// runs a hook from a user or project layer only once it is trusted:
+    /// review it with `/hooks` in Codex (or run `codex exec
+    /// --dangerously-bypass-hook-trust` where the file is vetted otherwise).
+    Codex {
+        /// The hooks file: `.codex/hooks.json` (the project's, loaded when
+        /// Codex trusts the project) or `~/.codex/hooks.json` (the user's).
+        #[arg(long, value_name = "PATH", default_value = CODEX_HOOKS_DEFAULT)]
+        hooks: PathBuf,
+        /// The command to run (default: this binary's path, `hook codex`).
+        #[arg(long, value_name = "COMMAND")]
+        command: Option<String>,
+    },
+    /// Add the BeforeTool and AfterTool entries to Gemini CLI's settings
+    /// (merged, other keys kept; running it again changes nothing). Gemini
+    /// CLI runs a project's hooks only in a folder it trusts; the user's
+    /// `~/.gemini/settings.json` applies everywhere.
+    Gemini {
+        /// The settings file.
+        #[arg(long, value_name = "PATH", default_value = GEMINI_SETTINGS_DEFAULT)]
+        settings: PathBuf,
+        /// The command to run (default: this binary's path, `hook gemini`).
+        #[arg(long, value_name = "COMMAND")]
+        command: Option<String>,
+    },
 }
 
 /// Runs a hook command and answers in the client's form.
@@ -143,10 +208,27 @@ pub fn run(command: HookCommand) -> ExitCode {
         HookCommand::ClaudeCode(args) => run_hook(Client::ClaudeCode, &args),
         HookCommand::Codex(args) => run_hook(Client::Codex, &args),
         HookCommand::Gemini(args) => run_hook(Client::Gemini, &args),
-        HookCommand::Install(InstallCommand::ClaudeCode { settings, command }) => {
-            match install_claude_code(&settings, command) {
-                Ok(()) => {
-                    println!("installed the mandate hook in {}", settings.display());
+        HookCommand::Install(install) => {
+            let (path, installed) = match install {
+                InstallCommand::ClaudeCode { settings, command } => {
+                    let installed = install_hooks(Client::ClaudeCode, &settings, command);
+                    (settings, installed)
+                }
+                InstallCommand::Codex { hooks, command } => {
+                    let installed = install_hooks(Client::Codex, &hooks, command);
+                    (hooks, installed)
+                }
+                InstallCommand::Gemini { settings, command } => {
+                    let installed = install_hooks(Client::Gemini, &settings, command);
+                    (settings, installed)
+                }
+            };
+            match installed {
+                Ok(note) => {
+                    println!("installed the mandate hook in {}", path.display());
+                    if let Some(note) = note {
+                        println!("{note}");
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -352,6 +434,7 @@ fn text<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 
 /// The pre half: authorize the call.
 fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyhow::Result<Outcome> {
+    sweep_stale_state(&state_dir(), SystemTime::now());
     let config = Config::from_env()?;
     let tool = text(payload, "tool_name").ok_or_else(|| anyhow!("the hook payload has no `tool_name`"))?;
     let input = payload.get("tool_input").cloned().unwrap_or_else(|| Value::Object(Map::new()));
@@ -469,10 +552,7 @@ fn post(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyh
 
 /// The state file for this call (see the module documentation).
 fn state_path(client: Client, payload: &Map<String, Value>) -> anyhow::Result<PathBuf> {
-    let dir = match std::env::var_os("MANDATE_HOOK_STATE") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
-        _ => std::env::temp_dir().join("mandate-hook"),
-    };
+    let dir = state_dir();
     let session = text(payload, "session_id").unwrap_or_default();
     let call = match text(payload, "tool_use_id") {
         Some(id) => format!("id\n{id}"),
@@ -484,6 +564,59 @@ fn state_path(client: Client, payload: &Map<String, Value>) -> anyhow::Result<Pa
     };
     let key = mandate_log::Hash::digest(format!("{}\n{session}\n{call}", client.name()).as_bytes()).to_hex();
     Ok(dir.join(format!("{key}.json")))
+}
+
+/// The directory of the state files: `MANDATE_HOOK_STATE`, or
+/// `<temp>/mandate-hook`.
+fn state_dir() -> PathBuf {
+    match std::env::var_os("MANDATE_HOOK_STATE") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => std::env::temp_dir().join("mandate-hook"),
+    }
+}
+
+/// Removes the state files in `dir` older than [`STATE_AGE_MAX`], unless
+/// the directory was swept less than [`SWEEP_INTERVAL`] before `now`. Best
+/// effort: whatever fails is left for the next sweep, and nothing but
+/// regular files named as [`state_path`] names them is touched.
+fn sweep_stale_state(dir: &Path, now: SystemTime) {
+    let marker = dir.join(".swept");
+    let last = std::fs::symlink_metadata(&marker).and_then(|metadata| metadata.modified());
+    if let Ok(last) = last
+        && now.duration_since(last).is_ok_and(|since| since < SWEEP_INTERVAL)
+    {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    // Claim this sweep first, so that hooks running beside it skip theirs.
+    let claimed = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&marker)
+        .and_then(|file| file.set_modified(now));
+    if claimed.is_err() {
+        return;
+    }
+    for entry in entries.take(SWEEP_ENTRIES_MAX).flatten() {
+        let name = entry.file_name();
+        let is_state = name.to_str().and_then(|name| name.strip_suffix(".json")).is_some_and(|stem| {
+            stem.len() == 64 && stem.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !is_state {
+            continue;
+        }
+        let stale = entry.metadata().is_ok_and(|metadata| {
+            metadata.is_file()
+                && metadata
+                    .modified()
+                    .is_ok_and(|modified| now.duration_since(modified).is_ok_and(|age| age > STATE_AGE_MAX))
+        });
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 fn save_state(
@@ -653,16 +786,72 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 
 // ---------------------------------------------------------------- install
 
-/// Merges the hook into Claude Code's settings: a `PreToolUse` entry with
-/// `timeout` and `onFailure: "block"` (so that a crash or a client-side
-/// timeout blocks too) and a `PostToolUse` entry; any earlier entry for the
-/// same command is replaced, everything else is kept.
-fn install_claude_code(settings: &Path, command: Option<String>) -> anyhow::Result<()> {
+/// The entries `hook install` merges into a client's settings, each event's
+/// list of matcher groups getting one group of ours, in the form each client
+/// reads (checked against each client's code and docs):
+///
+/// - Claude Code 2.1.330, `.claude/settings.json`: `hooks.PreToolUse` and
+///   `hooks.PostToolUse`, each `[{"matcher": "*", "hooks": [{"type":
+///   "command", "command", "timeout" (seconds)}]}]`; the pre entry adds
+///   `"onFailure": "block"`, so that a crash or a client-side timeout blocks
+///   too (a failure otherwise lets the tool run).
+/// - Codex 0.169.0: the same `{"hooks": {"PreToolUse": […], "PostToolUse":
+///   […]}}` shape in a `hooks.json` beside a config layer
+///   (`~/.codex/hooks.json`, `<project>/.codex/hooks.json`; an inline
+///   `[hooks]` table in `config.toml` is the other form, and a layer with
+///   both loads both), `timeout` in seconds, no `onFailure`. A hook from a
+///   user or project layer runs only once trusted: Codex keeps the hash of
+///   what the user reviewed in `config.toml` (`[hooks.state."<file>:
+///   pre_tool_use:<group>:<handler>"] trusted_hash`) and skips, with no
+///   error, a hook it has no trust for, so installing is not enforcing
+///   until the hook is trusted in Codex (`/hooks`) or a vetted automation
+///   passes `codex exec --dangerously-bypass-hook-trust`.
+/// - Gemini CLI 0.61.0, `.gemini/settings.json`: `hooks.BeforeTool` and
+///   `hooks.AfterTool`, each `[{"matcher": "*", "hooks": [{"type":
+///   "command", "name": "mandate", "command", "timeout" (milliseconds)}]}]`.
+///   Gemini runs a project's hooks only in a trusted folder (the user's
+///   settings everywhere), and in GitHub Actions (`GITHUB_SHA` set) strips
+///   from the hook's environment every variable not allowed by name, so
+///   `MANDATE_TOKEN` needs `security.environmentVariableRedaction.allowed`
+///   there (without it the hook blocks: no token).
+///
+/// Any earlier entry of ours (this command, or any command ending in
+/// ` hook <client>`) is replaced; everything else is kept.
+fn hook_entries(client: Client, command: &str) -> [(&'static str, Value); 2] {
+    match client {
+        Client::ClaudeCode => [
+            (
+                "PreToolUse",
+                json!({"type": "command", "command": command, "timeout": CLAUDE_TIMEOUT_S, "onFailure": "block"}),
+            ),
+            ("PostToolUse", json!({"type": "command", "command": command, "timeout": CLAUDE_TIMEOUT_S})),
+        ],
+        Client::Codex => [
+            ("PreToolUse", json!({"type": "command", "command": command, "timeout": CODEX_TIMEOUT_S})),
+            ("PostToolUse", json!({"type": "command", "command": command, "timeout": CODEX_TIMEOUT_S})),
+        ],
+        Client::Gemini => [
+            (
+                "BeforeTool",
+                json!({"type": "command", "name": "mandate", "command": command, "timeout": GEMINI_TIMEOUT_MS}),
+            ),
+            (
+                "AfterTool",
+                json!({"type": "command", "name": "mandate", "command": command, "timeout": GEMINI_TIMEOUT_MS}),
+            ),
+        ],
+    }
+}
+
+/// Merges the hook into `client`'s settings file (see [`hook_entries`]);
+/// returns a note for the user, if the client needs a step of its own.
+fn install_hooks(client: Client, settings: &Path, command: Option<String>) -> anyhow::Result<Option<&'static str>> {
+    let suffix = format!(" hook {}", client.name());
     let command = match command {
         Some(command) => command,
         None => {
             let exe = std::env::current_exe().context("finding this binary's path")?;
-            format!("{} hook claude-code", shell_quote(&exe.display().to_string()))
+            format!("{}{suffix}", shell_quote(&exe.display().to_string()))
         }
     };
     let mut root = match std::fs::read(settings) {
@@ -675,14 +864,7 @@ fn install_claude_code(settings: &Path, command: Option<String>) -> anyhow::Resu
     let Value::Object(object) = &mut root else { bail!("`{}` is not a JSON object", settings.display()) };
     let hooks = object.entry("hooks").or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(hooks) = hooks else { bail!("`hooks` in `{}` is not an object", settings.display()) };
-    for (event, extra) in [
-        ("PreToolUse", json!({"timeout": CLAUDE_TIMEOUT_S, "onFailure": "block"})),
-        ("PostToolUse", json!({"timeout": CLAUDE_TIMEOUT_S})),
-    ] {
-        let mut hook = json!({"type": "command", "command": command});
-        if let (Value::Object(hook), Value::Object(extra)) = (&mut hook, extra) {
-            hook.extend(extra);
-        }
+    for (event, hook) in hook_entries(client, &command) {
         let list = hooks.entry(event).or_insert_with(|| Value::Array(Vec::new()));
         let Value::Array(list) = list else { bail!("`hooks.{event}` in `{}` is not a list", settings.display()) };
         // Drop earlier mandate entries (ours, or this command), keep the rest.
@@ -690,7 +872,7 @@ fn install_claude_code(settings: &Path, command: Option<String>) -> anyhow::Resu
             if let Some(Value::Array(inner)) = group.get_mut("hooks") {
                 inner.retain(|entry| {
                     let text = entry.get("command").and_then(Value::as_str).unwrap_or_default();
-                    text != command && !text.ends_with(" hook claude-code")
+                    text != command && !text.ends_with(&suffix)
                 });
             }
         }
@@ -703,7 +885,14 @@ fn install_claude_code(settings: &Path, command: Option<String>) -> anyhow::Resu
     let mut text = serde_json::to_string_pretty(&root)?;
     text.push('\n');
     std::fs::write(settings, text).with_context(|| format!("writing `{}`", settings.display()))?;
-    Ok(())
+    Ok(match client {
+        Client::ClaudeCode => None,
+        Client::Codex => Some(
+            "Codex runs it once trusted: review it with /hooks in Codex (until then Codex skips it and nothing is \
+             checked)",
+        ),
+        Client::Gemini => Some("Gemini CLI runs a project's hooks only in a folder it trusts"),
+    })
 }
 
 /// `text` as one shell word.

@@ -384,3 +384,185 @@ fn install_merges_the_claude_code_settings_and_is_idempotent() {
     assert!(!refused.status.success());
     assert_eq!(std::fs::read_to_string(&settings).unwrap(), "{oops");
 }
+
+/// Asserts that `output` refused in one line on stderr naming `because`, with exit 1.
+fn assert_refused(output: &Output, because: &str) {
+    assert_eq!(output.status.code(), Some(1), "{}{}", out(output), err(output));
+    let stderr = err(output);
+    assert!(stderr.starts_with("mandate: ") && stderr.ends_with('\n') && stderr.lines().count() == 1, "{stderr:?}");
+    assert!(stderr.contains(because), "{stderr}");
+}
+
+#[test]
+fn install_merges_the_codex_hooks_file_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let hooks = dir.path().join(".codex/hooks.json");
+    std::fs::create_dir_all(hooks.parent().unwrap()).unwrap();
+    let existing = json!({
+        "comment": "kept",
+        "hooks": {
+            "SessionStart": [{"matcher": "startup", "hooks": [{"type": "command", "command": "hello"}]}],
+            "PreToolUse": [{"matcher": "^Bash$", "hooks": [{"type": "command", "command": "lint", "timeout": 30}]}],
+        },
+    });
+    std::fs::write(&hooks, existing.to_string()).unwrap();
+    let install = ["hook", "install", "codex", "--hooks", path_str(&hooks), "--command", "mandate hook codex"];
+    let first = mandate(&install);
+    assert!(first.status.success(), "{}", err(&first));
+    assert!(out(&first).contains("/hooks"), "says how Codex comes to trust it: {}", out(&first));
+    let written: Value = serde_json::from_slice(&std::fs::read(&hooks).unwrap()).unwrap();
+    let ours = json!({"type": "command", "command": "mandate hook codex", "timeout": 10});
+    let expected = json!({
+        "comment": "kept",
+        "hooks": {
+            "SessionStart": [{"matcher": "startup", "hooks": [{"type": "command", "command": "hello"}]}],
+            "PreToolUse": [
+                {"matcher": "^Bash$", "hooks": [{"type": "command", "command": "lint", "timeout": 30}]},
+                {"matcher": "*", "hooks": [ours]},
+            ],
+            "PostToolUse": [{"matcher": "*", "hooks": [ours]}],
+        },
+    });
+    assert_eq!(written, expected);
+    let bytes = std::fs::read(&hooks).unwrap();
+    let again = mandate(&install);
+    assert!(again.status.success(), "{}", err(&again));
+    assert_eq!(std::fs::read(&hooks).unwrap(), bytes, "a second install changes nothing");
+
+    // An earlier entry of another mandate binary is replaced, not doubled.
+    let other = ["hook", "install", "codex", "--hooks", path_str(&hooks), "--command", "/opt/mandate hook codex"];
+    assert!(mandate(&other).status.success());
+    let written: Value = serde_json::from_slice(&std::fs::read(&hooks).unwrap()).unwrap();
+    let pre = written["hooks"]["PreToolUse"].as_array().unwrap();
+    assert_eq!(pre.len(), 2, "{written}");
+    assert_eq!(pre[1]["hooks"][0]["command"], "/opt/mandate hook codex");
+    assert_eq!(written["hooks"]["PostToolUse"].as_array().unwrap().len(), 1, "{written}");
+
+    // A fresh directory, and this binary's own path by default.
+    let fresh = dir.path().join("home/.codex/hooks.json");
+    let output = mandate(&["hook", "install", "codex", "--hooks", path_str(&fresh)]);
+    assert!(output.status.success(), "{}", err(&output));
+    let written: Value = serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
+    let command = written["hooks"]["PreToolUse"][0]["hooks"][0]["command"].as_str().unwrap();
+    assert_eq!(command, format!("{} hook codex", env!("CARGO_BIN_EXE_mandate")));
+
+    // A file that is not JSON, or not of the shape, is left alone.
+    for bad in ["{oops", "[1, 2]", r#"{"hooks": {"PreToolUse": {"matcher": "*"}}}"#] {
+        std::fs::write(&hooks, bad).unwrap();
+        assert_refused(&mandate(&install), path_str(&hooks));
+        assert_eq!(std::fs::read_to_string(&hooks).unwrap(), bad);
+    }
+}
+
+#[test]
+fn install_merges_the_gemini_settings_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join(".gemini/settings.json");
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    let existing = json!({
+        "model": {"name": "gemini-fake"},
+        "security": {"folderTrust": {"enabled": true}},
+        "hooks": {"AfterTool": [{"matcher": "write_file", "hooks": [{"type": "command", "command": "fmt"}]}]},
+    });
+    std::fs::write(&settings, existing.to_string()).unwrap();
+    let install = ["hook", "install", "gemini", "--settings", path_str(&settings), "--command", "mandate hook gemini"];
+    let first = mandate(&install);
+    assert!(first.status.success(), "{}", err(&first));
+    let written: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    let ours = json!({"type": "command", "name": "mandate", "command": "mandate hook gemini", "timeout": 10000});
+    let expected = json!({
+        "model": {"name": "gemini-fake"},
+        "security": {"folderTrust": {"enabled": true}},
+        "hooks": {
+            "AfterTool": [
+                {"matcher": "write_file", "hooks": [{"type": "command", "command": "fmt"}]},
+                {"matcher": "*", "hooks": [ours]},
+            ],
+            "BeforeTool": [{"matcher": "*", "hooks": [ours]}],
+        },
+    });
+    assert_eq!(written, expected);
+    let bytes = std::fs::read(&settings).unwrap();
+    let again = mandate(&install);
+    assert!(again.status.success(), "{}", err(&again));
+    assert_eq!(std::fs::read(&settings).unwrap(), bytes, "a second install changes nothing");
+
+    // The default command is this binary.
+    let fresh = dir.path().join("other/.gemini/settings.json");
+    let output = mandate(&["hook", "install", "gemini", "--settings", path_str(&fresh)]);
+    assert!(output.status.success(), "{}", err(&output));
+    let written: Value = serde_json::from_slice(&std::fs::read(&fresh).unwrap()).unwrap();
+    let command = written["hooks"]["BeforeTool"][0]["hooks"][0]["command"].as_str().unwrap();
+    assert_eq!(command, format!("{} hook gemini", env!("CARGO_BIN_EXE_mandate")));
+
+    // Gemini reads comments in its settings; this install does not, and
+    // leaves such a file alone rather than lose them.
+    for bad in ["{\n  // a comment\n  \"model\": {}\n}", "\"text\"", r#"{"hooks": []}"#] {
+        std::fs::write(&settings, bad).unwrap();
+        assert_refused(&mandate(&install), path_str(&settings));
+        assert_eq!(std::fs::read_to_string(&settings).unwrap(), bad);
+    }
+}
+
+// ---------------------------------------------------------------- stale state
+
+/// Sets a file's modification time to `ago` before now.
+fn age(path: &Path, ago: Duration) {
+    let file = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    file.set_modified(std::time::SystemTime::now() - ago).unwrap();
+}
+
+#[test]
+fn a_pre_call_sweeps_state_files_left_over_a_day_at_most_once_an_hour() {
+    const HOUR: Duration = Duration::from_secs(60 * 60);
+    let (dir, server) = Server::fresh();
+    let token = coder(&server);
+    let state = dir.path().join("state");
+    let env = [("MANDATE_URL", &*format!("http://{}", server.addr)), ("MANDATE_TOKEN", &*token)];
+    // Allowed calls whose post halves never run leave their files (the
+    // first made the directory; the second found it and swept it).
+    assert_allow(&hook(&["claude-code"], &env, &state, CLAUDE_PRE), "pre");
+    let marker = state.join(".swept");
+    assert!(!marker.exists(), "no directory to sweep before the first call");
+    assert_allow(&hook(&["codex"], &env, &state, CODEX_PRE), "pre");
+    assert!(marker.is_file(), "the second pre call swept (and marked it)");
+    let left: Vec<_> = std::fs::read_dir(&state).unwrap().map(|entry| entry.unwrap().path()).collect();
+    let left: Vec<_> = left.into_iter().filter(|path| path.extension().is_some_and(|ext| ext == "json")).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+
+    // A day and more later, with the last sweep over an hour ago.
+    for path in &left {
+        age(path, 25 * HOUR);
+    }
+    let fresh = state.join(format!("{}.json", "a".repeat(64)));
+    std::fs::write(&fresh, "{}").unwrap();
+    age(&fresh, 23 * HOUR);
+    let other = state.join("notes.txt");
+    std::fs::write(&other, "not ours").unwrap();
+    age(&other, 48 * HOUR);
+    age(&marker, 2 * HOUR);
+    // Any pre call sweeps, even one that blocks (here: no token).
+    let blocked = hook(&["codex"], &[("MANDATE_URL", env[0].1)], &state, CODEX_PRE);
+    assert_blocked(&blocked, "no token", "MANDATE_TOKEN");
+    assert!(left.iter().all(|path| !path.exists()), "state files over a day old are removed");
+    assert!(fresh.exists(), "a state file under a day old is kept");
+    assert!(other.exists(), "a file not named as a state file is kept");
+
+    // Within the hour, nothing is swept again.
+    let stale = state.join(format!("{}.json", "b".repeat(64)));
+    std::fs::write(&stale, "{}").unwrap();
+    age(&stale, 30 * HOUR);
+    assert_blocked(&hook(&["gemini"], &[], &state, GEMINI_PRE), "no token", "MANDATE_TOKEN");
+    assert!(stale.exists(), "swept less than an hour ago");
+    age(&marker, 2 * HOUR);
+    assert_blocked(&hook(&["gemini"], &[], &state, GEMINI_PRE), "no token", "MANDATE_TOKEN");
+    assert!(!stale.exists(), "swept again after the hour");
+
+    // A post half never sweeps: its own file is what it reads.
+    std::fs::write(&stale, "{}").unwrap();
+    age(&stale, 30 * HOUR);
+    age(&marker, 2 * HOUR);
+    let post = hook(&["claude-code"], &env, &state, CLAUDE_POST);
+    assert_allow(&post, "post");
+    assert!(stale.exists());
+}
