@@ -211,9 +211,10 @@ pub enum ParseError {
         /// The parser's complaint.
         message: String,
     },
-    /// An id or name is longer than the log takes.
-    #[error("line {line}: the call's `{field}` is longer than {FIELD_BYTES_MAX} bytes")]
-    FieldTooLong {
+    /// An id or name the log cannot take: longer than [`FIELD_BYTES_MAX`],
+    /// or holding control characters.
+    #[error("line {line}: the call's `{field}` is longer than {FIELD_BYTES_MAX} bytes or holds control characters")]
+    BadField {
         /// The line, from 1.
         line: usize,
         /// `call_id`, `session_id`, `tool` or `action`.
@@ -530,8 +531,8 @@ impl Parser {
         for (field, value) in
             [("call_id", id), ("session_id", key.0.as_str()), ("tool", tool.as_str()), ("action", action.as_str())]
         {
-            if value.len() > FIELD_BYTES_MAX {
-                return Err(ParseError::FieldTooLong { line, field });
+            if value.len() > FIELD_BYTES_MAX || value.chars().any(char::is_control) {
+                return Err(ParseError::BadField { line, field });
             }
         }
         let call = ImportedCall {
@@ -1346,20 +1347,22 @@ mod tests {
     }
 
     #[test]
-    fn ids_and_names_longer_than_the_log_takes_are_refused() {
+    fn ids_and_names_the_log_cannot_take_are_refused() {
         let long = "x".repeat(FIELD_BYTES_MAX + 1);
         let transcript = GEMINI_ALLOWED.replace("run_shell_command__run_shell_command_1795312605575_0", &long);
         assert_eq!(
             parse(Client::Gemini, transcript.as_bytes()),
-            Err(ParseError::FieldTooLong { line: 3, field: "call_id" })
+            Err(ParseError::BadField { line: 3, field: "call_id" })
         );
         let name = "y".repeat(FIELD_BYTES_MAX - 2);
         let transcript =
             GEMINI_ALLOWED.replace(r#""tool_name":"run_shell_command""#, &format!(r#""tool_name":"{name}""#));
         assert_eq!(
             parse(Client::Gemini, transcript.as_bytes()),
-            Err(ParseError::FieldTooLong { line: 3, field: "action" })
+            Err(ParseError::BadField { line: 3, field: "action" })
         );
+        let transcript = GEMINI_ALLOWED.replace(r#""tool_name":"run_shell_command""#, r#""tool_name":"run\tshell""#);
+        assert_eq!(parse(Client::Gemini, transcript.as_bytes()), Err(ParseError::BadField { line: 3, field: "tool" }));
     }
 
     #[test]
