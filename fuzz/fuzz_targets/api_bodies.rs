@@ -13,10 +13,10 @@ use mandate_core::wire;
 use mandate_fuzz::api::{check_problem, has_float};
 use mandate_server::api::{
     TokenRevokeBy, decode_admin_key, decode_approval_answer, decode_budget, decode_budget_patch, decode_event,
-    decode_grant, decode_identity, decode_introspect, decode_settle, decode_token, decode_token_revoke,
+    decode_grant, decode_identity, decode_import, decode_introspect, decode_settle, decode_token, decode_token_revoke,
 };
 use mandate_server::limits::{
-    BUDGET_ID_BYTES_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX, INTEGER_MAX, TOKEN_SCOPES_MAX,
+    BUDGET_ID_BYTES_MAX, IMPORT_CALL_BYTES_MAX, IMPORT_CALLS_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX, INTEGER_MAX, TOKEN_SCOPES_MAX,
     TOKEN_TTL_MAX_S,
 };
 use mandate_server::problem::Code;
@@ -94,6 +94,21 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         Err(problem) => check_problem("event", &problem, FIELDS, data),
+    }
+    match decode_import(data, None) {
+        Ok(calls) => {
+            assert!(!calls.is_empty() && calls.len() <= IMPORT_CALLS_MAX, "{} calls", calls.len());
+            for (position, call) in calls.iter().enumerate() {
+                assert_eq!(call.position, position as u64);
+                assert_eq!(call.calls_in_part, calls.len() as u64);
+                assert!(call.part <= INTEGER_MAX);
+                let outcome = call.fields.get("outcome").and_then(Value::as_str).unwrap_or_default();
+                assert!(mandate_server::state::IMPORT_OUTCOMES.contains(&outcome), "{outcome}");
+                let canonical = mandate_log::json::canonicalize_object(&call.fields).unwrap_or_default();
+                assert!(!canonical.is_empty() && canonical.len() <= IMPORT_CALL_BYTES_MAX, "{} bytes", canonical.len());
+            }
+        }
+        Err(problem) => check_problem("import", &problem, FIELDS, data),
     }
     match decode_approval_answer(data) {
         Ok(None) => assert!(data.is_empty() || matches!(mandate_log::json::parse_strict(data), Ok(Value::Object(_)))),

@@ -20,6 +20,8 @@
 //! | `POST /v1/authorize`, `/v1/authorize/batch` | yes (`identity` required) | 403 | as its identity (`identity` omitted or its own, else 403 naming `identity`); actions outside its scopes 403 naming `action` |
 //! | `POST /v1/reservations/{id}/settle`, `/void` | yes | 403 | its identity's reservations; another's: 404 |
 //! | `POST /v1/events` | yes | 403 | events after its identity's decisions; another identity's decision: 404 |
+//! | `POST /v1/imports` | yes (`identity` required) | 403 | as its identity (another `identity`: 403) |
+//! | `POST /v1/hooks/claude-code` | PreToolUse: a block; PostToolUse: 403 | the same | as its identity |
 //! | `GET /v1/approvals/{id}` (long poll) | yes | 403 | approvals of its identity's decisions; another's: 404 |
 //! | `POST /v1/tokens/introspect` | any token of the tenant | 403 | itself only (another token: 403 naming `token`) |
 //! | everything else (identities, grants, policies, settings, admin keys, budgets, reservations and approvals otherwise, `POST /v1/tokens`, `/v1/tokens/revoke`) | yes | 403 | 403 |
@@ -56,8 +58,9 @@ use crate::AppState;
 use crate::limits::{
     ACTION_BYTES_MAX, APPROVAL_WAIT_MAX_S, AUTHORIZE_BATCH_MAX, BODY_BYTES_MAX, BUDGET_ID_BYTES_MAX,
     DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX,
-    IDENTITIES_PAGE_MAX, INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX,
-    SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S,
+    IDENTITIES_PAGE_MAX, IMPORT_CALL_BYTES_MAX, IMPORT_CALLS_MAX, IMPORT_CONTENT_BYTES_MAX, IMPORT_SOURCES,
+    INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX, SEARCH_PAGE_MAX,
+    SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S,
 };
 use crate::problem::{Code, Problem};
 use crate::registry::{Caller, NewAdminKey, NewAgentToken, Principal};
@@ -406,6 +409,160 @@ pub fn decode_event(bytes: &[u8]) -> Result<EventRequest, Problem> {
         output_digest: body.output_digest,
         attributes: body.attributes,
     })
+}
+
+/// `POST /v1/imports`, as asked with an admin key (`agent` is `None`, and
+/// `identity` is required) or with an agent token (its own identity only):
+/// the calls to record, each with its place in the part. `source` one of
+/// [`IMPORT_SOURCES`]; `transcript_sha256` 64 lowercase hex digits; 1 to
+/// [`IMPORT_CALLS_MAX`] calls, each with `tool` and `action` of 1 to
+/// [`ACTION_BYTES_MAX`] bytes, `outcome` one of
+/// [`crate::state::IMPORT_OUTCOMES`], digests of 1 to
+/// [`EVENT_OUTPUT_DIGEST_BYTES_MAX`] printable bytes, ids of 1 to
+/// [`SHORT_TEXT_BYTES_MAX`] bytes, `started_at` an RFC 3339 time, and
+/// `input` / `output` of at most [`IMPORT_CONTENT_BYTES_MAX`] bytes
+/// (canonical form / UTF-8), the whole call at most
+/// [`IMPORT_CALL_BYTES_MAX`] bytes in its canonical form.
+pub fn decode_import(bytes: &[u8], agent: Option<&AgentToken>) -> Result<Vec<tenant::ImportCall>, Problem> {
+    let body: ImportBody = decode(bytes)?;
+    let identity = match (agent, &body.identity) {
+        (None, Some(text)) => identity_id("identity", text)?,
+        (None, None) => {
+            return Err(Problem::field(
+                Code::InvalidField,
+                "identity",
+                "`identity` is required (only an agent token may omit it)",
+            ));
+        }
+        (Some(token), None) => token.identity.clone(),
+        (Some(token), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
+        (Some(token), Some(_)) => {
+            return Err(Problem::field(
+                Code::Forbidden,
+                "identity",
+                format!("an agent token imports only as its identity `{}`", token.identity),
+            ));
+        }
+    };
+    if !IMPORT_SOURCES.contains(&body.source.as_str()) {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "source",
+            format!("`source` must be one of {}", IMPORT_SOURCES.join(", ")),
+        ));
+    }
+    let sha = &body.transcript_sha256;
+    if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "transcript_sha256",
+            "`transcript_sha256` must be 64 lowercase hex digits",
+        ));
+    }
+    if body.part > INTEGER_MAX {
+        return Err(Problem::field(Code::InvalidField, "part", "`part` is at most 2^53-1"));
+    }
+    if body.calls.is_empty() || body.calls.len() > IMPORT_CALLS_MAX {
+        return Err(Problem::field(
+            Code::InvalidField,
+            "calls",
+            format!("`calls` must hold 1 to {IMPORT_CALLS_MAX} calls"),
+        ));
+    }
+    let calls_in_part = body.calls.len() as u64;
+    let mut calls = Vec::with_capacity(body.calls.len());
+    for (position, call) in body.calls.into_iter().enumerate() {
+        let name = |field: &str| format!("calls[{position}].{field}");
+        let text = |field: &str, value: &str, max: usize| {
+            if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+                Err(Problem::field(
+                    Code::InvalidField,
+                    name(field),
+                    format!("`{}` must be 1 to {max} bytes of printable text", name(field)),
+                ))
+            } else {
+                Ok(Value::from(value))
+            }
+        };
+        let mut fields = Map::new();
+        fields.insert("action".into(), text("action", &call.action, ACTION_BYTES_MAX)?);
+        if let Some(id) = &call.call_id {
+            fields.insert("call_id".into(), text("call_id", id, SHORT_TEXT_BYTES_MAX)?);
+        }
+        if let Some(input) = call.input {
+            let size = mandate_log::json::canonicalize(&input).map_or(usize::MAX, |bytes| bytes.len());
+            if size > IMPORT_CONTENT_BYTES_MAX {
+                return Err(Problem::field(
+                    Code::InvalidField,
+                    name("input"),
+                    format!("`{}` must be at most {IMPORT_CONTENT_BYTES_MAX} bytes (RFC 8785)", name("input")),
+                ));
+            }
+            fields.insert("input".into(), input);
+        }
+        fields.insert("input_digest".into(), text("input_digest", &call.input_digest, EVENT_OUTPUT_DIGEST_BYTES_MAX)?);
+        if !crate::state::IMPORT_OUTCOMES.contains(&call.outcome.as_str()) {
+            return Err(Problem::field(
+                Code::InvalidField,
+                name("outcome"),
+                format!("`{}` must be one of {}", name("outcome"), crate::state::IMPORT_OUTCOMES.join(", ")),
+            ));
+        }
+        fields.insert("outcome".into(), Value::from(call.outcome));
+        if let Some(output) = call.output {
+            if output.len() > IMPORT_CONTENT_BYTES_MAX {
+                return Err(Problem::field(
+                    Code::InvalidField,
+                    name("output"),
+                    format!("`{}` must be at most {IMPORT_CONTENT_BYTES_MAX} bytes", name("output")),
+                ));
+            }
+            fields.insert("output".into(), Value::from(output));
+        }
+        if let Some(digest) = &call.output_digest {
+            fields.insert("output_digest".into(), text("output_digest", digest, EVENT_OUTPUT_DIGEST_BYTES_MAX)?);
+        }
+        if let Some(session) = &call.session_id {
+            fields.insert("session_id".into(), text("session_id", session, SHORT_TEXT_BYTES_MAX)?);
+        }
+        fields.insert("source".into(), Value::from(body.source.as_str()));
+        if let Some(started) = &call.started_at {
+            let at: jiff::Timestamp = started.parse().map_err(|_| {
+                Problem::field(
+                    Code::InvalidField,
+                    name("started_at"),
+                    format!("`{}` must be an RFC 3339 time", name("started_at")),
+                )
+            })?;
+            fields.insert("started_at".into(), Value::from(tenant::entry_time(at)));
+        }
+        fields.insert("tool".into(), text("tool", &call.tool, ACTION_BYTES_MAX)?);
+        fields.insert("transcript_sha256".into(), Value::from(sha.as_str()));
+        if call.truncated == Some(true) {
+            fields.insert("truncated".into(), Value::Bool(true));
+        }
+        // Refused here rather than by the entry's own limit in the
+        // sequencer, which would leave the part half written.
+        let size = mandate_log::json::canonicalize_object(&fields).map_or(usize::MAX, |bytes| bytes.len());
+        if size > IMPORT_CALL_BYTES_MAX {
+            return Err(Problem::field(
+                Code::InvalidField,
+                format!("calls[{position}]"),
+                format!(
+                    "`calls[{position}]` is {size} bytes in its RFC 8785 form; a call takes at most {IMPORT_CALL_BYTES_MAX}"
+                ),
+            ));
+        }
+        calls.push(tenant::ImportCall {
+            identity: identity.clone(),
+            transcript_sha256: sha.clone(),
+            part: body.part,
+            position: position as u64,
+            calls_in_part,
+            fields,
+        });
+    }
+    Ok(calls)
 }
 
 /// `POST /v1/approvals/{id}/approve` and `/deny`: the human who answers, if
@@ -1541,6 +1698,320 @@ pub async fn record_event(
     created(caller.tenant.submit_one(as_caller(&caller, Op::RecordEvent(Box::new(event)))).await?)
 }
 
+/// `POST /v1/imports`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportBody {
+    /// Whose run the transcript records: required with an admin key; an
+    /// agent token imports as its own identity.
+    identity: Option<String>,
+    /// The client that wrote the transcript: `claude-code`, `codex` or `gemini`.
+    source: String,
+    /// The SHA-256 of the whole transcript, 64 lowercase hex digits.
+    #[schema(min_length = 64, max_length = 64)]
+    transcript_sha256: String,
+    /// Which part of the transcript this request carries (0, 1, …).
+    #[schema(minimum = 0, maximum = 9_007_199_254_740_991_u64)]
+    part: u64,
+    /// The part's tool calls, in the transcript's order: 1 to 100.
+    #[schema(min_items = 1, max_items = 100)]
+    calls: Vec<ImportedCallBody>,
+}
+
+/// One tool call of `POST /v1/imports`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ImportedCallBody {
+    /// The client's id of the call (`toolu_…`).
+    #[schema(min_length = 1, max_length = 256)]
+    call_id: Option<String>,
+    /// The client's session.
+    #[schema(min_length = 1, max_length = 256)]
+    session_id: Option<String>,
+    /// The tool's name as the client's hook would send it.
+    #[schema(min_length = 1, max_length = 1024)]
+    tool: String,
+    /// The action, as the hook maps the tool (`tool.Bash`, `mcp.<server>.<tool>`).
+    #[schema(min_length = 1, max_length = 1024)]
+    action: String,
+    /// `sha256:<hex>` of the tool input's RFC 8785 form.
+    #[schema(min_length = 1, max_length = 128)]
+    input_digest: String,
+    /// `success`, `failure`, `denied` or `unknown`.
+    outcome: String,
+    /// `sha256:<hex>` of the tool's result, when the transcript has one.
+    #[schema(min_length = 1, max_length = 128)]
+    output_digest: Option<String>,
+    /// When the call was made, per the transcript (RFC 3339).
+    started_at: Option<String>,
+    /// The tool input itself (at most 16 KiB in RFC 8785 form), when imported with contents.
+    #[schema(value_type = Option<Object>)]
+    input: Option<Value>,
+    /// The tool's output text (at most 16 KiB), when imported with contents.
+    #[schema(max_length = 16384)]
+    output: Option<String>,
+    /// The input or output was cut to fit.
+    truncated: Option<bool>,
+}
+
+/// Records the tool calls of a coding agent's transcript (`mandate import`)
+/// as `event.imported` entries, one per call, all of a part in one commit.
+/// A part already imported answers `replayed: true` with the entries of the
+/// first import and writes nothing.
+#[utoipa::path(post, path = "/v1/imports", tag = "decisions", request_body = ImportBody,
+    responses((status = 200, description = "`{transcript_sha256, part, calls, replayed, log_indexes}`"),
+        (status = 400, description = "invalid field"),
+        (status = 403, description = "an agent token naming another `identity`"),
+        (status = 404, description = "no such identity"),
+        (status = 409, description = "this part was imported before with another number of calls")))]
+pub async fn import_transcript(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let caller = authenticate_sequenced(&app, &headers, Need::Agent).await?;
+    let calls = decode_import(&body_bytes(body)?, caller.agent().map(|(_, token)| token))?;
+    let (transcript, part) = match calls.first() {
+        Some(call) => (call.transcript_sha256.clone(), call.part),
+        None => return Err(Problem::field(Code::InvalidField, "calls", "`calls` is empty")),
+    };
+    let ops = calls.into_iter().map(|call| as_caller(&caller, Op::ImportCall(Box::new(call)))).collect();
+    let mut indexes = Vec::new();
+    let mut replayed = false;
+    for result in caller.tenant.submit(ops).await? {
+        let answer = result?;
+        replayed |= answer.get("replayed").and_then(Value::as_bool).unwrap_or(false);
+        indexes.push(answer.get("log_index").cloned().unwrap_or(Value::Null));
+    }
+    let mut body = Map::new();
+    body.insert("calls".into(), Value::from(indexes.len()));
+    body.insert("log_indexes".into(), Value::Array(indexes));
+    body.insert("part".into(), Value::from(part));
+    body.insert("replayed".into(), Value::Bool(replayed));
+    body.insert("transcript_sha256".into(), Value::from(transcript));
+    ok(body)
+}
+
+// ---------------------------------------------------------------- coding agents
+
+/// The prefix of the `request_id` under which the Claude Code hook endpoint
+/// decides a call, followed by its `tool_use_id`: the post half finds the
+/// decision by it, and a retried call gets the first answer.
+pub const CLAUDE_CODE_REQUEST_PREFIX: &str = "claude-code:";
+
+/// What the pre half answers.
+enum HookVerdict {
+    Allow,
+    Block(String),
+}
+
+/// Claude Code's HTTP hook (`"type": "http"`) for `PreToolUse`,
+/// `PostToolUse` and `PostToolUseFailure`, with an agent token as the
+/// bearer: the same decision as `mandate hook claude-code` (the mapping is
+/// [`mandate_core::tool_call`]).
+///
+/// `PreToolUse` answers 200 `{}` to allow, and Claude Code's blocking JSON
+/// (`decision: "block"` and `permissionDecision: "deny"`, with the reason)
+/// to deny, for a pending approval, and on **every** failure — a missing or
+/// inactive token, a bad payload, a refused request, an unreachable store —
+/// because Claude Code runs the tool after any non-2xx answer unless the
+/// hook says `onFailure: "block"`: this endpoint fails closed whatever the
+/// settings. The call is decided under `request_id` `claude-code:<tool_use_id>`.
+///
+/// `PostToolUse` / `PostToolUseFailure` find that decision, record the
+/// outcome (`event.recorded`: `success`, or `failure` when the response says
+/// so or the event is the failure one; the output's digest; `tool_use_id`)
+/// and settle its reservation (void on failure); they answer 200 `{}`, or a
+/// problem (the tool has run: nothing is blocked, Claude Code shows it).
+#[utoipa::path(post, path = "/v1/hooks/claude-code", tag = "decisions",
+    request_body(content = Object, description = "Claude Code's hook payload (`hook_event_name`, `session_id`, `cwd`, `tool_name`, `tool_input`, `tool_use_id`, and after the call `tool_response`)"),
+    responses((status = 200, description = "`{}`, or Claude Code's blocking JSON `{decision, reason, hookSpecificOutput}` (for PreToolUse, every failure too)"),
+        (status = 400, description = "(PostToolUse) invalid payload, or an event this endpoint does not answer"),
+        (status = 403, description = "(PostToolUse) not an agent token"),
+        (status = 404, description = "(PostToolUse) no decision for this `tool_use_id` in the last 24 h")))]
+pub async fn claude_code_hook(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let payload = match body_bytes(body).and_then(|bytes| decode_object(&bytes)) {
+        Ok(payload) => payload,
+        Err(problem) => {
+            return ok(claude_block(&format!("Mandate could not read the hook payload: {}", problem.detail())));
+        }
+    };
+    match payload.get("hook_event_name").and_then(Value::as_str) {
+        Some("PreToolUse") => {
+            let started = Instant::now();
+            let verdict = match claude_code_pre(&app, &headers, &payload, started).await {
+                Ok(verdict) => verdict,
+                Err(problem) => HookVerdict::Block(format!(
+                    "Mandate could not decide, so the call is blocked: {} ({})",
+                    problem.detail(),
+                    problem.code().as_str()
+                )),
+            };
+            match verdict {
+                HookVerdict::Allow => ok(Map::new()),
+                HookVerdict::Block(reason) => ok(claude_block(&reason)),
+            }
+        }
+        Some("PostToolUse" | "PostToolUseFailure") => claude_code_post(&app, &headers, &payload).await,
+        other => Err(Problem::field(
+            Code::InvalidField,
+            "hook_event_name",
+            format!(
+                "this endpoint answers PreToolUse, PostToolUse and PostToolUseFailure, not {}",
+                other.map_or_else(|| "a payload without `hook_event_name`".to_owned(), |name| format!("`{name}`"))
+            ),
+        )),
+    }
+}
+
+/// Claude Code's blocking answer to a `PreToolUse` hook.
+fn claude_block(reason: &str) -> Map<String, Value> {
+    let mut specific = Map::new();
+    specific.insert("hookEventName".into(), "PreToolUse".into());
+    specific.insert("permissionDecision".into(), "deny".into());
+    specific.insert("permissionDecisionReason".into(), reason.into());
+    let mut answer = Map::new();
+    answer.insert("decision".into(), "block".into());
+    answer.insert("hookSpecificOutput".into(), Value::Object(specific));
+    answer.insert("reason".into(), reason.into());
+    answer
+}
+
+/// A payload's non-empty text field.
+fn payload_text<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
+    payload.get(key).and_then(Value::as_str).filter(|text| !text.is_empty())
+}
+
+/// The `request_id` of a Claude Code call.
+fn claude_request_id(payload: &Map<String, Value>) -> Option<String> {
+    payload_text(payload, "tool_use_id").map(|id| format!("{CLAUDE_CODE_REQUEST_PREFIX}{id}"))
+}
+
+/// The agent token of a hook request (an admin key names no identity).
+async fn hook_caller(app: &AppState, headers: &HeaderMap) -> Result<Authenticated, Problem> {
+    let caller = authenticate_sequenced(app, headers, Need::Agent).await?;
+    if caller.agent().is_none() {
+        return Err(Problem::new(Code::Forbidden, "a hook acts as an agent: send the agent's token (`mt_…`)"));
+    }
+    Ok(caller)
+}
+
+async fn claude_code_pre(
+    app: &AppState,
+    headers: &HeaderMap,
+    payload: &Map<String, Value>,
+    started: Instant,
+) -> Result<HookVerdict, Problem> {
+    let caller = hook_caller(app, headers).await?;
+    let tool = payload_text(payload, "tool_name")
+        .ok_or_else(|| Problem::field(Code::InvalidField, "tool_name", "the hook payload has no `tool_name`"))?;
+    let empty = Value::Object(Map::new());
+    let input = payload.get("tool_input").unwrap_or(&empty);
+    let call =
+        mandate_core::tool_call::ToolCall { client: "claude-code", tool, input, cwd: payload_text(payload, "cwd") };
+    let action = call.action();
+    let mut body = Map::new();
+    body.insert("action".into(), action.clone().into());
+    body.insert("context".into(), Value::Object(call.context()));
+    body.insert("input".into(), input.clone());
+    body.insert("resource".into(), call.resource().into());
+    if let Some(request_id) = claude_request_id(payload) {
+        body.insert("request_id".into(), request_id.into());
+    }
+    if let Some(session) = payload_text(payload, "session_id") {
+        body.insert("session_id".into(), session.into());
+    }
+    let request = check_request(caller.agent().map(|(_, token)| token), typed(body)?, "")?;
+    let answer = caller.tenant.submit_one(as_caller(&caller, Op::Authorize(Box::new(request)))).await?;
+    record_decision(app, started, &answer);
+    let decision_id = answer.get("decision_id").and_then(Value::as_str).unwrap_or_default();
+    Ok(match answer.get("decision").and_then(Value::as_str) {
+        Some("allow") => HookVerdict::Allow,
+        Some("pending") => {
+            let approval = answer.get("approval").and_then(|a| a.get("id")).and_then(Value::as_str).unwrap_or("?");
+            HookVerdict::Block(format!(
+                "`{action}` waits for approval {approval} (decision {decision_id}); ask again once it is approved"
+            ))
+        }
+        _ => {
+            let reasons: Vec<String> = answer
+                .get("reasons")
+                .and_then(Value::as_array)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .map(|reason| {
+                    let code = reason.get("code").and_then(Value::as_str).unwrap_or("denied");
+                    match reason.get("message").and_then(Value::as_str) {
+                        Some(message) => format!("{code}: {message}"),
+                        None => code.to_owned(),
+                    }
+                })
+                .collect();
+            let reasons = if reasons.is_empty() { "no reason given".to_owned() } else { reasons.join("; ") };
+            HookVerdict::Block(format!("`{action}` denied by Mandate: {reasons} (decision {decision_id})"))
+        }
+    })
+}
+
+async fn claude_code_post(app: &AppState, headers: &HeaderMap, payload: &Map<String, Value>) -> ApiResult {
+    let caller = hook_caller(app, headers).await?;
+    let Some((_, token)) = caller.agent() else {
+        return Err(Problem::new(Code::Forbidden, "a hook acts as an agent: send the agent's token (`mt_…`)"));
+    };
+    let request_id = claude_request_id(payload).ok_or_else(|| {
+        Problem::field(Code::InvalidField, "tool_use_id", "the payload has no `tool_use_id` to find its decision by")
+    })?;
+    let identity = token.identity.clone();
+    caller.tenant.sync().await?;
+    let now = jiff::Timestamp::now();
+    let seen =
+        caller.tenant.read(|state| state.spending.seen(&identity, &request_id, now).map(|seen| seen.log_index)).await?;
+    let index =
+        seen.ok_or_else(|| Problem::new(Code::NotFound, "no decision for this `tool_use_id` in the last 24 h"))?;
+    let decision = caller.tenant.earlier_answer(index).await?;
+    let decision_id = decision
+        .get("decision_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Problem::new(Code::Internal, format!("entry {index} is not a decision")))?;
+    let response = payload.get("tool_response").unwrap_or(&Value::Null);
+    let failed = payload_text(payload, "hook_event_name") == Some("PostToolUseFailure")
+        || mandate_core::tool_call::outcome_of(response) == "failure";
+    let mut attributes = Map::new();
+    attributes.insert("client".into(), "claude-code".into());
+    if let Some(id) = payload_text(payload, "tool_use_id") {
+        attributes.insert("tool_use_id".into(), id.into());
+    }
+    let mut ops = vec![as_caller(
+        &caller,
+        Op::RecordEvent(Box::new(EventRequest {
+            decision_id: decision_id.to_owned(),
+            outcome: if failed { "failure" } else { "success" }.to_owned(),
+            duration_ms: payload.get("duration_ms").and_then(Value::as_u64).filter(|ms| *ms <= INTEGER_MAX),
+            output_digest: Some(mandate_core::tool_call::digest(response)),
+            attributes: Some(attributes),
+        })),
+    )];
+    if let Some(reservation) = decision.get("reservation").and_then(|r| r.get("id")).and_then(Value::as_str) {
+        // Asked with no amounts, the reservation holds none: settling with
+        // none spends exactly what was held.
+        let op = if failed {
+            Op::Void(reservation.to_owned())
+        } else {
+            Op::Settle { id: reservation.to_owned(), amounts: BTreeMap::new() }
+        };
+        ops.push(as_caller(&caller, op));
+    }
+    for result in caller.tenant.submit(ops).await? {
+        result?;
+    }
+    ok(Map::new())
+}
+
 /// One reservation (held, or resolved within the last 24 h).
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "reservations",
     params(("id" = String, Path, description = "reservation id")),
@@ -1855,7 +2326,7 @@ pub async fn fallback() -> Problem {
         create_grant, list_grants, get_grant, revoke_grant,
         put_policies, get_policies, policy_versions,
         get_settings, patch_settings, create_admin_key, revoke_admin_key,
-        authorize, authorize_batch, record_event,
+        authorize, authorize_batch, record_event, import_transcript, claude_code_hook,
         create_budget, list_budgets, get_budget, patch_budget,
         settle, void, get_reservation,
         list_approvals, get_approval, approve, deny,
@@ -1863,7 +2334,7 @@ pub async fn fallback() -> Problem {
         checkpoint, entries, inclusion_proof, consistency_proof, receipt, public_key, search,
     ),
     components(schemas(IdentityCreate, GrantCreate, PoliciesPut, AdminKeyCreate, AuthorizeBody, AuthorizeBatch,
-        BudgetCreate, BudgetPatch, SettleBody, EventBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
+        BudgetCreate, BudgetPatch, SettleBody, EventBody, ImportBody, ImportedCallBody, ApprovalAnswer, TokenCreate, TokenIntrospect, TokenRevoke)),
     modifiers(&BearerAuth, &LimitAnswers),
 )]
 pub struct ApiDoc;

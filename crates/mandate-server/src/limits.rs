@@ -71,6 +71,29 @@ pub const EVENT_OUTPUT_DIGEST_BYTES_MAX: usize = 128;
 /// its RFC 8785 form.
 pub const EVENT_ATTRIBUTES_BYTES_MAX: usize = 4 * 1024;
 
+/// The most tool calls in one request of `POST /v1/imports` (a part of a
+/// transcript; `mandate import` sends longer transcripts in parts).
+pub const IMPORT_CALLS_MAX: usize = 100;
+
+/// The largest tool `input` (RFC 8785 form) or `output` text of an imported
+/// call, in bytes: with its other fields, one call stays well inside an
+/// entry's 65,535 bytes.
+pub const IMPORT_CONTENT_BYTES_MAX: usize = 16 * 1024;
+
+/// The largest imported call in its RFC 8785 form (escapes can make a
+/// 16 KiB output six times longer): what the entry adds around it (its
+/// header, identity, part and position) fits in the rest of
+/// [`ENTRY_BYTES_MAX`].
+pub const IMPORT_CALL_BYTES_MAX: usize = ENTRY_BYTES_MAX - 1024;
+
+/// The clients whose transcripts `POST /v1/imports` takes.
+pub const IMPORT_SOURCES: [&str; 3] = ["claude-code", "codex", "gemini"];
+
+/// The largest body of `POST /v1/hooks/claude-code`: a hook payload carries
+/// the whole tool input, and the endpoint must read it to answer with a
+/// block rather than fail (which would let Claude Code run the tool).
+pub const HOOK_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
+
 /// The longest budget id, in bytes.
 pub const BUDGET_ID_BYTES_MAX: usize = 128;
 

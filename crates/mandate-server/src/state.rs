@@ -81,10 +81,31 @@ pub mod types {
     pub const APPROVAL_EXPIRED: &str = "approval.expired";
     /// A tool's outcome after a decision.
     pub const EVENT_RECORDED: &str = "event.recorded";
+    /// A tool call read from a coding agent's transcript (`mandate import`).
+    pub const EVENT_IMPORTED: &str = "event.imported";
 }
 
 /// The outcomes an event may record.
 pub const EVENT_OUTCOMES: [&str; 3] = ["success", "failure", "error"];
+
+/// The outcomes of an imported tool call: what the transcript shows
+/// (`denied`: a hook or the client's permissions refused it; `unknown`: the
+/// transcript ends before its result).
+pub const IMPORT_OUTCOMES: [&str; 4] = ["success", "failure", "denied", "unknown"];
+
+/// The parts of imported transcripts by `(transcript_sha256, part)`, kept
+/// for the log's lifetime (a few bytes per imported call), so that
+/// importing a transcript again writes nothing.
+pub type Imports = HashMap<(String, u64), ImportedPart>;
+
+/// One imported part of a transcript.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ImportedPart {
+    /// How many calls the part holds.
+    pub calls: u64,
+    /// The entries of those written so far, in the part's order.
+    pub indexes: Vec<u64>,
+}
 
 /// What an admin key may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +334,8 @@ pub struct TenantState {
     pub identity_entries: HashMap<IdentityId, (u64, Option<u64>)>,
     /// Budgets, reservations, approvals, request ids.
     pub spending: Spending,
+    /// The transcript parts imported.
+    pub imports: Imports,
     /// The time of the last entry folded in (entry times never go back).
     pub last_time: Option<Timestamp>,
     /// How many entries are folded in: the state's version.
@@ -345,6 +368,7 @@ impl TenantState {
             settings: TenantSettings::default(),
             identity_entries: HashMap::new(),
             spending: Spending::default(),
+            imports: Imports::new(),
             last_time: None,
             applied: 0,
             last_leaf: mandate_log::Hash::ZERO,
@@ -519,6 +543,29 @@ impl TenantState {
                 if !EVENT_OUTCOMES.contains(&outcome) {
                     return Err(malformed(format!("unknown outcome `{outcome}`")));
                 }
+            }
+            types::EVENT_IMPORTED => {
+                for field in ["identity", "source", "tool", "action", "input_digest"] {
+                    string(body, field).map_err(malformed)?;
+                }
+                let outcome = string(body, "outcome").map_err(malformed)?;
+                if !IMPORT_OUTCOMES.contains(&outcome) {
+                    return Err(malformed(format!("unknown outcome `{outcome}`")));
+                }
+                let transcript = string(body, "transcript_sha256").map_err(malformed)?;
+                let number = |field: &str| {
+                    body.get(field).and_then(Value::as_u64).ok_or_else(|| malformed(format!("`{field}` is missing")))
+                };
+                let (part, position, calls) = (number("part")?, number("position")?, number("calls_in_part")?);
+                let imported = self.imports.entry((transcript.to_owned(), part)).or_default();
+                if imported.indexes.is_empty() {
+                    imported.calls = calls;
+                }
+                // A part's calls are appended together, in order, once.
+                if position != imported.indexes.len() as u64 || position >= calls || calls != imported.calls {
+                    return Err(malformed(format!("call {position} of part {part} is out of order")));
+                }
+                imported.indexes.push(index);
             }
             other => return Err(malformed(format!("unknown entry type `{other}`"))),
         }

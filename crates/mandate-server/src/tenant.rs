@@ -129,6 +129,8 @@ pub enum Op {
     Void(String),
     /// Record a tool's outcome after a decision of the last 24 h.
     RecordEvent(Box<EventRequest>),
+    /// Record one tool call read from a coding agent's transcript.
+    ImportCall(Box<ImportCall>),
     /// Answer a pending decision.
     ResolveApproval {
         /// The approval.
@@ -153,6 +155,26 @@ pub struct EventRequest {
     pub output_digest: Option<String>,
     /// Free attributes.
     pub attributes: Option<Map<String, Value>>,
+}
+
+/// One tool call of an imported transcript (`POST /v1/imports`), checked
+/// by the HTTP layer. Its entry's body is `fields` plus `identity`, `part`,
+/// `position` and `calls_in_part`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportCall {
+    /// Whose run the transcript records.
+    pub identity: IdentityId,
+    /// The SHA-256 of the whole transcript, hex.
+    pub transcript_sha256: String,
+    /// Which part of the transcript the request carried.
+    pub part: u64,
+    /// The call's place in its part.
+    pub position: u64,
+    /// How many calls the part holds.
+    pub calls_in_part: u64,
+    /// The call as recorded: `source`, `transcript_sha256`, `tool`,
+    /// `action`, `input_digest`, `outcome`, and the optional fields.
+    pub fields: Map<String, Value>,
 }
 
 /// A decision request, checked by the HTTP layer.
@@ -334,7 +356,7 @@ impl Tenant {
 
     /// The answer of the decision at `index`, for a retried `request_id`:
     /// its entry's body without the request, with `replayed: true`.
-    async fn earlier_answer(&self, index: u64) -> OpResult {
+    pub async fn earlier_answer(&self, index: u64) -> OpResult {
         let ledger = self.ledger.clone();
         let tenant = self.name.clone();
         let stored = tokio::task::spawn_blocking(move || ledger.entries(&tenant, index, index + 1))
@@ -823,6 +845,46 @@ fn evaluate(
             }
             (types::EVENT_RECORDED, body, (Some(identity), None), None)
         }
+        Op::ImportCall(call) => {
+            let ImportCall { identity, transcript_sha256, part, position, calls_in_part, mut fields } = *call;
+            if state.authority.directory.get(&identity).is_none() {
+                return Err(Problem::field(Code::NotFound, "identity", format!("no identity `{identity}`")));
+            }
+            // The first import of a part stands: asked again, each call
+            // answers with its entry and nothing is written. (The calls of
+            // one request are one batch, so a part is never half written.)
+            let imported = state.imports.get(&(transcript_sha256, part));
+            if let Some(imported) = imported
+                && !imported.indexes.is_empty()
+            {
+                if imported.calls != calls_in_part {
+                    return Err(Problem::field(
+                        Code::Conflict,
+                        "calls",
+                        format!("part {part} of this transcript was imported with {} calls", imported.calls),
+                    ));
+                }
+                if let Some(&earlier) = imported.indexes.get(position as usize) {
+                    let mut answer = Map::new();
+                    answer.insert("log_index".into(), Value::from(earlier));
+                    answer.insert("replayed".into(), Value::Bool(true));
+                    return Ok((answer, None));
+                }
+            }
+            if position != imported.map_or(0, |imported| imported.indexes.len() as u64) || position >= calls_in_part {
+                return Err(Problem::field(
+                    Code::Conflict,
+                    "calls",
+                    "the calls of a part are imported together and in order",
+                ));
+            }
+            let subject = identity.to_string();
+            fields.insert("calls_in_part".into(), Value::from(calls_in_part));
+            fields.insert("identity".into(), Value::from(subject.as_str()));
+            fields.insert("part".into(), Value::from(part));
+            fields.insert("position".into(), Value::from(position));
+            (types::EVENT_IMPORTED, fields, (Some(subject), None), None)
+        }
         Op::ResolveApproval { id, approve, by } => {
             let Some(approval) = state.spending.approvals.get(&id) else { return Err(Problem::not_found("approval")) };
             let wanted = if approve { ApprovalStatus::Approved } else { ApprovalStatus::Denied };
@@ -1014,6 +1076,12 @@ fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) 
             Some(decision) if decision.identity != token.identity => Err(no_recent_decision(&event.decision_id)),
             _ => Ok(()),
         },
+        Op::ImportCall(call) if call.identity != token.identity => Err(Problem::field(
+            Code::Forbidden,
+            "identity",
+            format!("an agent token imports only as its identity `{}`", token.identity),
+        )),
+        Op::ImportCall(_) => Ok(()),
         _ => Err(Problem::new(Code::Forbidden, "an agent token may not do this")),
     }
 }

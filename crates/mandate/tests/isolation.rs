@@ -48,9 +48,14 @@ enum Access {
     /// Admin, and an agent token as its own identity only: on another
     /// identity's object 404, naming another identity (or token) 403.
     Agent,
+    /// Claude Code's HTTP hook: a `PreToolUse` answers 200 whoever asks,
+    /// with a block to everyone but an agent token (Claude Code would run
+    /// the tool after an error status); a `PostToolUse` for another
+    /// identity's call is not found.
+    Hook,
 }
 
-use Access::{Admin, Agent, Audit, Public};
+use Access::{Admin, Agent, Audit, Hook, Public};
 
 /// One row per operation of `/openapi.json`, exactly.
 const MATRIX: &[(&str, &str, Access)] = &[
@@ -76,6 +81,8 @@ const MATRIX: &[(&str, &str, Access)] = &[
     ("POST", "/v1/authorize", Agent),
     ("POST", "/v1/authorize/batch", Agent),
     ("POST", "/v1/events", Agent),
+    ("POST", "/v1/imports", Agent),
+    ("POST", "/v1/hooks/claude-code", Hook),
     ("POST", "/v1/budgets", Admin),
     ("GET", "/v1/budgets", Admin),
     ("GET", "/v1/budgets/{id}", Admin),
@@ -146,6 +153,10 @@ const OTHER_TENANT_WRITES: &[(&str, &str, u16, Seen)] = &[
     ("POST", "/v1/authorize/batch", 200, Seen::Denied),
     // A's decision is not found in B.
     ("POST", "/v1/events", 404, Seen::Anything),
+    // A's agent is unknown in B.
+    ("POST", "/v1/imports", 404, Seen::Field("identity")),
+    // B's admin key is no agent's: blocked.
+    ("POST", "/v1/hooks/claude-code", 200, Seen::Blocked),
     // No token for A's agent in B; A's token is not B's; A's token id is not found.
     ("POST", "/v1/tokens", 400, Seen::Field("identity")),
     ("POST", "/v1/tokens/introspect", 200, Seen::Inactive),
@@ -155,7 +166,7 @@ const OTHER_TENANT_WRITES: &[(&str, &str, u16, Seen)] = &[
 /// [`Agent`] operations without a path parameter whose body names an
 /// object (not an identity): another identity's object there is not found
 /// (404) rather than forbidden.
-const AGENT_BODY_OBJECTS: &[(&str, &str)] = &[("POST", "/v1/events")];
+const AGENT_BODY_OBJECTS: &[(&str, &str)] = &[("POST", "/v1/events"), ("POST", "/v1/hooks/claude-code")];
 
 /// The status of an operation that succeeds, where it is not 200.
 const CREATED: &[(&str, &str)] = &[
@@ -182,6 +193,8 @@ enum Seen {
     Denied,
     /// RFC 7662's `{"active": false}` and nothing else.
     Inactive,
+    /// Claude Code's blocking answer.
+    Blocked,
 }
 
 /// The matrix read for one caller.
@@ -189,6 +202,8 @@ fn expected(access: Access, caller: Caller, op: &Operation) -> u16 {
     let on_object = !op.path_params.is_empty();
     match (caller, access) {
         (_, Public) => 200,
+        (Caller::AgentToken, Hook) => 404,
+        (_, Hook) => 200,
         (Caller::NoKey | Caller::UnknownKey, _) => 401,
         // Another tenant's objects are not found; its collections are its own.
         (Caller::OtherTenant, _) if on_object => 404,
@@ -334,6 +349,10 @@ fn build_tenant_a(server: &Server) -> TenantA {
     let own_void_reservation = held(decide(&agent_token, mine(10), "allow"));
     let own_approval = waiting(decide(&agent_token, mine(5_000), "pending"));
     let other_decision = str_of(&decide(&key_a, charge(OTHER, "merchant://books", 10), "allow"), "/decision_id");
+    // As the hook endpoint decides a call: its post half is `OTHER`'s only.
+    let mut other_call = charge(OTHER, "merchant://books", 10);
+    other_call["request_id"] = json!(format!("claude-code:{OTHER_CALL}"));
+    decide(&key_a, other_call, "allow");
     let own_decision = str_of(&decide(&agent_token, mine(10), "allow"), "/decision_id");
 
     TenantA {
@@ -438,6 +457,8 @@ fn bodies(a: &TenantA) -> BTreeMap<(&'static str, &'static str), Option<Value>> 
             ("POST", "/v1/budgets"),
             Some(json!({"identity": AGENT, "dimension": "tokens", "period": "day", "limit": 1_000})),
         ),
+        (("POST", "/v1/imports"), Some(import(AGENT))),
+        (("POST", "/v1/hooks/claude-code"), Some(hook_payload("PreToolUse", "toolu_own"))),
         (("PATCH", "/v1/budgets/{id}"), Some(json!({"limit": 2_000_000}))),
         (("POST", "/v1/reservations/{id}/settle"), Some(json!({"amounts": {"usd_cents": 5}}))),
         (("POST", "/v1/reservations/{id}/void"), None),
@@ -459,8 +480,27 @@ fn foreign_bodies(a: &TenantA) -> BTreeMap<(&'static str, &'static str), Value> 
         (("POST", "/v1/authorize"), decide.clone()),
         (("POST", "/v1/authorize/batch"), json!({ "requests": [decide] })),
         (("POST", "/v1/events"), json!({"decision_id": a.other_decision, "outcome": "success"})),
+        (("POST", "/v1/imports"), import(OTHER)),
+        // `OTHER` made this call: the token's identity did not.
+        (("POST", "/v1/hooks/claude-code"), hook_payload("PostToolUse", OTHER_CALL)),
         (("POST", "/v1/tokens/introspect"), json!({ "token": a.other_token })),
     ])
+}
+
+/// The `tool_use_id` of a call `OTHER` was decided on through the hook's
+/// request id.
+const OTHER_CALL: &str = "toolu_other";
+
+/// One imported tool call of `identity`.
+fn import(identity: &str) -> Value {
+    json!({"identity": identity, "source": "claude-code", "transcript_sha256": "ab".repeat(32), "part": 0,
+        "calls": [{"tool": "Bash", "action": "tool.Bash", "input_digest": "sha256:00", "outcome": "success"}]})
+}
+
+/// A Claude Code hook payload for a `Bash` call.
+fn hook_payload(event: &str, tool_use_id: &str) -> Value {
+    json!({"hook_event_name": event, "session_id": "s-1", "cwd": "/work", "tool_name": "Bash",
+        "tool_input": {"command": "ls"}, "tool_use_id": tool_use_id, "tool_response": {"stdout": ""}})
 }
 
 /// One operation of the document.
@@ -770,9 +810,18 @@ impl Checker<'_> {
                 None => denied(&answer),
             },
             Seen::Inactive => answer == json!({"active": false}),
+            Seen::Blocked => blocked(&answer),
         };
         if !ok {
             self.fail(op, who, request, format!("expected an answer showing {seen:?}: {answer}"));
+        }
+    }
+
+    /// A hook answer that blocks must be Claude Code's blocking JSON.
+    fn blocked(&mut self, op: &Operation, who: &str, request: &Request, response: &Response) {
+        let answer: Value = serde_json::from_slice(&response.body).unwrap_or_default();
+        if !blocked(&answer) {
+            self.fail(op, who, request, format!("expected Claude Code's blocking answer: {answer}"));
         }
     }
 
@@ -799,6 +848,12 @@ impl Checker<'_> {
 }
 
 // ---------------------------------------------------------------- the test
+
+fn blocked(answer: &Value) -> bool {
+    answer["decision"] == "block"
+        && answer["hookSpecificOutput"]["permissionDecision"] == "deny"
+        && answer["reason"].as_str().is_some_and(|reason| !reason.is_empty())
+}
 
 #[test]
 fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
@@ -874,7 +929,7 @@ fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
             let on_object = !op.path_params.is_empty();
             let expect = expected(access, caller, op);
             let request = match (caller, access, on_object) {
-                (Caller::AgentToken, Agent, false) => {
+                (Caller::AgentToken, Agent | Hook, false) => {
                     tables.request(op, None, Some(tables.foreign[&(op.method.as_str(), op.path.as_str())].clone()))
                 }
                 _ => tables.request(op, None, None),
@@ -889,6 +944,9 @@ fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
                 && let Some((_, seen)) = other_tenant_write(op)
             {
                 check.seen(op, &who, &request, &response, seen);
+            }
+            if access == Hook && caller != Caller::AgentToken {
+                check.blocked(op, &who, &request, &response);
             }
             // The auditor's reads are A's own; everything else here must
             // leave A's log as it was.
@@ -907,7 +965,7 @@ fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
     }
 
     // 2. The agent token on its own objects, as itself: allowed.
-    for op in ops.iter().filter(|op| tables.access(op) == Agent) {
+    for op in ops.iter().filter(|op| matches!(tables.access(op), Agent | Hook)) {
         let own = tables.own_ids.get(op.path.as_str()).map(String::as_str);
         let request = tables.request(op, own, None);
         let who = "tenant a's agent token (as itself)";
@@ -919,6 +977,11 @@ fn every_operation_of_the_openapi_document_keeps_to_the_role_matrix() {
             "/v1/authorize/batch" => answer["results"][0]["chain"][0] == AGENT,
             "/v1/tokens/introspect" => answer["active"] == true && answer["sub"] == AGENT,
             "/v1/events" => answer["identity"] == AGENT && answer["decision_id"] == a.own_decision.as_str(),
+            "/v1/imports" => answer["calls"] == 1 && answer["replayed"] == false,
+            // Decided, as itself: the agent has no grant for `tool.Bash`.
+            "/v1/hooks/claude-code" => {
+                blocked(&answer) && answer["reason"].as_str().is_some_and(|r| r.contains("denied by Mandate"))
+            }
             _ => answer["id"] == own.unwrap_or_default(),
         };
         if !about_itself {
