@@ -36,8 +36,8 @@
 //! # The request
 //!
 //! - action, resource and Cedar context: [`mandate_core::tool_call`] (the
-//!   same mapping as `POST /v1/hooks/claude-code`, the MCP gateway and
-//!   `mandate import`), so a policy reads `context.input.command`;
+//!   same mapping as `POST /v1/hooks/claude-code` and `mandate import`), so
+//!   a policy reads `context.input.command`;
 //! - `input`: the raw tool input (the server records its SHA-256), and
 //!   `session_id`: the client's session, so one run's decisions are found
 //!   together.
@@ -438,7 +438,6 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
     let config = Config::from_env()?;
     let tool = text(payload, "tool_name").ok_or_else(|| anyhow!("the hook payload has no `tool_name`"))?;
     let input = payload.get("tool_input").cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    let cwd = text(payload, "cwd");
     let call = ToolCall { client: client.name(), tool, input: &input, cwd: text(payload, "cwd") };
     let action = call.action();
     let mut body = Map::new();
