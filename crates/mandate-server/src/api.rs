@@ -527,14 +527,15 @@ pub fn decode_import(bytes: &[u8], agent: Option<&AgentToken>) -> Result<Vec<ten
         }
         fields.insert("source".into(), Value::from(body.source.as_str()));
         if let Some(started) = &call.started_at {
-            let at: jiff::Timestamp = started.parse().map_err(|_| {
+            let _: jiff::Timestamp = started.parse().map_err(|_| {
                 Problem::field(
                     Code::InvalidField,
                     name("started_at"),
                     format!("`{}` must be an RFC 3339 time", name("started_at")),
                 )
             })?;
-            fields.insert("started_at".into(), Value::from(tenant::entry_time(at)));
+            // Kept as the transcript wrote it.
+            fields.insert("started_at".into(), Value::from(started.as_str()));
         }
         fields.insert("tool".into(), text("tool", &call.tool, ACTION_BYTES_MAX)?);
         fields.insert("transcript_sha256".into(), Value::from(sha.as_str()));

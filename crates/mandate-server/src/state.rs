@@ -93,10 +93,12 @@ pub const EVENT_OUTCOMES: [&str; 3] = ["success", "failure", "error"];
 /// transcript ends before its result).
 pub const IMPORT_OUTCOMES: [&str; 4] = ["success", "failure", "denied", "unknown"];
 
-/// The parts of imported transcripts by `(transcript_sha256, part)`, kept
-/// for the log's lifetime (a few bytes per imported call), so that
-/// importing a transcript again writes nothing.
-pub type Imports = HashMap<(String, u64), ImportedPart>;
+/// The parts of imported transcripts by `(identity, transcript_sha256,
+/// part)`, kept for the log's lifetime (a few bytes per imported call), so
+/// that importing a transcript again as the same identity writes nothing.
+/// (Another identity importing the same file gets entries of its own, and
+/// learns nothing of the first import.)
+pub type Imports = HashMap<(IdentityId, String, u64), ImportedPart>;
 
 /// One imported part of a transcript.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -545,9 +547,11 @@ impl TenantState {
                 }
             }
             types::EVENT_IMPORTED => {
-                for field in ["identity", "source", "tool", "action", "input_digest"] {
+                for field in ["source", "tool", "action", "input_digest"] {
                     string(body, field).map_err(malformed)?;
                 }
+                let identity = IdentityId::parse(string(body, "identity").map_err(malformed)?)
+                    .map_err(|e| malformed(e.to_string()))?;
                 let outcome = string(body, "outcome").map_err(malformed)?;
                 if !IMPORT_OUTCOMES.contains(&outcome) {
                     return Err(malformed(format!("unknown outcome `{outcome}`")));
@@ -557,7 +561,7 @@ impl TenantState {
                     body.get(field).and_then(Value::as_u64).ok_or_else(|| malformed(format!("`{field}` is missing")))
                 };
                 let (part, position, calls) = (number("part")?, number("position")?, number("calls_in_part")?);
-                let imported = self.imports.entry((transcript.to_owned(), part)).or_default();
+                let imported = self.imports.entry((identity, transcript.to_owned(), part)).or_default();
                 if imported.indexes.is_empty() {
                     imported.calls = calls;
                 }

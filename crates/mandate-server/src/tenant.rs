@@ -853,7 +853,7 @@ fn evaluate(
             // The first import of a part stands: asked again, each call
             // answers with its entry and nothing is written. (The calls of
             // one request are one batch, so a part is never half written.)
-            let imported = state.imports.get(&(transcript_sha256, part));
+            let imported = state.imports.get(&(identity.clone(), transcript_sha256, part));
             if let Some(imported) = imported
                 && !imported.indexes.is_empty()
             {

@@ -46,7 +46,7 @@ fn a_part_is_written_whole_and_once_even_after_a_restart() {
             (body["part"].clone(), body["position"].clone(), body["calls_in_part"].clone()),
             (json!(0), json!(n), json!(3))
         );
-        assert_eq!(body["started_at"], "2026-11-22T01:31:03.239000Z", "in the log's own time form");
+        assert_eq!(body["started_at"], "2026-11-22T01:31:03.239Z", "as the transcript wrote it");
         assert_eq!(body["transcript_sha256"], "ab".repeat(32));
     }
 
@@ -63,6 +63,12 @@ fn a_part_is_written_whole_and_once_even_after_a_restart() {
     // The next part is new.
     let next = server.post("/v1/imports", part(Some(CODER), 1, vec![call(3)])).expect(200);
     assert_eq!(next["log_indexes"], json!([start + 3]));
+    // Another identity's import of the same file is its own, and shows
+    // nothing of the first.
+    server.identity("agent:other", "agent", Some(ALICE));
+    let other = server.post("/v1/imports", part(Some("agent:other"), 0, (0..3).map(call).collect())).expect(200);
+    assert_eq!(other["replayed"], false);
+    assert_eq!(other["log_indexes"], json!([start + 5, start + 6, start + 7]));
 }
 
 #[test]
