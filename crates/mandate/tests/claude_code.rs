@@ -18,6 +18,14 @@
 //! The marker file says whether the command ran; the transcript says what
 //! the model was told; the log says what Mandate decided and recorded.
 //!
+//! The same cases run with Claude Code's HTTP hook type instead of the
+//! command: `{"type": "http", "url": "<server>/v1/hooks/claude-code",
+//! "headers": {"Authorization": "Bearer $MANDATE_TOKEN"}, "allowedEnvVars":
+//! ["MANDATE_TOKEN"], "timeout": 10}` for PreToolUse (with `"onFailure":
+//! "block"`, without which a server that cannot be reached lets the tool
+//! run) and PostToolUse, the form Claude Code 2.1.330's settings schema
+//! takes.
+//!
 //! The CLI is installed with npm into `target/claude-code-2.1.330` on the
 //! first run, under a file lock so that parallel tests install it once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
@@ -182,6 +190,35 @@ impl Project {
     }
 }
 
+impl Project {
+    /// Claude Code's HTTP hook type, pointed at `POST /v1/hooks/claude-code`
+    /// of `server` (`http://host:port`), with the agent token taken from
+    /// `MANDATE_TOKEN` in Claude Code's environment.
+    fn install_http_hook(&self, server: &str) -> Value {
+        let hook = |block: bool| {
+            let mut hook = json!({
+                "type": "http",
+                "url": format!("{server}/v1/hooks/claude-code"),
+                "headers": {"Authorization": "Bearer $MANDATE_TOKEN"},
+                "allowedEnvVars": ["MANDATE_TOKEN"],
+                "timeout": 10,
+            });
+            if block {
+                hook["onFailure"] = json!("block");
+            }
+            hook
+        };
+        let settings = json!({"hooks": {
+            "PreToolUse": [{"matcher": "*", "hooks": [hook(true)]}],
+            "PostToolUse": [{"matcher": "*", "hooks": [hook(false)]}],
+        }});
+        let path = self.root.join(".claude/settings.json");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
+        settings
+    }
+}
+
 /// What one `claude -p` run printed.
 struct Run {
     /// The stream-json transcript, one event a line.
@@ -264,15 +301,14 @@ fn run_claude(project: &Project, model: &FakeModel, mandate_env: &[(&str, &str)]
 
 // ---------------------------------------------------------------- Mandate
 
-/// `user:alice` → `agent:coder`, granted `tool.*` in the project; returns an
-/// agent token for the coder.
-fn coder(server: &Server, project: &Path) -> String {
+/// `user:alice` → `agent:coder`, granted `tool.*` in the projects; returns
+/// an agent token for the coder.
+fn coder(server: &Server, projects: &[&Path]) -> String {
     server.identity(ALICE, "human", None);
     server.identity(CODER, "agent", Some(ALICE));
-    let root = path_str(project);
-    server.grant(json!({
-        "grantee": CODER, "grantor": ALICE, "actions": ["tool.*"], "resources": [root, format!("{root}/*")],
-    }));
+    let resources: Vec<String> =
+        projects.iter().flat_map(|root| [path_str(root).to_owned(), format!("{}/*", path_str(root))]).collect();
+    server.grant(json!({"grantee": CODER, "grantor": ALICE, "actions": ["tool.*"], "resources": resources}));
     let issued = server.post("/v1/tokens", json!({"identity": CODER, "ttl_s": 600})).expect(201);
     issued["token"].as_str().unwrap().to_owned()
 }
@@ -290,7 +326,7 @@ fn a_forbid_policy_keeps_the_command_from_running_and_the_model_is_told_why() {
     let project = Project::new();
     let model = FakeModel::start(project.dir.path(), &project.command);
     let (_data, server) = Server::fresh();
-    let token = coder(&server, &project.root);
+    let token = coder(&server, &[&project.root]);
     server.put_policies(
         "@id(\"all\") permit(principal, action, resource);\n\
          @id(\"no-bash\") forbid(principal, action == Mandate::Action::\"tool.Bash\", resource);",
@@ -335,7 +371,7 @@ fn an_allowed_command_runs_and_its_outcome_is_joined_to_the_decision() {
     let project = Project::new();
     let model = FakeModel::start(project.dir.path(), &project.command);
     let (_data, server) = Server::fresh();
-    let token = coder(&server, &project.root);
+    let token = coder(&server, &[&project.root]);
     server.put_policies("@id(\"all\") permit(principal, action, resource);");
     project.install_command_hook();
     let url = format!("http://{}", server.addr);
@@ -366,7 +402,7 @@ fn a_stopped_mandate_server_keeps_the_command_from_running() {
     let project = Project::new();
     let model = FakeModel::start(project.dir.path(), &project.command);
     let (_data, mut server) = Server::fresh();
-    let token = coder(&server, &project.root);
+    let token = coder(&server, &[&project.root]);
     server.put_policies("@id(\"all\") permit(principal, action, resource);");
     let url = format!("http://{}", server.addr);
     server.stop();
@@ -378,4 +414,70 @@ fn a_stopped_mandate_server_keeps_the_command_from_running() {
     assert_eq!(result["is_error"], true, "{result}");
     let text = result["content"].to_string();
     assert!(text.contains("mandate: blocked") && text.contains("unreachable"), "{result}");
+}
+
+// ---------------------------------------------------------------- the HTTP hook
+
+#[test]
+fn the_http_hook_denies_allows_and_fails_closed_as_the_command_hook_does() {
+    let (_data, server) = Server::fresh();
+    let url = format!("http://{}", server.addr);
+    let deny = Project::new();
+    let allow = Project::new();
+    let token = coder(&server, &[&deny.root, &allow.root]);
+    server.put_policies(&format!(
+        "@id(\"all\") permit(principal, action, resource);\n\
+         @id(\"no-bash-here\") forbid(principal, action == Mandate::Action::\"tool.Bash\", resource)\n\
+         when {{ context.cwd == \"{}\" }};",
+        path_str(&deny.root)
+    ));
+
+    // Denied: the command never runs, the model is told Mandate's reason.
+    let model = FakeModel::start(deny.dir.path(), &deny.command);
+    deny.install_http_hook(&url);
+    let run = run_claude(&deny, &model, &[("MANDATE_TOKEN", &token)]);
+    assert!(!deny.marker.exists(), "the command ran despite the deny");
+    let result = run.tool_result();
+    assert_eq!(result["is_error"], true, "{result}");
+    let text = result["content"].to_string();
+    assert!(text.contains("`tool.Bash` denied") && text.contains("no-bash-here"), "{result}");
+    let decisions = bash_decisions(&server);
+    assert_eq!(decisions.len(), 1, "{decisions:?}");
+    let body = &decisions[0]["body"];
+    assert_eq!(body["decision"], "deny", "{body}");
+    assert_eq!(body["request"]["context"]["input"]["command"], deny.command.as_str(), "{body}");
+    assert!(text.contains(body["decision_id"].as_str().unwrap()), "{result}");
+
+    // Allowed: it runs, and the PostToolUse half is joined by `tool_use_id`.
+    let model = FakeModel::start(allow.dir.path(), &allow.command);
+    allow.install_http_hook(&url);
+    let run = run_claude(&allow, &model, &[("MANDATE_TOKEN", &token)]);
+    assert_eq!(std::fs::read_to_string(&allow.marker).unwrap(), "ran\n", "the command ran");
+    let result = run.tool_result();
+    assert_eq!(result["is_error"], false, "{result}");
+    let decisions = bash_decisions(&server);
+    assert_eq!(decisions.len(), 2, "{decisions:?}");
+    let decision = &decisions[1];
+    assert_eq!(decision["body"]["decision"], "allow", "{decision}");
+    assert_eq!(decision["body"]["request"]["context"]["input"]["command"], allow.command.as_str());
+    let events = server.search_all("type=event.recorded");
+    assert_eq!(events.len(), 1, "{events:?}\n{}", run.stderr);
+    let event = &events[0];
+    assert_eq!(event["body"]["decision_id"], decision["body"]["decision_id"], "{event}");
+    assert_eq!(event["body"]["outcome"], "success", "{event}");
+    assert!(event["index"].as_u64().unwrap() > decision["index"].as_u64().unwrap(), "{event} after {decision}");
+
+    // Mandate stopped: the HTTP hook cannot connect, and `onFailure: "block"`
+    // keeps the command from running.
+    let mut server = server;
+    server.stop();
+    let down = Project::new();
+    let model = FakeModel::start(down.dir.path(), &down.command);
+    down.install_http_hook(&url);
+    let run = run_claude(&down, &model, &[("MANDATE_TOKEN", &token)]);
+    assert!(!down.marker.exists(), "the command ran with Mandate down");
+    let result = run.tool_result();
+    assert_eq!(result["is_error"], true, "{result}");
+    let text = result["content"].to_string();
+    assert!(text.contains("onFailure") && text.contains("ECONNREFUSED"), "{result}");
 }

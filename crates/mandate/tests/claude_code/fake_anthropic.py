@@ -20,8 +20,11 @@ import http.server
 import json
 import sys
 import threading
+import uuid
 
-TOOL_USE_ID = "toolu_mandate_e2e_1"
+# Unique per server, as the real API's ids are (Mandate's HTTP hook keys its
+# idempotency on them).
+TOOL_USE_ID = f"toolu_{uuid.uuid4().hex[:24]}"
 
 
 def turn(request):
