@@ -809,10 +809,12 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 ///   `hooks.AfterTool`, each `[{"matcher": "*", "hooks": [{"type":
 ///   "command", "name": "mandate", "command", "timeout" (milliseconds)}]}]`.
 ///   Gemini runs a project's hooks only in a trusted folder (the user's
-///   settings everywhere), and in GitHub Actions (`GITHUB_SHA` set) strips
-///   from the hook's environment every variable not allowed by name, so
-///   `MANDATE_TOKEN` needs `security.environmentVariableRedaction.allowed`
-///   there (without it the hook blocks: no token).
+///   settings everywhere; headless, it will not start in an untrusted one
+///   unless told `GEMINI_CLI_TRUST_WORKSPACE=true` or `--skip-trust`), and
+///   in GitHub Actions (`GITHUB_SHA` set) strips from the hook's
+///   environment every variable not allowed by name, so there `MANDATE_URL`
+///   and `MANDATE_TOKEN` need `"security": {"environmentVariableRedaction":
+///   {"allowed": [...]}}` (without it the hook blocks: no token).
 ///
 /// Any earlier entry of ours (this command, or any command ending in
 /// ` hook <client>`) is replaced; everything else is kept.
