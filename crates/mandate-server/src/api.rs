@@ -1796,8 +1796,8 @@ pub async fn import_transcript(
 // ---------------------------------------------------------------- coding agents
 
 /// The prefix of the `request_id` under which the Claude Code hook endpoint
-/// decides a call, followed by its `tool_use_id`: the post half finds the
-/// decision by it, and a retried call gets the first answer.
+/// decides a call, followed by its session and `tool_use_id`: the post half
+/// finds the decision by it, and a retried call gets the first answer.
 pub const CLAUDE_CODE_REQUEST_PREFIX: &str = "claude-code:";
 
 /// What the pre half answers.
@@ -1817,7 +1817,8 @@ enum HookVerdict {
 /// inactive token, a bad payload, a refused request, an unreachable store —
 /// because Claude Code runs the tool after any non-2xx answer unless the
 /// hook says `onFailure: "block"`: this endpoint fails closed whatever the
-/// settings. The call is decided under `request_id` `claude-code:<tool_use_id>`.
+/// settings. The call is decided under `request_id`
+/// `claude-code:<session_id>:<tool_use_id>`.
 ///
 /// `PostToolUse` / `PostToolUseFailure` find that decision, record the
 /// outcome (`event.recorded`: `success`, or `failure` when the response says
@@ -1887,9 +1888,18 @@ fn payload_text<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a st
     payload.get(key).and_then(Value::as_str).filter(|text| !text.is_empty())
 }
 
-/// The `request_id` of a Claude Code call.
+/// The `request_id` of a Claude Code call: `claude-code:<session>:<tool_use_id>`,
+/// or, when that is longer than a request id may be, the prefix and the
+/// SHA-256 of the rest.
 fn claude_request_id(payload: &Map<String, Value>) -> Option<String> {
-    payload_text(payload, "tool_use_id").map(|id| format!("{CLAUDE_CODE_REQUEST_PREFIX}{id}"))
+    let call = payload_text(payload, "tool_use_id")?;
+    let session = payload_text(payload, "session_id").unwrap_or_default();
+    let id = format!("{CLAUDE_CODE_REQUEST_PREFIX}{session}:{call}");
+    Some(if id.len() <= SHORT_TEXT_BYTES_MAX {
+        id
+    } else {
+        format!("{CLAUDE_CODE_REQUEST_PREFIX}{}", hex(&Sha256::digest(format!("{session}\n{call}"))))
+    })
 }
 
 /// The agent token of a hook request (an admin key names no identity).

@@ -69,7 +69,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// A coding agent's tool-call hook (Claude Code, Codex, Gemini CLI):
     /// authorize each call before it runs (failing closed) and record its
-    /// outcome after; `hook install claude-code` writes the settings entry.
+    /// outcome after; `hook install claude-code|codex|gemini` writes the
+    /// client's settings entry.
     #[command(subcommand)]
     Hook(hook::HookCommand),
     /// A stdio MCP proxy: authorize each `tools/call` before the server

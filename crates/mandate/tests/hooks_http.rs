@@ -82,7 +82,7 @@ fn an_allowed_call_is_decided_once_and_its_outcome_recorded_against_it() {
     assert_eq!(decision["request"]["resource"], "/home/dev/project");
     assert_eq!(decision["request"]["context"]["input"]["command"], "echo hello-from-tool");
     assert_eq!(decision["request"]["context"]["client"], "claude-code");
-    assert_eq!(decision["request"]["request_id"], "claude-code:toolu_msg_0001");
+    assert_eq!(decision["request"]["request_id"], "claude-code:5c73097e-2655-474f-b12f-9bc33bf3f8f1:toolu_msg_0001");
     assert_eq!(decision["request"]["session_id"], "5c73097e-2655-474f-b12f-9bc33bf3f8f1");
     let events = server.search_all("type=event.recorded");
     assert_eq!(events.len(), 1, "{events:?}");
@@ -103,6 +103,19 @@ fn an_allowed_call_is_decided_once_and_its_outcome_recorded_against_it() {
     let events = server.search_all("type=event.recorded");
     assert_eq!(events.len(), 2);
     assert_eq!(events[1]["body"]["outcome"], "failure");
+
+    // Another session may reuse a call id (a client restarted, a fake
+    // model): its own call, not a conflict. Over-long ids still decide.
+    let other_session = json!({"session_id": "another-session"});
+    allowed(&post(&server, Some(&token), with(CLAUDE_PRE, other_session).to_string().as_bytes()));
+    let long = json!({"session_id": "s".repeat(200), "tool_use_id": "t".repeat(200)});
+    allowed(&post(&server, Some(&token), with(CLAUDE_PRE, long.clone()).to_string().as_bytes()));
+    allowed(&post(&server, Some(&token), with(CLAUDE_POST, long).to_string().as_bytes()));
+    let decisions = server.search_all("type=decision");
+    assert_eq!(decisions.len(), 4, "{decisions:?}");
+    let hashed = decisions[3]["body"]["request"]["request_id"].as_str().unwrap();
+    assert!(hashed.starts_with("claude-code:") && hashed.len() == "claude-code:".len() + 64, "{hashed}");
+    assert_eq!(server.search_all("type=event.recorded").len(), 3, "the post half found the long call");
 }
 
 #[test]

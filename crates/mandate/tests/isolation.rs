@@ -351,7 +351,7 @@ fn build_tenant_a(server: &Server) -> TenantA {
     let other_decision = str_of(&decide(&key_a, charge(OTHER, "merchant://books", 10), "allow"), "/decision_id");
     // As the hook endpoint decides a call: its post half is `OTHER`'s only.
     let mut other_call = charge(OTHER, "merchant://books", 10);
-    other_call["request_id"] = json!(format!("claude-code:{OTHER_CALL}"));
+    other_call["request_id"] = json!(format!("claude-code:s-1:{OTHER_CALL}"));
     decide(&key_a, other_call, "allow");
     let own_decision = str_of(&decide(&agent_token, mine(10), "allow"), "/decision_id");
 
