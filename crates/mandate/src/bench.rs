@@ -10,9 +10,11 @@
 //!
 //! Flat out (the default), each connection sends its next request as soon as
 //! the last is answered: that measures throughput. With `--rate`, requests
-//! are sent on a fixed schedule and each latency is counted from when its
-//! request was *due*, so a stall is charged to every request it delays
-//! (no coordinated omission): that measures latency at a given load.
+//! are sent on a fixed schedule and a request that had to wait for its
+//! connection is counted from when it was *due*, so a stall is charged to
+//! every request it delays (no coordinated omission); one whose connection
+//! was free is counted from when it was sent (the gap is the client's own
+//! timer, late by up to a millisecond): that measures latency at a given load.
 //!
 //! Latencies go into an HDR histogram (microseconds, 3 significant digits),
 //! one for the whole run and one per second. The report gives throughput and
@@ -314,6 +316,8 @@ impl Drive {
         });
         let settle_body = json!({"amounts": {"usd_cents": 1}});
         let mut due = Instant::now() + drive.offset.unwrap_or_default();
+        // When this connection's previous exchange ended.
+        let mut free_since = Instant::now();
         loop {
             if drive.interval.is_some() {
                 tokio::time::sleep_until(due.into()).await;
@@ -323,8 +327,14 @@ impl Drive {
             if due >= drive.stop_at || drive.stop.load(Ordering::Relaxed) {
                 return Ok(tally);
             }
+            // Latency counts from when the request was due if it had to wait
+            // for this connection (no coordinated omission), but from when
+            // it was sent if the connection was free by then: the wait
+            // between is the client's own timer (tokio's has millisecond
+            // granularity), which says nothing about the server.
+            let start = if free_since <= due { Instant::now() } else { due };
             let (status, answer) = connection.call_json("POST", "/v1/authorize", &drive.key, &request).await?;
-            let latency = due.elapsed();
+            let latency = start.elapsed();
             drive.answered.fetch_add(1, Ordering::Relaxed);
             let measured = due >= drive.measure_from;
             if measured {
@@ -353,6 +363,7 @@ impl Drive {
                     tally.settled += 1;
                 }
             }
+            free_since = Instant::now();
             if let Some(interval) = drive.interval {
                 due += interval;
             }
