@@ -191,6 +191,14 @@ by_path() {
     printf '\n[[operations]]\ninclude-path-regex = "^/v1/tokens/(introspect|revoke)$"\n'
     printf 'parameters = { "body.token" = { dictionary = "tokens", probability = 0.5 }, '
     printf '"body.id" = { dictionary = "token_ids", probability = 0.5 } }\n'
+    # Claude Code's HTTP hook answers every PreToolUse with 200 (a block
+    # unless an agent token's call is allowed), authenticated or not, whatever
+    # the body: Claude Code runs the tool after an error status. So "refuse
+    # without a key" and "refuse invalid input" do not apply to it (its
+    # other events do refuse a missing key: tests/hooks_http.rs).
+    printf '\n[[operations]]\ninclude-path = "/v1/hooks/claude-code"\n'
+    printf 'checks = { ignored_auth = { enabled = false }, missing_required_header = { enabled = false }, '
+    printf 'negative_data_rejection = { enabled = false } }\n'
 } >"$config"
 
 say "schemathesis for at most $seconds s against $url/openapi.json (seed $seed; MANDATE_API_FUZZ_SEED=$seed replays it)"

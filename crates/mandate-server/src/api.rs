@@ -1859,14 +1859,17 @@ pub async fn claude_code_hook(
             }
         }
         Some("PostToolUse" | "PostToolUseFailure") => claude_code_post(&app, &headers, &payload).await,
-        other => Err(Problem::field(
-            Code::InvalidField,
-            "hook_event_name",
-            format!(
-                "this endpoint answers PreToolUse, PostToolUse and PostToolUseFailure, not {}",
-                other.map_or_else(|| "a payload without `hook_event_name`".to_owned(), |name| format!("`{name}`"))
-            ),
-        )),
+        other => {
+            hook_caller(&app, &headers).await?;
+            Err(Problem::field(
+                Code::InvalidField,
+                "hook_event_name",
+                format!(
+                    "this endpoint answers PreToolUse, PostToolUse and PostToolUseFailure, not {}",
+                    other.map_or_else(|| "a payload without `hook_event_name`".to_owned(), |name| format!("`{name}`"))
+                ),
+            ))
+        }
     }
 }
 

@@ -224,5 +224,11 @@ fn the_post_half_finds_only_the_tokens_own_calls() {
     let other_event = with(CLAUDE_PRE, json!({"hook_event_name": "UserPromptSubmit"}));
     let answer = post(&server, Some(&token), other_event.to_string().as_bytes());
     assert_eq!((answer.status, answer.json()["field"].clone()), (400, json!("hook_event_name")));
+    // Only a PreToolUse is answered without a key (with a block): the rest
+    // refuse it as every endpoint does.
+    for body in [CLAUDE_POST.to_owned(), other_event.to_string()] {
+        let answer = post(&server, None, body.as_bytes());
+        answer.problem(401, "unauthorized");
+    }
     assert_eq!(server.log_size(), size);
 }
