@@ -173,6 +173,11 @@ pub enum InstallCommand {
         /// The command to run (default: this binary's path, `hook claude-code`).
         #[arg(long, value_name = "COMMAND")]
         command: Option<String>,
+        /// Install Claude Code's HTTP hook instead of the command: the
+        /// Mandate server's URL (`http://127.0.0.1:8420`), asked at
+        /// `POST /v1/hooks/claude-code` with `$MANDATE_TOKEN` as the bearer.
+        #[arg(long, value_name = "URL", conflicts_with = "command")]
+        http: Option<String>,
     },
     /// Add the PreToolUse and PostToolUse entries to a Codex hooks file
     /// (merged, other keys kept; running it again changes nothing). Codex
@@ -210,16 +215,20 @@ pub fn run(command: HookCommand) -> ExitCode {
         HookCommand::Gemini(args) => run_hook(Client::Gemini, &args),
         HookCommand::Install(install) => {
             let (path, installed) = match install {
-                InstallCommand::ClaudeCode { settings, command } => {
-                    let installed = install_hooks(Client::ClaudeCode, &settings, command);
+                InstallCommand::ClaudeCode { settings, command, http } => {
+                    let installed = match http {
+                        Some(url) => http_hook_url(&url)
+                            .and_then(|url| install_hooks(Client::ClaudeCode, &settings, Target::Http(url))),
+                        None => install_hooks(Client::ClaudeCode, &settings, Target::Command(command)),
+                    };
                     (settings, installed)
                 }
                 InstallCommand::Codex { hooks, command } => {
-                    let installed = install_hooks(Client::Codex, &hooks, command);
+                    let installed = install_hooks(Client::Codex, &hooks, Target::Command(command));
                     (hooks, installed)
                 }
                 InstallCommand::Gemini { settings, command } => {
-                    let installed = install_hooks(Client::Gemini, &settings, command);
+                    let installed = install_hooks(Client::Gemini, &settings, Target::Command(command));
                     (settings, installed)
                 }
             };
@@ -818,7 +827,20 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 ///
 /// Any earlier entry of ours (this command, or any command ending in
 /// ` hook <client>`) is replaced; everything else is kept.
-fn hook_entries(client: Client, command: &str) -> [(&'static str, Value); 2] {
+fn hook_entries(client: Client, target: &Target) -> [(&'static str, Value); 2] {
+    let command = match target {
+        Target::Http(url) => {
+            // Claude Code fills `$MANDATE_TOKEN` only for variables listed in
+            // `allowedEnvVars`; `onFailure: "block"` is a second guard (the
+            // endpoint answers every failure with a block already).
+            let hook = json!({"type": "http", "url": url, "headers": {"Authorization": "Bearer $MANDATE_TOKEN"},
+                "allowedEnvVars": ["MANDATE_TOKEN"], "timeout": CLAUDE_TIMEOUT_S});
+            let mut pre = hook.clone();
+            pre["onFailure"] = json!("block");
+            return [("PreToolUse", pre), ("PostToolUse", hook)];
+        }
+        Target::Command(command) => command.as_deref().unwrap_or_default(),
+    };
     match client {
         Client::ClaudeCode => [
             (
@@ -844,16 +866,44 @@ fn hook_entries(client: Client, command: &str) -> [(&'static str, Value); 2] {
     }
 }
 
-/// Merges the hook into `client`'s settings file (see [`hook_entries`]);
-/// returns a note for the user, if the client needs a step of its own.
-fn install_hooks(client: Client, settings: &Path, command: Option<String>) -> anyhow::Result<Option<&'static str>> {
-    let suffix = format!(" hook {}", client.name());
-    let command = match command {
-        Some(command) => command,
-        None => {
-            let exe = std::env::current_exe().context("finding this binary's path")?;
-            format!("{}{suffix}", shell_quote(&exe.display().to_string()))
+/// What a client's settings entry runs.
+enum Target {
+    /// A command (`None`: this binary, `hook <client>`).
+    Command(Option<String>),
+    /// Claude Code's HTTP hook at this URL.
+    Http(String),
+}
+
+/// The path of the HTTP hook on a Mandate server.
+const CLAUDE_HTTP_HOOK_PATH: &str = "/v1/hooks/claude-code";
+
+/// The HTTP hook's URL on the server at `base` (`http://` or `https://`).
+fn http_hook_url(base: &str) -> anyhow::Result<String> {
+    let base = base.trim().trim_end_matches('/');
+    let host = base.strip_prefix("http://").or_else(|| base.strip_prefix("https://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.contains(char::is_whitespace) => {
+            Ok(format!("{base}{CLAUDE_HTTP_HOOK_PATH}"))
         }
+        _ => bail!("`{base}` is not an http:// or https:// URL of a Mandate server"),
+    }
+}
+
+/// Merges the hook into `client`'s settings file (see [`hook_entries`]),
+/// replacing any earlier Mandate entry (command or HTTP); returns a note for
+/// the user, if the client needs a step of its own.
+fn install_hooks(client: Client, settings: &Path, target: Target) -> anyhow::Result<Option<&'static str>> {
+    let suffix = format!(" hook {}", client.name());
+    let target = match target {
+        Target::Command(None) => {
+            let exe = std::env::current_exe().context("finding this binary's path")?;
+            Target::Command(Some(format!("{}{suffix}", shell_quote(&exe.display().to_string()))))
+        }
+        other => other,
+    };
+    let command = match &target {
+        Target::Command(command) => command.clone().unwrap_or_default(),
+        Target::Http(_) => String::new(),
     };
     let mut root = match std::fs::read(settings) {
         Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Value::Object(Map::new()),
@@ -865,7 +915,7 @@ fn install_hooks(client: Client, settings: &Path, command: Option<String>) -> an
     let Value::Object(object) = &mut root else { bail!("`{}` is not a JSON object", settings.display()) };
     let hooks = object.entry("hooks").or_insert_with(|| Value::Object(Map::new()));
     let Value::Object(hooks) = hooks else { bail!("`hooks` in `{}` is not an object", settings.display()) };
-    for (event, hook) in hook_entries(client, &command) {
+    for (event, hook) in hook_entries(client, &target) {
         let list = hooks.entry(event).or_insert_with(|| Value::Array(Vec::new()));
         let Value::Array(list) = list else { bail!("`hooks.{event}` in `{}` is not a list", settings.display()) };
         // Drop earlier mandate entries (ours, or this command), keep the rest.
@@ -873,7 +923,11 @@ fn install_hooks(client: Client, settings: &Path, command: Option<String>) -> an
             if let Some(Value::Array(inner)) = group.get_mut("hooks") {
                 inner.retain(|entry| {
                     let text = entry.get("command").and_then(Value::as_str).unwrap_or_default();
-                    text != command && !text.ends_with(&suffix)
+                    let url = entry.get("url").and_then(Value::as_str).unwrap_or_default();
+                    let ours = (!command.is_empty() && text == command)
+                        || text.ends_with(&suffix)
+                        || url.ends_with(CLAUDE_HTTP_HOOK_PATH);
+                    !ours
                 });
             }
         }

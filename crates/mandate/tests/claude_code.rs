@@ -193,29 +193,18 @@ impl Project {
 impl Project {
     /// Claude Code's HTTP hook type, pointed at `POST /v1/hooks/claude-code`
     /// of `server` (`http://host:port`), with the agent token taken from
-    /// `MANDATE_TOKEN` in Claude Code's environment.
+    /// `MANDATE_TOKEN` in Claude Code's environment: written by `mandate
+    /// hook install claude-code --http`.
     fn install_http_hook(&self, server: &str) -> Value {
-        let hook = |block: bool| {
-            let mut hook = json!({
-                "type": "http",
-                "url": format!("{server}/v1/hooks/claude-code"),
-                "headers": {"Authorization": "Bearer $MANDATE_TOKEN"},
-                "allowedEnvVars": ["MANDATE_TOKEN"],
-                "timeout": 10,
-            });
-            if block {
-                hook["onFailure"] = json!("block");
-            }
-            hook
-        };
-        let settings = json!({"hooks": {
-            "PreToolUse": [{"matcher": "*", "hooks": [hook(true)]}],
-            "PostToolUse": [{"matcher": "*", "hooks": [hook(false)]}],
-        }});
-        let path = self.root.join(".claude/settings.json");
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, serde_json::to_vec_pretty(&settings).unwrap()).unwrap();
-        settings
+        let settings = self.root.join(".claude/settings.json");
+        let installed =
+            mandate(&["hook", "install", "claude-code", "--settings", path_str(&settings), "--http", server]);
+        assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
+        let written: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+        let pre = &written["hooks"]["PreToolUse"][0]["hooks"][0];
+        assert_eq!(pre["url"], format!("{server}/v1/hooks/claude-code"), "{written}");
+        assert_eq!(pre["onFailure"], "block", "{written}");
+        written
     }
 }
 

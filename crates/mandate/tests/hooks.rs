@@ -385,6 +385,46 @@ fn install_merges_the_claude_code_settings_and_is_idempotent() {
     assert_eq!(std::fs::read_to_string(&settings).unwrap(), "{oops");
 }
 
+#[test]
+fn install_writes_claude_codes_http_hook_in_place_of_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = dir.path().join(".claude/settings.json");
+    let existing = json!({"hooks": {"PreToolUse": [
+        {"matcher": "Write", "hooks": [{"type": "http", "url": "https://lint.example/check"}]},
+    ]}});
+    std::fs::create_dir_all(settings.parent().unwrap()).unwrap();
+    std::fs::write(&settings, existing.to_string()).unwrap();
+    let command = mandate(&["hook", "install", "claude-code", "--settings", path_str(&settings)]);
+    assert!(command.status.success(), "{}", err(&command));
+    let http =
+        ["hook", "install", "claude-code", "--settings", path_str(&settings), "--http", "http://127.0.0.1:8420/"];
+    for _ in 0..2 {
+        let output = mandate(&http);
+        assert!(output.status.success(), "{}", err(&output));
+    }
+    let written: Value = serde_json::from_slice(&std::fs::read(&settings).unwrap()).unwrap();
+    let hook = json!({"type": "http", "url": "http://127.0.0.1:8420/v1/hooks/claude-code",
+        "headers": {"Authorization": "Bearer $MANDATE_TOKEN"}, "allowedEnvVars": ["MANDATE_TOKEN"], "timeout": 10});
+    let mut pre = hook.clone();
+    pre["onFailure"] = json!("block");
+    assert_eq!(
+        written,
+        json!({"hooks": {
+            "PreToolUse": [
+                {"matcher": "Write", "hooks": [{"type": "http", "url": "https://lint.example/check"}]},
+                {"matcher": "*", "hooks": [pre]},
+            ],
+            "PostToolUse": [{"matcher": "*", "hooks": [hook]}],
+        }}),
+        "the command hook replaced, another HTTP hook kept, a second install changes nothing"
+    );
+    let bad =
+        mandate(&["hook", "install", "claude-code", "--settings", path_str(&settings), "--http", "127.0.0.1:8420"]);
+    assert_refused(&bad, "not an http:// or https:// URL");
+    let both = mandate(&["hook", "install", "claude-code", "--command", "x", "--http", "http://h"]);
+    assert_eq!(both.status.code(), Some(2), "a usage error");
+}
+
 /// Asserts that `output` refused in one line on stderr naming `because`, with exit 1.
 fn assert_refused(output: &Output, because: &str) {
     assert_eq!(output.status.code(), Some(1), "{}{}", out(output), err(output));
