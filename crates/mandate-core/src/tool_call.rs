@@ -8,8 +8,10 @@
 //! agent's, shares [`cedar_value`] and [`digest`]):
 //!
 //! - action: `tool.<name>` (`tool.Bash`, `tool.run_shell_command`); an MCP
-//!   tool as the clients name it, `mcp__<server>__<tool>`, is
-//!   `mcp.<server>.<tool>`;
+//!   tool is `mcp.<server>.<tool>`, whether the client names it
+//!   `mcp__<server>__<tool>` (Claude Code, Codex) or sends its server and
+//!   tool apart (Gemini CLI's `mcp_context`, since its own name
+//!   `mcp_<server>_<tool>` cannot be split when either holds a `_`);
 //! - resource: the file the tool touches (`file_path`, `notebook_path`,
 //!   `absolute_path` or `path` in its input, made absolute against the
 //!   working directory and with `.` and `..` resolved), a `url` as is,
@@ -43,12 +45,37 @@ pub struct ToolCall<'a> {
     pub input: &'a Value,
     /// The agent's working directory, when the client sends it.
     pub cwd: Option<&'a str>,
+    /// An MCP tool's server and tool name, when the client sends them apart.
+    pub mcp: Option<(&'a str, &'a str)>,
 }
 
-impl ToolCall<'_> {
-    /// `tool.<name>`, or `mcp.<server>.<tool>` for `mcp__<server>__<tool>`.
+/// The input of a payload that has none.
+static NO_INPUT: Value = Value::Null;
+
+impl<'a> ToolCall<'a> {
+    /// The call in a hook payload: `tool_name`, `tool_input`, `cwd`, and
+    /// Gemini CLI's `mcp_context` (`server_name`, `tool_name`); `None`
+    /// without a `tool_name`.
+    pub fn from_payload(client: &'a str, payload: &'a Map<String, Value>) -> Option<ToolCall<'a>> {
+        let text = |value: Option<&'a Value>| value.and_then(Value::as_str).filter(|text| !text.is_empty());
+        let mcp = payload.get("mcp_context");
+        let server = text(mcp.and_then(|mcp| mcp.get("server_name")));
+        let tool = text(mcp.and_then(|mcp| mcp.get("tool_name")));
+        Some(ToolCall {
+            client,
+            tool: text(payload.get("tool_name"))?,
+            input: payload.get("tool_input").unwrap_or(&NO_INPUT),
+            cwd: text(payload.get("cwd")),
+            mcp: server.zip(tool),
+        })
+    }
+
+    /// `tool.<name>`, or `mcp.<server>.<tool>` for an MCP tool.
     pub fn action(&self) -> String {
-        action_for(self.tool)
+        match self.mcp {
+            Some((server, tool)) => format!("mcp.{server}.{tool}"),
+            None => action_for(self.tool),
+        }
     }
 
     /// The file the tool touches, a URL it fetches, or the working directory.
@@ -162,7 +189,26 @@ mod tests {
     use serde_json::json;
 
     fn call<'a>(tool: &'a str, input: &'a Value, cwd: Option<&'a str>) -> ToolCall<'a> {
-        ToolCall { client: "claude-code", tool, input, cwd }
+        ToolCall { client: "claude-code", tool, input, cwd, mcp: None }
+    }
+
+    #[test]
+    fn payloads_name_mcp_tools_however_the_client_spells_them() {
+        let claude = json!({"tool_name": "mcp__payments__transfer", "tool_input": {"to": "acme"}, "cwd": "/w"});
+        let claude = claude.as_object().unwrap();
+        let call = ToolCall::from_payload("claude-code", claude).unwrap();
+        assert_eq!((call.action(), call.resource()), ("mcp.payments.transfer".to_owned(), "/w".to_owned()));
+        // Gemini CLI: `mcp_<server>_<tool>`, split by its `mcp_context`.
+        let gemini = json!({"tool_name": "mcp_my_files_read_file", "tool_input": {"path": "a"},
+            "mcp_context": {"server_name": "my_files", "tool_name": "read_file", "command": "node"}});
+        let call = ToolCall::from_payload("gemini", gemini.as_object().unwrap()).unwrap();
+        assert_eq!(call.action(), "mcp.my_files.read_file");
+        assert_eq!(call.resource(), "a");
+        let none = json!({"tool_input": {}});
+        assert!(ToolCall::from_payload("gemini", none.as_object().unwrap()).is_none());
+        let bare = json!({"tool_name": "Bash"});
+        let call = ToolCall::from_payload("codex", bare.as_object().unwrap()).unwrap();
+        assert_eq!(Value::Object(call.context()), json!({"client": "codex", "tool": "Bash", "input": {}}));
     }
 
     #[test]

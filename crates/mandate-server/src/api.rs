@@ -1921,12 +1921,10 @@ async fn claude_code_pre(
     started: Instant,
 ) -> Result<HookVerdict, Problem> {
     let caller = hook_caller(app, headers).await?;
-    let tool = payload_text(payload, "tool_name")
+    let call = mandate_core::tool_call::ToolCall::from_payload("claude-code", payload)
         .ok_or_else(|| Problem::field(Code::InvalidField, "tool_name", "the hook payload has no `tool_name`"))?;
     let empty = Value::Object(Map::new());
     let input = payload.get("tool_input").unwrap_or(&empty);
-    let call =
-        mandate_core::tool_call::ToolCall { client: "claude-code", tool, input, cwd: payload_text(payload, "cwd") };
     let action = call.action();
     let mut body = Map::new();
     body.insert("action".into(), action.clone().into());

@@ -445,9 +445,9 @@ fn text<'a>(payload: &'a Map<String, Value>, key: &str) -> Option<&'a str> {
 fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyhow::Result<Outcome> {
     sweep_stale_state(&state_dir(), SystemTime::now());
     let config = Config::from_env()?;
-    let tool = text(payload, "tool_name").ok_or_else(|| anyhow!("the hook payload has no `tool_name`"))?;
-    let input = payload.get("tool_input").cloned().unwrap_or_else(|| Value::Object(Map::new()));
-    let call = ToolCall { client: client.name(), tool, input: &input, cwd: text(payload, "cwd") };
+    let call =
+        ToolCall::from_payload(client.name(), payload).ok_or_else(|| anyhow!("the hook payload has no `tool_name`"))?;
+    let (tool, input) = (call.tool, payload.get("tool_input").cloned().unwrap_or_else(|| Value::Object(Map::new())));
     let action = call.action();
     let mut body = Map::new();
     body.insert("action".into(), action.clone().into());

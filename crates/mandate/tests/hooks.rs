@@ -335,6 +335,22 @@ fn the_hook_keeps_its_own_deadline() {
     assert_blocked(&output, "open stdin", "deadline of 300 ms");
 }
 
+#[test]
+fn gemini_mcp_tools_are_named_by_their_server_and_tool() {
+    let (dir, server) = Server::fresh();
+    let token = coder(&server);
+    let env = [("MANDATE_URL", &*format!("http://{}", server.addr)), ("MANDATE_TOKEN", &*token)];
+    // Gemini CLI names the tool `mcp_<server>_<tool>` (ambiguous with `_`
+    // in either) and sends the two apart in `mcp_context`.
+    let mut payload: Value = serde_json::from_str(GEMINI_PRE).unwrap();
+    payload["tool_name"] = json!("mcp_payments_transfer_funds");
+    payload["tool_input"] = json!({"to": "acme"});
+    payload["mcp_context"] = json!({"server_name": "payments", "tool_name": "transfer_funds", "command": "node"});
+    assert_allow(&hook(&["gemini"], &env, &dir.path().join("state"), &payload.to_string()), "gemini mcp");
+    let decisions = server.search_all("type=decision");
+    assert_eq!(decisions[0]["body"]["request"]["action"], "mcp.payments.transfer_funds", "{decisions:?}");
+}
+
 // ---------------------------------------------------------------- install
 
 #[test]
