@@ -425,25 +425,7 @@ pub fn decode_event(bytes: &[u8]) -> Result<EventRequest, Problem> {
 /// [`IMPORT_CALL_BYTES_MAX`] bytes in its canonical form.
 pub fn decode_import(bytes: &[u8], agent: Option<&AgentToken>) -> Result<Vec<tenant::ImportCall>, Problem> {
     let body: ImportBody = decode(bytes)?;
-    let identity = match (agent, &body.identity) {
-        (None, Some(text)) => identity_id("identity", text)?,
-        (None, None) => {
-            return Err(Problem::field(
-                Code::InvalidField,
-                "identity",
-                "`identity` is required (only an agent token may omit it)",
-            ));
-        }
-        (Some(token), None) => token.identity.clone(),
-        (Some(token), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
-        (Some(token), Some(_)) => {
-            return Err(Problem::field(
-                Code::Forbidden,
-                "identity",
-                format!("an agent token imports only as its identity `{}`", token.identity),
-            ));
-        }
-    };
+    let identity = acting_identity(agent, body.identity.as_deref(), "identity")?;
     if !IMPORT_SOURCES.contains(&body.source.as_str()) {
         return Err(Problem::field(
             Code::InvalidField,
@@ -1121,30 +1103,33 @@ fn short_text(field: &str, text: Option<String>) -> Result<Option<String>, Probl
     }
 }
 
+/// Who a request acts as, named in `field`: required with an admin key
+/// (`agent` is `None`); an agent token's own identity, which it may omit
+/// (another: 403).
+fn acting_identity(agent: Option<&AgentToken>, named: Option<&str>, field: &str) -> Result<IdentityId, Problem> {
+    match (agent, named) {
+        (None, Some(text)) => identity_id(field, text),
+        (None, None) => Err(Problem::field(
+            Code::InvalidField,
+            field,
+            format!("`{field}` is required (only an agent token may omit it)"),
+        )),
+        (Some(token), None) => Ok(token.identity.clone()),
+        (Some(token), Some(text)) if text == token.identity.as_str() => Ok(token.identity.clone()),
+        (Some(token), Some(_)) => Err(Problem::field(
+            Code::Forbidden,
+            field,
+            format!("an agent token acts only as its identity `{}`", token.identity),
+        )),
+    }
+}
+
 /// Checks one request of `POST /v1/authorize` (or of a batch, its fields
 /// named after `prefix`), as asked by an admin key or by the agent token
 /// `agent`.
 fn check_request(agent: Option<&AgentToken>, body: AuthorizeBody, prefix: &str) -> Result<AuthorizeRequest, Problem> {
     let name = |field: &str| format!("{prefix}{field}");
-    let identity = match (agent, &body.identity) {
-        (None, Some(text)) => identity_id(&name("identity"), text)?,
-        (None, None) => {
-            return Err(Problem::field(
-                Code::InvalidField,
-                name("identity"),
-                format!("`{}` is required (only an agent token may omit it)", name("identity")),
-            ));
-        }
-        (Some(token), None) => token.identity.clone(),
-        (Some(token), Some(text)) if text == token.identity.as_str() => token.identity.clone(),
-        (Some(token), Some(_)) => {
-            return Err(Problem::field(
-                Code::Forbidden,
-                name("identity"),
-                format!("an agent token acts only as its identity `{}`", token.identity),
-            ));
-        }
-    };
+    let identity = acting_identity(agent, body.identity.as_deref(), &name("identity"))?;
     for (field, text, max) in
         [("action", &body.action, ACTION_BYTES_MAX), ("resource", &body.resource, RESOURCE_BYTES_MAX)]
     {
