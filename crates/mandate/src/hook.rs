@@ -833,11 +833,19 @@ fn hook_entries(client: Client, target: &Target) -> [(&'static str, Value); 2] {
             // Claude Code fills `$MANDATE_TOKEN` only for variables listed in
             // `allowedEnvVars`; `onFailure: "block"` is a second guard (the
             // endpoint answers every failure with a block already).
-            let hook = json!({"type": "http", "url": url, "headers": {"Authorization": "Bearer $MANDATE_TOKEN"},
-                "allowedEnvVars": ["MANDATE_TOKEN"], "timeout": CLAUDE_TIMEOUT_S});
-            let mut pre = hook.clone();
-            pre["onFailure"] = json!("block");
-            return [("PreToolUse", pre), ("PostToolUse", hook)];
+            let hook = |pre: bool| {
+                let mut hook = Map::new();
+                hook.insert("type".into(), "http".into());
+                hook.insert("url".into(), url.as_str().into());
+                hook.insert("headers".into(), json!({"Authorization": "Bearer $MANDATE_TOKEN"}));
+                hook.insert("allowedEnvVars".into(), json!(["MANDATE_TOKEN"]));
+                hook.insert("timeout".into(), CLAUDE_TIMEOUT_S.into());
+                if pre {
+                    hook.insert("onFailure".into(), "block".into());
+                }
+                Value::Object(hook)
+            };
+            return [("PreToolUse", hook(true)), ("PostToolUse", hook(false))];
         }
         Target::Command(command) => command.as_deref().unwrap_or_default(),
     };
