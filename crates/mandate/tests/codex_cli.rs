@@ -23,139 +23,45 @@
 //! run, under a file lock so that parallel tests install it once.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
-use std::fs::File;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 mod common;
 use common::*;
 
+mod agent_cli;
+use agent_cli::*;
+
 const CODEX_VERSION: &str = "0.169.0";
-
-/// How long one CLI run may take (it takes a second or two here).
-const RUN_TIMEOUT: Duration = Duration::from_secs(120);
-
-const ALICE: &str = "user:alice";
-const CODER: &str = "agent:coder";
 
 // ---------------------------------------------------------------- the CLI
 
-/// The `codex` launcher of `@openai/codex@0.169.0` (a Node script that runs
-/// the platform's native binary), installed on the first call into
-/// `target/codex-0.169.0` (a lock file beside it keeps parallel tests from
-/// installing it twice).
-fn codex() -> PathBuf {
-    let target = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
-    let prefix = target.join(format!("codex-{CODEX_VERSION}"));
-    let launcher = prefix.join("node_modules/.bin/codex");
-    let works = |launcher: &Path| {
-        Command::new(launcher)
-            .arg("--version")
-            .output()
-            .is_ok_and(|output| String::from_utf8_lossy(&output.stdout).trim() == format!("codex-cli {CODEX_VERSION}"))
-    };
-    std::fs::create_dir_all(&target).unwrap();
-    let lock = File::create(target.join("codex.lock")).unwrap();
-    lock.lock().unwrap();
-    if !works(&launcher) {
-        let _ = std::fs::remove_dir_all(&prefix);
-        std::fs::create_dir_all(&prefix).unwrap();
-        let package = format!("@openai/codex@{CODEX_VERSION}");
-        let npm = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel=error", "--prefix"])
-            .arg(&prefix)
-            .arg(&package)
-            .output()
-            .unwrap_or_else(|error| panic!("running npm: {error}"));
-        assert!(npm.status.success(), "npm install {package}: {}", String::from_utf8_lossy(&npm.stderr));
-        assert!(works(&launcher), "{} --version is not {CODEX_VERSION}", launcher.display());
-    }
-    drop(lock);
-    launcher
-}
+/// `@openai/codex@0.169.0`: the `codex` launcher (a Node script that runs
+/// the platform's native binary).
+const CLI: AgentCli = AgentCli {
+    check: VersionCheck::Flag { env: &[], reports: |stdout| stdout.trim() == format!("codex-cli {CODEX_VERSION}") },
+    ..AgentCli::npm("@openai/codex", CODEX_VERSION, "node_modules/.bin/codex", "codex_cli/fake_openai.py")
+};
 
 // ---------------------------------------------------------------- the fake model
 
-/// The fake Responses API, stopped when dropped.
-struct FakeModel {
-    child: Child,
-    /// Held open: the server exits when it closes.
-    _stdin: ChildStdin,
-    url: String,
-    log: PathBuf,
-}
-
 impl FakeModel {
-    /// A fake model whose tool call runs `command`.
-    fn start(dir: &Path, command: &str) -> FakeModel {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/codex_cli/fake_openai.py");
-        let log = dir.join("model-requests.jsonl");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .arg(&log)
-            .arg(command)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stdin = child.stdin.take().unwrap();
-        let mut port = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut port).unwrap();
-        let port: u16 = port.trim().parse().unwrap_or_else(|_| panic!("the fake model printed no port: {port:?}"));
-        FakeModel { child, _stdin: stdin, url: format!("http://127.0.0.1:{port}/v1"), log }
-    }
-
     /// The `function_call_output` items the model was sent.
     fn tool_outputs(&self) -> Vec<Value> {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let requests: Vec<Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
-        let mut outputs = Vec::new();
-        for request in requests {
-            for item in request["body"]["input"].as_array().into_iter().flatten() {
-                if item["type"] == "function_call_output" {
-                    outputs.push(item.clone());
-                }
-            }
-        }
-        outputs
-    }
-}
-
-impl Drop for FakeModel {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.sent(|body| {
+            let items = body["input"].as_array().into_iter().flatten();
+            items.filter(|item| item["type"] == "function_call_output").cloned().collect()
+        })
     }
 }
 
 // ---------------------------------------------------------------- one run
 
-/// A project directory, a Codex home with the hook installed, a marker path
-/// and the command that creates it.
-struct Project {
-    dir: tempfile::TempDir,
-    /// The project (canonical, as Codex reports it as `cwd`).
-    root: PathBuf,
-    codex_home: PathBuf,
-    marker: PathBuf,
-    command: String,
-}
-
 impl Project {
-    fn new() -> Project {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("project");
-        std::fs::create_dir_all(&root).unwrap();
-        let root = root.canonicalize().unwrap();
-        let codex_home = dir.path().join("home/.codex");
-        std::fs::create_dir_all(&codex_home).unwrap();
-        let marker = root.join("ran.txt");
-        let command = format!("echo ran > {}", path_str(&marker));
-        Project { dir, root, codex_home, marker, command }
+    /// `CODEX_HOME`, in the temporary home.
+    fn codex_home(&self) -> PathBuf {
+        self.home.join(".codex")
     }
 
     /// `config.toml` for `model`, and `mandate hook install codex --hooks
@@ -175,25 +81,16 @@ impl Project {
              \n\
              [model_providers.fake]\n\
              name = \"fake\"\n\
-             base_url = \"{}\"\n\
+             base_url = \"{}/v1\"\n\
              wire_api = \"responses\"\n",
             model.url
         );
-        std::fs::write(self.codex_home.join("config.toml"), config).unwrap();
-        let hooks = self.codex_home.join("hooks.json");
-        let installed = mandate(&["hook", "install", "codex", "--hooks", path_str(&hooks)]);
-        assert!(installed.status.success(), "{}", String::from_utf8_lossy(&installed.stderr));
-        let written: Value = serde_json::from_slice(&std::fs::read(&hooks).unwrap()).unwrap();
-        let command = written["hooks"]["PreToolUse"][0]["hooks"][0]["command"].as_str().unwrap();
-        assert_eq!(command, format!("{} hook codex", env!("CARGO_BIN_EXE_mandate")), "the binary under test");
+        std::fs::create_dir_all(self.codex_home()).unwrap();
+        std::fs::write(self.codex_home().join("config.toml"), config).unwrap();
+        let hooks = self.codex_home().join("hooks.json");
+        let args = ["hook", "install", "codex", "--hooks", path_str(&hooks)];
+        self.install_hook_with(&args, &hooks, "PreToolUse", "codex");
     }
-}
-
-/// What one `codex exec --json` run printed.
-struct Run {
-    /// The JSONL events.
-    events: Vec<Value>,
-    stderr: String,
 }
 
 impl Run {
@@ -205,78 +102,20 @@ impl Run {
             .map(|event| &event["item"])
             .collect()
     }
-
-    fn all(&self) -> String {
-        let lines: Vec<String> = self.events.iter().map(Value::to_string).collect();
-        format!("{}\n{}", lines.join("\n"), self.stderr)
-    }
 }
 
-/// Runs the real CLI once in `project`, with `mandate_env` for the hook and
-/// `--dangerously-bypass-hook-trust` if `bypass_trust`.
+/// Runs `codex exec --json` once in `project`, with `mandate_env` for the
+/// hook and `--dangerously-bypass-hook-trust` if `bypass_trust`.
 fn run_codex(project: &Project, mandate_env: &[(&str, &str)], bypass_trust: bool) -> Run {
-    let mut command = Command::new(codex());
+    let mut command = CLI.command(project, mandate_env);
     command
         .args(["exec", "--json", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox"])
         .args(bypass_trust.then_some("--dangerously-bypass-hook-trust"))
         .arg("--cd")
         .arg(&project.root)
         .arg("Create the marker file.")
-        .current_dir(&project.root)
-        .env_clear()
-        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .env("HOME", project.dir.path().join("home"))
-        .env("CODEX_HOME", &project.codex_home)
-        .env("MANDATE_HOOK_STATE", project.dir.path().join("hook-state"))
-        .envs(mandate_env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = command.spawn().unwrap();
-    let (stdout, stderr) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
-    let out = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap_or_default());
-    let err = std::thread::spawn(move || std::io::read_to_string(stderr).unwrap_or_default());
-    let deadline = Instant::now() + RUN_TIMEOUT;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("codex ran over {RUN_TIMEOUT:?}: {}", err.join().unwrap());
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (stdout, stderr) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "codex exited {status}: {stdout}\n{stderr}");
-    let events = stdout
-        .lines()
-        .filter(|line| line.starts_with('{'))
-        .map(|line| serde_json::from_str(line).unwrap_or_else(|_| panic!("not JSON: {line}")))
-        .collect();
-    Run { events, stderr }
-}
-
-// ---------------------------------------------------------------- Mandate
-
-/// `user:alice` → `agent:coder`, granted `tool.*` in the project; returns an
-/// agent token for the coder.
-fn coder(server: &Server, project: &Path) -> String {
-    server.identity(ALICE, "human", None);
-    server.identity(CODER, "agent", Some(ALICE));
-    let root = path_str(project);
-    server.grant(json!({
-        "grantee": CODER, "grantor": ALICE, "actions": ["tool.*"], "resources": [root, format!("{root}/*")],
-    }));
-    let issued = server.post("/v1/tokens", json!({"identity": CODER, "ttl_s": 600})).expect(201);
-    issued["token"].as_str().unwrap().to_owned()
-}
-
-/// The decisions on `tool.Bash` in the log.
-fn bash_decisions(server: &Server) -> Vec<Value> {
-    let decisions = server.search_all("type=decision");
-    decisions.into_iter().filter(|decision| decision["body"]["request"]["action"] == "tool.Bash").collect()
+        .env("CODEX_HOME", project.codex_home());
+    CLI.run(&mut command, |line| line.starts_with('{'))
 }
 
 // ---------------------------------------------------------------- the cases
@@ -284,16 +123,10 @@ fn bash_decisions(server: &Server) -> Vec<Value> {
 #[test]
 fn a_forbid_policy_keeps_the_command_from_running_and_the_model_is_told_why() {
     let project = Project::new();
-    let model = FakeModel::start(project.dir.path(), &project.command);
-    let (_data, server) = Server::fresh();
-    let token = coder(&server, &project.root);
-    server.put_policies(
-        "@id(\"all\") permit(principal, action, resource);\n\
-         @id(\"no-bash\") forbid(principal, action == Mandate::Action::\"tool.Bash\", resource);",
-    );
+    let model = CLI.fake_model(&project);
+    let server = Mandate::serve(&[&project.root], Some(&forbidding("no-bash", "tool.Bash")));
     project.configure(&model);
-    let url = format!("http://{}", server.addr);
-    let run = run_codex(&project, &[("MANDATE_URL", &url), ("MANDATE_TOKEN", &token)], true);
+    let run = run_codex(&project, &server.env(), true);
 
     assert!(!project.marker.exists(), "the command ran despite the deny: {}", run.all());
     assert!(run.executions().is_empty(), "{}", run.all());
@@ -303,57 +136,36 @@ fn a_forbid_policy_keeps_the_command_from_running_and_the_model_is_told_why() {
     assert!(text.contains("blocked by PreToolUse hook: mandate: `tool.Bash` denied"), "{told:?}");
     assert!(text.contains("no-bash"), "{told:?}");
 
-    let decisions = bash_decisions(&server);
-    assert_eq!(decisions.len(), 1, "{decisions:?}");
-    let body = &decisions[0]["body"];
-    assert_eq!(body["decision"], "deny", "{body}");
-    assert_eq!(body["request"]["context"]["client"], "codex", "{body}");
-    assert_eq!(body["request"]["context"]["input"]["command"], project.command.as_str(), "{body}");
-    assert_eq!(body["request"]["resource"], path_str(&project.root), "{body}");
+    let body = the_one_denial(&server, "tool.Bash", "codex", &project);
     assert!(text.contains(body["decision_id"].as_str().unwrap()), "the reason names the logged decision: {told:?}");
-    assert!(server.search_all("type=event.recorded").is_empty());
 }
 
 #[test]
 fn an_allowed_command_runs_and_its_outcome_is_joined_to_the_decision() {
     let project = Project::new();
-    let model = FakeModel::start(project.dir.path(), &project.command);
-    let (_data, server) = Server::fresh();
-    let token = coder(&server, &project.root);
-    server.put_policies("@id(\"all\") permit(principal, action, resource);");
+    let model = CLI.fake_model(&project);
+    let server = Mandate::serve(&[&project.root], Some(PERMIT_ALL));
     project.configure(&model);
-    let url = format!("http://{}", server.addr);
-    let run = run_codex(&project, &[("MANDATE_URL", &url), ("MANDATE_TOKEN", &token)], true);
+    let run = run_codex(&project, &server.env(), true);
 
     assert_eq!(std::fs::read_to_string(&project.marker).unwrap(), "ran\n", "the command ran: {}", run.all());
     let executions = run.executions();
     assert_eq!(executions.len(), 1, "{}", run.all());
     assert_eq!(executions[0]["exit_code"], 0, "{}", run.all());
 
-    let decisions = bash_decisions(&server);
+    let decisions = decisions_on(&server, "tool.Bash");
     assert_eq!(decisions.len(), 1, "{decisions:?}");
-    let decision = &decisions[0];
-    assert_eq!(decision["body"]["decision"], "allow", "{decision}");
-    assert_eq!(decision["body"]["request"]["context"]["input"]["command"], project.command.as_str());
-    let events = server.search_all("type=event.recorded");
-    assert_eq!(events.len(), 1, "the PostToolUse half recorded the outcome: {events:?}\n{}", run.all());
-    let event = &events[0];
-    assert_eq!(event["body"]["decision_id"], decision["body"]["decision_id"], "{event}");
-    assert_eq!(event["body"]["outcome"], "success", "{event}");
-    assert_eq!(event["body"]["attributes"]["client"], "codex", "{event}");
-    assert!(event["index"].as_u64().unwrap() > decision["index"].as_u64().unwrap(), "{event} after {decision}");
+    the_joined_outcome(&server, &decisions[0], &project.command, "codex", &run);
 }
 
 #[test]
 fn a_stopped_mandate_server_keeps_the_command_from_running() {
     let project = Project::new();
-    let model = FakeModel::start(project.dir.path(), &project.command);
-    let (_data, mut server) = Server::fresh();
-    let token = coder(&server, &project.root);
-    let url = format!("http://{}", server.addr);
+    let model = CLI.fake_model(&project);
+    let mut server = Mandate::serve(&[&project.root], None);
     server.stop();
     project.configure(&model);
-    let run = run_codex(&project, &[("MANDATE_URL", &url), ("MANDATE_TOKEN", &token)], true);
+    let run = run_codex(&project, &server.env(), true);
 
     assert!(!project.marker.exists(), "the command ran with Mandate down: {}", run.all());
     let told = model.tool_outputs();
@@ -369,14 +181,11 @@ fn a_stopped_mandate_server_keeps_the_command_from_running() {
 #[test]
 fn an_untrusted_hook_is_skipped_by_codex() {
     let project = Project::new();
-    let model = FakeModel::start(project.dir.path(), &project.command);
-    let (_data, server) = Server::fresh();
-    let token = coder(&server, &project.root);
-    server.put_policies("@id(\"none\") forbid(principal, action, resource);");
+    let model = CLI.fake_model(&project);
+    let server = Mandate::serve(&[&project.root], Some("@id(\"none\") forbid(principal, action, resource);"));
     project.configure(&model);
-    let url = format!("http://{}", server.addr);
-    let run = run_codex(&project, &[("MANDATE_URL", &url), ("MANDATE_TOKEN", &token)], false);
+    let run = run_codex(&project, &server.env(), false);
 
     assert!(project.marker.exists(), "Codex ran the untrusted hook: {}", run.all());
-    assert!(bash_decisions(&server).is_empty(), "Mandate was not asked");
+    assert!(decisions_on(&server, "tool.Bash").is_empty(), "Mandate was not asked");
 }

@@ -1,42 +1,41 @@
 """A fake Anthropic Messages API for driving the real Claude Code CLI offline.
 
-Usage: fake_anthropic.py REQUEST_LOG COMMAND
+Usage: fake_anthropic.py REQUEST_LOG COMMAND (the port it prints, the
+request log a test reads, e.g. for the tool result a hook's block turned
+into, and its exit: `../agent_cli/fake_server.py`).
 
-Listens on 127.0.0.1 (a free port, printed as the first line on stdout) and
-answers `POST /v1/messages` (Claude Code adds `?beta=true`), as a stream of
-server-sent events when the request asks for one, else as one JSON message:
+It answers `POST /v1/messages` (Claude Code adds `?beta=true`), as a stream
+of server-sent events when the request asks for one, else as one JSON
+message:
 
 - a request that offers the `Bash` tool and whose last message carries no
   `tool_result` (the first turn): a `tool_use` of `Bash` running COMMAND;
 - anything else (the turn after the tool's result, or a side request without
   tools): the final text `All done.`
-
-Every request is appended to REQUEST_LOG as one JSON line (`method`, `path`,
-`body`), so a test can see what the model was told, e.g. the tool result a
-hook's block turned into. The server exits when its stdin closes.
 """
 
-import http.server
 import json
+import os
 import sys
-import threading
-import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "agent_cli"))
+import fake_server  # noqa: E402
 
 # Unique per server, as the real API's ids are (Mandate's HTTP hook keys its
 # idempotency on them).
-TOOL_USE_ID = f"toolu_{uuid.uuid4().hex[:24]}"
+TOOL_USE_ID = fake_server.unique_id("toolu_")
 
 
-def turn(request):
+def turn(request, command):
     """The content blocks and stop reason of the answer to `request`."""
-    tools = [tool.get("name") for tool in request.get("tools") or [] if isinstance(tool, dict)]
+    tools = fake_server.names(request.get("tools"))
     messages = request.get("messages") or []
     content = messages[-1].get("content") if messages and isinstance(messages[-1], dict) else None
     answered = isinstance(content, list) and any(
         isinstance(block, dict) and block.get("type") == "tool_result" for block in content
     )
     if "Bash" in tools and not answered:
-        call = {"type": "tool_use", "id": TOOL_USE_ID, "name": "Bash", "input": {"command": COMMAND}}
+        call = {"type": "tool_use", "id": TOOL_USE_ID, "name": "Bash", "input": {"command": command}}
         return [call], "tool_use"
     return [{"type": "text", "text": "All done."}], "end_turn"
 
@@ -66,45 +65,17 @@ def events(message):
     yield "message_stop", {"type": "message_stop"}
 
 
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args):
-        pass
-
-    def send(self, status, body, content_type="application/json"):
-        self.send_response(status)
-        self.send_header("content-type", content_type)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
+class Handler(fake_server.Handler):
     def not_found(self):
         error = {"type": "error", "error": {"type": "not_found_error", "message": f"no {self.path} here"}}
         self.send(404, json.dumps(error).encode())
 
-    def record(self, body):
-        with LOCK, open(LOG_PATH, "a", encoding="utf-8") as log:
-            log.write(json.dumps({"method": self.command, "path": self.path, "body": body}) + "\n")
-
-    def do_GET(self):
-        self.record(None)
-        self.not_found()
-
-    def do_POST(self):
-        length = int(self.headers.get("content-length") or 0)
-        raw = self.rfile.read(length) if length else b""
-        try:
-            request = json.loads(raw)
-        except ValueError:
-            request = None
-        self.record(request)
-        path = self.path.split("?", 1)[0]
+    def answer(self, path, request):
         if path == "/v1/messages/count_tokens":
             return self.send(200, b'{"input_tokens": 12}')
         if path != "/v1/messages" or not isinstance(request, dict):
             return self.not_found()
-        blocks, stop = turn(request)
+        blocks, stop = turn(request, self.tool_command)
         message = {
             "id": "msg_mandate_e2e",
             "type": "message",
@@ -117,14 +88,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         }
         if not request.get("stream"):
             return self.send(200, json.dumps(message).encode())
-        body = "".join(f"event: {name}\ndata: {json.dumps(data)}\n\n" for name, data in events(message))
-        self.send(200, body.encode(), "text/event-stream")
+        self.send_events(events(message))
 
 
 if __name__ == "__main__":
-    LOG_PATH, COMMAND = sys.argv[1], sys.argv[2]
-    LOCK = threading.Lock()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    print(server.server_address[1], flush=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    sys.stdin.read()
+    fake_server.serve(Handler)
