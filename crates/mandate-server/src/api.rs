@@ -58,9 +58,9 @@ use crate::AppState;
 use crate::limits::{
     ACTION_BYTES_MAX, APPROVAL_WAIT_MAX_S, AUTHORIZE_BATCH_MAX, BODY_BYTES_MAX, BUDGET_ID_BYTES_MAX,
     DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, EVENT_ATTRIBUTES_BYTES_MAX, EVENT_OUTPUT_DIGEST_BYTES_MAX,
-    IDENTITIES_PAGE_MAX, IMPORT_CALL_BYTES_MAX, IMPORT_CALLS_MAX, IMPORT_CONTENT_BYTES_MAX, IMPORT_SOURCES,
-    INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX, SEARCH_PAGE_MAX,
-    SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S,
+    HOOK_BODY_BYTES_MAX, IDENTITIES_PAGE_MAX, IMPORT_CALL_BYTES_MAX, IMPORT_CALLS_MAX, IMPORT_CONTENT_BYTES_MAX,
+    IMPORT_SOURCES, INTEGER_MAX, InFlightGuard, PAGE_LIMIT_DEFAULT, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX,
+    SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, TOKEN_SCOPES_MAX, TOKEN_TTL_MAX_S,
 };
 use crate::problem::{Code, Problem};
 use crate::registry::{Caller, NewAdminKey, NewAgentToken, Principal};
@@ -1816,12 +1816,17 @@ enum HookVerdict {
         (status = 400, description = "(PostToolUse) invalid payload, or an event this endpoint does not answer"),
         (status = 403, description = "(PostToolUse) not an agent token"),
         (status = 404, description = "(PostToolUse) no decision for this `tool_use_id` in the last 24 h")))]
-pub async fn claude_code_hook(
-    State(app): State<AppState>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult {
-    let payload = match body_bytes(body).and_then(|bytes| decode_object(&bytes)) {
+pub async fn claude_code_hook(State(app): State<AppState>, headers: HeaderMap, body: Body) -> ApiResult {
+    let started = Instant::now();
+    // The token first: only an agent's own token makes the server read a
+    // body over the usual limit (a tool input can be large).
+    let caller = hook_caller(&app, &headers).await;
+    let limit = if caller.is_ok() { HOOK_BODY_BYTES_MAX } else { BODY_BYTES_MAX };
+    let payload = match axum::body::to_bytes(body, limit).await {
+        Ok(bytes) => decode_object(&bytes),
+        Err(_) => Err(Problem::new(Code::PayloadTooLarge, format!("the body is over {limit} bytes, or was cut off"))),
+    };
+    let payload = match payload {
         Ok(payload) => payload,
         Err(problem) => {
             return ok(claude_block(&format!("Mandate could not read the hook payload: {}", problem.detail())));
@@ -1829,8 +1834,11 @@ pub async fn claude_code_hook(
     };
     match payload.get("hook_event_name").and_then(Value::as_str) {
         Some("PreToolUse") => {
-            let started = Instant::now();
-            let verdict = match claude_code_pre(&app, &headers, &payload, started).await {
+            let decided = match caller {
+                Ok(caller) => claude_code_pre(&app, caller, &payload, started).await,
+                Err(problem) => Err(problem),
+            };
+            let verdict = match decided {
                 Ok(verdict) => verdict,
                 Err(problem) => HookVerdict::Block(format!(
                     "Mandate could not decide, so the call is blocked: {} ({})",
@@ -1843,9 +1851,9 @@ pub async fn claude_code_hook(
                 HookVerdict::Block(reason) => ok(claude_block(&reason)),
             }
         }
-        Some("PostToolUse" | "PostToolUseFailure") => claude_code_post(&app, &headers, &payload).await,
+        Some("PostToolUse" | "PostToolUseFailure") => claude_code_post(caller?, &payload).await,
         other => {
-            hook_caller(&app, &headers).await?;
+            caller?;
             Err(Problem::field(
                 Code::InvalidField,
                 "hook_event_name",
@@ -1901,11 +1909,10 @@ async fn hook_caller(app: &AppState, headers: &HeaderMap) -> Result<Authenticate
 
 async fn claude_code_pre(
     app: &AppState,
-    headers: &HeaderMap,
+    caller: Authenticated,
     payload: &Map<String, Value>,
     started: Instant,
 ) -> Result<HookVerdict, Problem> {
-    let caller = hook_caller(app, headers).await?;
     let call = mandate_core::tool_call::ToolCall::from_payload("claude-code", payload)
         .ok_or_else(|| Problem::field(Code::InvalidField, "tool_name", "the hook payload has no `tool_name`"))?;
     let empty = Value::Object(Map::new());
@@ -1955,8 +1962,7 @@ async fn claude_code_pre(
     })
 }
 
-async fn claude_code_post(app: &AppState, headers: &HeaderMap, payload: &Map<String, Value>) -> ApiResult {
-    let caller = hook_caller(app, headers).await?;
+async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -> ApiResult {
     let Some((_, token)) = caller.agent() else {
         return Err(Problem::new(Code::Forbidden, "a hook acts as an agent: send the agent's token (`mt_…`)"));
     };

@@ -119,12 +119,9 @@ pub fn router(app: AppState) -> Router {
         .route("/v1/authorize/batch", post(authorize_batch))
         .route("/v1/events", post(record_event))
         .route("/v1/imports", post(import_transcript))
-        // A tool input may be large (a `Write` of a big file): over the
-        // usual limit the hook must still answer, with a block.
-        .route(
-            "/v1/hooks/claude-code",
-            post(claude_code_hook).layer(DefaultBodyLimit::max(limits::HOOK_BODY_BYTES_MAX)),
-        )
+        // Reads its body itself: up to `limits::HOOK_BODY_BYTES_MAX` for an
+        // agent token (a tool input can be large), the usual limit otherwise.
+        .route("/v1/hooks/claude-code", post(claude_code_hook))
         .route("/v1/budgets", post(create_budget).get(list_budgets))
         .route("/v1/budgets/{id}", get(get_budget).patch(patch_budget))
         .route("/v1/reservations/{id}", get(get_reservation))

@@ -89,9 +89,10 @@ pub const IMPORT_CALL_BYTES_MAX: usize = ENTRY_BYTES_MAX - 1024;
 /// The clients whose transcripts `POST /v1/imports` takes.
 pub const IMPORT_SOURCES: [&str; 3] = ["claude-code", "codex", "gemini"];
 
-/// The largest body of `POST /v1/hooks/claude-code`: a hook payload carries
-/// the whole tool input, and the endpoint must read it to answer with a
-/// block rather than fail (which would let Claude Code run the tool).
+/// The largest body of `POST /v1/hooks/claude-code` with an agent token: a
+/// hook payload carries the whole tool input, and the endpoint must read it
+/// to answer with a block rather than fail (which would let Claude Code run
+/// the tool). Without a valid token it reads at most [`BODY_BYTES_MAX`].
 pub const HOOK_BODY_BYTES_MAX: usize = 8 * 1024 * 1024;
 
 /// The longest budget id, in bytes.

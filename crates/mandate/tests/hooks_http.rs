@@ -195,6 +195,13 @@ fn every_failure_to_decide_blocks_and_writes_nothing() {
             "could not decide",
         ),
     ];
+    // Without a token the server reads no more than the usual limit.
+    let big = with(
+        CLAUDE_PRE,
+        json!({"tool_name": "Write", "tool_input": {"file_path": "a", "content": "x".repeat(600_000)}}),
+    );
+    let mut cases = cases;
+    cases.push(("no token and a body over the usual limit", None, big.to_string().into_bytes(), "could not read"));
     for (what, token, body, because) in cases {
         let reason = blocked(&post(&server, token, &body));
         assert!(reason.contains(because), "{what}: {reason}");
