@@ -51,6 +51,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -96,6 +97,15 @@ const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 /// How often the checkpointer copies the WAL into the database file.
 const WAL_CHECKPOINT_INTERVAL_MS: u64 = 200;
+
+/// The size the WAL is cut back to once reused (`journal_size_limit`):
+/// above what 200 ms of appends write at full speed, so that a WAL that
+/// keeps up is never cut and regrown.
+const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// SQLite's page size (its default), and the header of each WAL frame.
+const PAGE_SIZE_BYTES: i64 = 4096;
+const WAL_FRAME_HEADER_BYTES: i64 = 24;
 
 /// The page cache of each connection, in KiB.
 const PAGE_CACHE_KIB: i64 = 16 * 1024;
@@ -373,6 +383,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // The checkpointer thread moves the WAL into the database, so the writer
     // never stalls on it.
     connection.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_error)?;
+    // The WAL is reused from its start after each complete checkpoint, but a
+    // burst that outran the checkpointer would otherwise leave it at its
+    // largest size for good: cut back at the first commit after a restart.
+    connection.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT_BYTES).map_err(db_error)?;
     connection.set_prepared_statement_cache_capacity(32);
     Ok(connection)
 }
@@ -450,8 +464,13 @@ impl SqliteLedger {
         let mut connection = open_connection(&path)?;
         migrate(&mut connection)?;
         let (commands, queue) = mpsc::sync_channel(options.queue_appends_max.max(1));
-        let mut writer =
-            Writer { connection, heads: HashMap::new(), batch_entries_max: options.batch_entries_max.max(1) };
+        let wal_too_long = Arc::new(AtomicBool::new(false));
+        let mut writer = Writer {
+            connection,
+            heads: HashMap::new(),
+            batch_entries_max: options.batch_entries_max.max(1),
+            wal_too_long: wal_too_long.clone(),
+        };
         let handle = std::thread::Builder::new()
             .name("mandate-ledger-writer".into())
             .spawn(move || writer.run(queue))
@@ -460,7 +479,7 @@ impl SqliteLedger {
         let checkpointer_connection = open_connection(&path)?;
         let checkpointer = std::thread::Builder::new()
             .name("mandate-ledger-checkpointer".into())
-            .spawn(move || checkpoint_wal_until_stopped(&checkpointer_connection, &stop))
+            .spawn(move || checkpoint_wal_until_stopped(&checkpointer_connection, &stop, &wal_too_long))
             .map_err(|error| StoreError::Database { message: format!("starting the checkpointer thread: {error}") })?;
         Ok(SqliteLedger {
             path: path.clone(),
@@ -514,11 +533,25 @@ impl Drop for SqliteLedger {
 /// Copies committed WAL frames into the database file every
 /// [`WAL_CHECKPOINT_INTERVAL_MS`] without blocking the writer (PASSIVE), and
 /// once more, truncating the WAL, when the ledger closes.
-fn checkpoint_wal_until_stopped(connection: &Connection, stop: &Receiver<()>) {
+///
+/// Under appends without a pause a passive checkpoint never reaches the
+/// WAL's end (new frames land while it copies), so the WAL is never reused
+/// from its start and grows for as long as the load lasts (640 MB in 15 s
+/// of a server flat out). Past [`WAL_SIZE_LIMIT_BYTES`] it sets
+/// `wal_too_long`, and the writer, between two batches, copies the few
+/// frames left itself, so that its next commit starts the WAL again from
+/// the beginning. (A RESTART checkpoint from this thread would wait for a
+/// gap between commits that a busy writer never leaves.)
+fn checkpoint_wal_until_stopped(connection: &Connection, stop: &Receiver<()>, wal_too_long: &AtomicBool) {
     let interval = Duration::from_millis(WAL_CHECKPOINT_INTERVAL_MS);
+    let restart_frames = WAL_SIZE_LIMIT_BYTES / (PAGE_SIZE_BYTES + WAL_FRAME_HEADER_BYTES);
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(interval) {
         // A failed checkpoint loses nothing: the frames stay in the WAL.
-        let _ = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+        // Its row: (busy, frames in the WAL, frames copied).
+        let frames = connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| row.get::<_, i64>(1));
+        if frames.is_ok_and(|frames| frames > restart_frames) {
+            wal_too_long.store(true, Ordering::Relaxed);
+        }
     }
     // Without waiting: another process using the file would make it wait
     // for that process's writes, and a WAL left behind loses nothing.
@@ -944,6 +977,9 @@ struct Writer {
     connection: Connection,
     heads: HashMap<String, Head>,
     batch_entries_max: usize,
+    /// Set by the checkpointer: the WAL is past its limit and must be
+    /// checkpointed to its end between two batches.
+    wal_too_long: Arc<AtomicBool>,
 }
 
 /// One append of a batch and its outcome, to be sent after the commit.
@@ -981,6 +1017,12 @@ impl Writer {
                 }
             }
             self.commit_appends(appends);
+            if self.wal_too_long.swap(false, Ordering::Relaxed) {
+                // Nothing is written meanwhile, so this one reaches the end
+                // (unless another process writes or reads an old snapshot:
+                // then the checkpointer asks again).
+                let _ = self.connection.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()));
+            }
         }
     }
 
