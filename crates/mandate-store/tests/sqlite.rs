@@ -409,7 +409,7 @@ fn the_wal_stays_bounded_under_appends_without_a_pause() {
         for writer in 0..16u64 {
             let (ledger, padding) = (&ledger, &padding);
             scope.spawn(move || {
-                for n in 0..3_000u64 {
+                for n in 0..5_000u64 {
                     let serde_json::Value::Object(body) = json!({"n": n, "w": writer, "p": padding}) else {
                         unreachable!()
                     };
@@ -419,14 +419,15 @@ fn the_wal_stays_bounded_under_appends_without_a_pause() {
             });
         }
         let started = std::time::Instant::now();
-        while ledger.size("t").unwrap() < 48_000 && started.elapsed() < std::time::Duration::from_secs(300) {
+        while ledger.size("t").unwrap() < 80_000 && started.elapsed() < std::time::Duration::from_secs(300) {
             largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
     });
     largest = largest.max(std::fs::metadata(&wal).unwrap().len());
-    // 48,000 entries of ~3 KB: about 190 MB of frames in all. Bounded: the
-    // limit (64 MiB) and what is appended while the restart waits its turn.
-    assert!(largest < 128 * 1024 * 1024, "the WAL reached {} MiB", largest / (1024 * 1024));
-    assert_eq!(verify_log(&ledger, "t"), 48_000);
+    // 80,000 entries of ~3 KB: about 300 MiB of frames in all. Bounded: the
+    // limit (64 MiB) and what is appended until the checkpointer notices
+    // (~80 MiB here; the margin is for a slow machine).
+    assert!(largest < 160 * 1024 * 1024, "the WAL reached {} MiB", largest / (1024 * 1024));
+    assert_eq!(verify_log(&ledger, "t"), 80_000);
 }
