@@ -183,6 +183,24 @@ pub fn outcome_of(response: &Value) -> &'static str {
     if flagged("is_error") || flagged("isError") || flagged("interrupted") || has_error { "failure" } else { "success" }
 }
 
+/// A decision answer's reasons as one line for a client to show: `code:
+/// message` each, joined by `; ` (the hooks and the MCP gateway tell the
+/// agent why in this form).
+pub fn reasons_text(answer: &Map<String, Value>) -> String {
+    let list = answer.get("reasons").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+    let texts: Vec<String> = list
+        .iter()
+        .map(|reason| {
+            let code = reason.get("code").and_then(Value::as_str).unwrap_or("denied");
+            match reason.get("message").and_then(Value::as_str) {
+                Some(message) => format!("{code}: {message}"),
+                None => code.to_owned(),
+            }
+        })
+        .collect();
+    if texts.is_empty() { "no reason given".to_owned() } else { texts.join("; ") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -263,5 +281,12 @@ mod tests {
         assert_eq!(outcome_of(&json!({"error": null})), "success");
         assert_eq!(digest(&json!({"b": 1, "a": 2})), digest(&json!({"a": 2, "b": 1})));
         assert!(digest(&json!(1)).starts_with("sha256:"));
+    }
+
+    #[test]
+    fn reasons_read_as_one_line() {
+        let answer = json!({"reasons": [{"code": "grant_missing", "message": "no grant"}, {"code": "policy_forbid"}]});
+        assert_eq!(reasons_text(answer.as_object().unwrap()), "grant_missing: no grant; policy_forbid");
+        assert_eq!(reasons_text(&Map::new()), "no reason given");
     }
 }

@@ -1942,21 +1942,7 @@ async fn claude_code_pre(
             ))
         }
         _ => {
-            let reasons: Vec<String> = answer
-                .get("reasons")
-                .and_then(Value::as_array)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|reason| {
-                    let code = reason.get("code").and_then(Value::as_str).unwrap_or("denied");
-                    match reason.get("message").and_then(Value::as_str) {
-                        Some(message) => format!("{code}: {message}"),
-                        None => code.to_owned(),
-                    }
-                })
-                .collect();
-            let reasons = if reasons.is_empty() { "no reason given".to_owned() } else { reasons.join("; ") };
+            let reasons = mandate_core::tool_call::reasons_text(&answer);
             HookVerdict::Block(format!("`{action}` denied by Mandate: {reasons} (decision {decision_id})"))
         }
     })

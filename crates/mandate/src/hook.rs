@@ -499,18 +499,7 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
 
 /// The reasons' messages, joined.
 pub(crate) fn reasons(answer: &Value) -> String {
-    let list = answer.get("reasons").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
-    let texts: Vec<String> = list
-        .iter()
-        .map(|reason| {
-            let code = reason.get("code").and_then(Value::as_str).unwrap_or("denied");
-            match reason.get("message").and_then(Value::as_str) {
-                Some(message) => format!("{code}: {message}"),
-                None => code.to_owned(),
-            }
-        })
-        .collect();
-    if texts.is_empty() { "no reason given".to_owned() } else { texts.join("; ") }
+    answer.as_object().map_or_else(|| "no reason given".to_owned(), tool_call::reasons_text)
 }
 
 // ---------------------------------------------------------------- the post half
