@@ -1805,10 +1805,10 @@ enum HookVerdict {
 /// settings. The call is decided under `request_id`
 /// `claude-code:<session_id>:<tool_use_id>`.
 ///
-/// `PostToolUse` / `PostToolUseFailure` find that decision, record the
+/// `PostToolUse` / `PostToolUseFailure` find that decision and record the
 /// outcome (`event.recorded`: `success`, or `failure` when the response says
-/// so or the event is the failure one; the output's digest; `tool_use_id`)
-/// and settle its reservation (void on failure); they answer 200 `{}`, or a
+/// so or the event is the failure one; the output's digest; `tool_use_id`);
+/// they answer 200 `{}`, or a
 /// problem (the tool has run: nothing is blocked, Claude Code shows it).
 #[utoipa::path(post, path = "/v1/hooks/claude-code", tag = "decisions",
     request_body(content = Object, description = "Claude Code's hook payload (`hook_event_name`, `session_id`, `cwd`, `tool_name`, `tool_input`, `tool_use_id`, and after the call `tool_response`)"),
@@ -1975,29 +1975,16 @@ async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -
     if let Some(id) = payload_text(payload, "tool_use_id") {
         attributes.insert("tool_use_id".into(), id.into());
     }
-    let mut ops = vec![as_caller(
-        &caller,
-        Op::RecordEvent(Box::new(EventRequest {
-            decision_id: decision_id.to_owned(),
-            outcome: if failed { "failure" } else { "success" }.to_owned(),
-            duration_ms: payload.get("duration_ms").and_then(Value::as_u64).filter(|ms| *ms <= INTEGER_MAX),
-            output_digest: Some(mandate_core::tool_call::digest(response)),
-            attributes: Some(attributes),
-        })),
-    )];
-    if let Some(reservation) = decision.get("reservation").and_then(|r| r.get("id")).and_then(Value::as_str) {
-        // Asked with no amounts, the reservation holds none: settling with
-        // none spends exactly what was held.
-        let op = if failed {
-            Op::Void(reservation.to_owned())
-        } else {
-            Op::Settle { id: reservation.to_owned(), amounts: BTreeMap::new() }
-        };
-        ops.push(as_caller(&caller, op));
-    }
-    for result in caller.tenant.submit(ops).await? {
-        result?;
-    }
+    // The hook asks with no amounts, so the decision holds no reservation to
+    // settle: recording the outcome is all.
+    let event = EventRequest {
+        decision_id: decision_id.to_owned(),
+        outcome: if failed { "failure" } else { "success" }.to_owned(),
+        duration_ms: payload.get("duration_ms").and_then(Value::as_u64).filter(|ms| *ms <= INTEGER_MAX),
+        output_digest: Some(mandate_core::tool_call::digest(response)),
+        attributes: Some(attributes),
+    };
+    caller.tenant.submit_one(as_caller(&caller, Op::RecordEvent(Box::new(event)))).await?;
     ok(Map::new())
 }
 

@@ -1079,7 +1079,7 @@ fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) 
         Op::ImportCall(call) if call.identity != token.identity => Err(Problem::field(
             Code::Forbidden,
             "identity",
-            format!("an agent token imports only as its identity `{}`", token.identity),
+            format!("an agent token acts only as its identity `{}`", token.identity),
         )),
         Op::ImportCall(_) => Ok(()),
         _ => Err(Problem::new(Code::Forbidden, "an agent token may not do this")),

@@ -47,14 +47,14 @@
 //!
 //! # Joining the post half to its decision
 //!
-//! The pre half writes the allowed decision's id (and its reservation, if
-//! any) to a small state file in `MANDATE_HOOK_STATE` (default
+//! The pre half writes the allowed decision's id to a small state file in `MANDATE_HOOK_STATE` (default
 //! `<temp>/mandate-hook`), named by the SHA-256 of the client, the session
 //! and the call: `tool_use_id` where the client sends one, else (Gemini) the
 //! tool name and canonical input, which `AfterTool` repeats. The post half
 //! reads and removes it, records `POST /v1/events` (`outcome`,
 //! `duration_ms`, `output_digest` = `sha256:` of the canonical
-//! `tool_response`) and settles the reservation (void on failure).
+//! `tool_response`). (The hook asks with no amounts, so a decision holds no
+//! reservation to settle: only `calls` budgets count it, when it is made.)
 //!
 //! A call whose post half never runs (the client crashed, or the tool was
 //! interrupted) leaves its file behind: each pre half sweeps the directory
@@ -481,9 +481,8 @@ fn pre(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyho
     }
     match decision {
         "allow" => {
-            let reservation = answer.pointer("/reservation/id").and_then(Value::as_str);
             // Best effort: a lost state file loses the outcome, never the decision.
-            let _ = save_state(client, payload, decision_id, reservation);
+            let _ = save_state(client, payload, decision_id);
             Ok(Outcome::Allow)
         }
         "pending" => {
@@ -534,16 +533,6 @@ fn post(client: Client, payload: &Map<String, Value>, deadline: Instant) -> anyh
     }
     event.insert("attributes".into(), Value::Object(attributes));
     request(&config, "POST", "/v1/events", Some(&serde_json::to_vec(&event)?), deadline)?;
-    if let Some(reservation) = state.get("reservation").and_then(Value::as_str) {
-        // The hook asks with no amounts, so the reservation holds none:
-        // settling with none spends exactly what was held.
-        let (path, body) = if outcome == "success" {
-            (format!("/v1/reservations/{reservation}/settle"), json!({"amounts": {}}))
-        } else {
-            (format!("/v1/reservations/{reservation}/void"), json!({}))
-        };
-        request(&config, "POST", &path, Some(&serde_json::to_vec(&body)?), deadline)?;
-    }
     Ok(())
 }
 
@@ -616,18 +605,13 @@ fn sweep_stale_state(dir: &Path, now: SystemTime) {
     }
 }
 
-fn save_state(
-    client: Client,
-    payload: &Map<String, Value>,
-    decision_id: &str,
-    reservation: Option<&str>,
-) -> anyhow::Result<()> {
+fn save_state(client: Client, payload: &Map<String, Value>, decision_id: &str) -> anyhow::Result<()> {
     let path = state_path(client, payload)?;
     if let Some(dir) = path.parent() {
         // Owner-only: the directory may sit in a shared temporary directory.
         std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
     }
-    let state = json!({"decision_id": decision_id, "reservation": reservation});
+    let state = json!({ "decision_id": decision_id });
     let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
     file.write_all(&serde_json::to_vec(&state)?)?;
     Ok(())
