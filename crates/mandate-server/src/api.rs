@@ -1955,18 +1955,11 @@ async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -
     let request_id = claude_request_id(payload).ok_or_else(|| {
         Problem::field(Code::InvalidField, "tool_use_id", "the payload has no `tool_use_id` to find its decision by")
     })?;
-    let identity = token.identity.clone();
-    caller.tenant.sync().await?;
-    let now = jiff::Timestamp::now();
-    let seen =
-        caller.tenant.read(|state| state.spending.seen(&identity, &request_id, now).map(|seen| seen.log_index)).await?;
-    let index =
-        seen.ok_or_else(|| Problem::new(Code::NotFound, "no decision for this `tool_use_id` in the last 24 h"))?;
-    let decision = caller.tenant.earlier_answer(index).await?;
-    let decision_id = decision
-        .get("decision_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| Problem::new(Code::Internal, format!("entry {index} is not a decision")))?;
+    let decision_id = caller
+        .tenant
+        .recent_request(&token.identity, &request_id)
+        .await?
+        .ok_or_else(|| Problem::new(Code::NotFound, "no decision for this `tool_use_id` in the last 24 h"))?;
     let response = payload.get("tool_response").unwrap_or(&Value::Null);
     let failed = payload_text(payload, "hook_event_name") == Some("PostToolUseFailure")
         || mandate_core::tool_call::outcome_of(response) == "failure";
@@ -1978,7 +1971,7 @@ async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -
     // The hook asks with no amounts, so the decision holds no reservation to
     // settle: recording the outcome is all.
     let event = EventRequest {
-        decision_id: decision_id.to_owned(),
+        decision_id,
         outcome: if failed { "failure" } else { "success" }.to_owned(),
         duration_ms: payload.get("duration_ms").and_then(Value::as_u64).filter(|ms| *ms <= INTEGER_MAX),
         output_digest: Some(mandate_core::tool_call::digest(response)),

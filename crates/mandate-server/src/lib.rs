@@ -13,6 +13,7 @@
 pub mod api;
 pub mod limits;
 pub mod problem;
+pub mod recent;
 pub mod registry;
 pub mod spend;
 pub mod state;

@@ -1,6 +1,6 @@
-//! The spending part of a tenant's state: budgets, reservations, approvals
-//! and the requests seen for idempotency, folded from the log like the rest
-//! (see `state.rs`).
+//! The spending part of a tenant's state: budgets, reservations and
+//! approvals, folded from the log like the rest (see `state.rs`). Request
+//! ids and recent decisions are the store's to remember (`recent.rs`).
 //!
 //! Entry bodies:
 //!
@@ -15,39 +15,16 @@
 //! | `approval.approved`, `approval.denied` | `id`, `by` (a denial also voids its reservation) |
 //! | `approval.expired` | `id` |
 //!
-//! A `decision` entry (allow, pending or deny alike) is also remembered for
-//! [`DECISION_RETENTION`] by its `decision_id`, with its acting identity,
-//! entry and time, so that `POST /v1/events` can record outcomes of recent
-//! decisions (an `event.recorded` entry changes nothing here).
-//!
 //! Everything here changes only by those entries, at their entry times, so
 //! folding the log again gives the same state, and the same rows (`rows`)
 //! that the sequencer writes beside the log for `mandate replay` to compare.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use jiff::{SignedDuration, Timestamp};
+use jiff::Timestamp;
 use mandate_core::budget::{self, Budget, Budgets, NewReservation, Period, Resolution, Touch};
 use mandate_core::identity::IdentityId;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
-
-/// How long a `request_id` is remembered.
-pub const REQUEST_ID_RETENTION: SignedDuration = SignedDuration::from_hours(24);
-
-/// How long a decision can be followed by events (`POST /v1/events`).
-pub const DECISION_RETENTION: SignedDuration = SignedDuration::from_hours(24);
-
-/// A decision of the last [`DECISION_RETENTION`]: whose it is, and where.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecentDecision {
-    /// The acting identity.
-    pub identity: IdentityId,
-    /// The decision's entry.
-    pub log_index: u64,
-    /// Its entry's time.
-    pub at: Timestamp,
-}
 
 /// The kinds of state rows written beside the log.
 pub mod kinds {
@@ -120,19 +97,7 @@ pub struct Approval {
     pub resolved_log_index: Option<u64>,
 }
 
-/// A request id seen: its answer's entry and what was asked.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SeenRequest {
-    /// The decision's entry, whose answer a retry gets.
-    pub log_index: u64,
-    /// When.
-    pub at: Timestamp,
-    /// SHA-256 of the request (without its ids), so a reused id with another
-    /// request is refused rather than answered with someone else's answer.
-    pub fingerprint: [u8; 32],
-}
-
-/// Budgets, reservations, approvals and request ids.
+/// Budgets, reservations and approvals.
 #[derive(Debug, Clone, Default)]
 pub struct Spending {
     /// Budgets and reservations.
@@ -144,25 +109,8 @@ pub struct Spending {
     resolutions: HashMap<String, u64>,
     /// Approval id by the reservation it holds.
     approval_of_reservation: HashMap<String, String>,
-    /// Request ids by (acting identity, request id).
-    requests: HashMap<(IdentityId, String), SeenRequest>,
-    request_times: VecDeque<(Timestamp, (IdentityId, String))>,
-    /// Decisions of the last [`DECISION_RETENTION`] by decision id.
-    decisions: HashMap<String, RecentDecision>,
-    decision_times: VecDeque<(Timestamp, String)>,
     /// Rows changed since the last [`Spending::take_dirty`].
     dirty: BTreeSet<(&'static str, String)>,
-}
-
-/// The fingerprint of a decision's recorded request, without the ids that
-/// label it (a retry with another token of the same identity is the same
-/// request).
-pub fn fingerprint(request: &Map<String, Value>) -> [u8; 32] {
-    let mut object = request.clone();
-    for label in ["request_id", "session_id", "trace_id", "token_id"] {
-        object.remove(label);
-    }
-    Sha256::digest(canonical(&object)).into()
 }
 
 /// RFC 8785 bytes of an object. Everything here holds only integers within
@@ -186,19 +134,6 @@ impl Spending {
     /// The approval that holds this reservation, if any.
     pub fn approval_of(&self, reservation: &str) -> Option<&Approval> {
         self.approval_of_reservation.get(reservation).and_then(|id| self.approvals.get(id))
-    }
-
-    /// The request seen with this id from this identity, within 24 h of `now`.
-    pub fn seen(&self, identity: &IdentityId, request_id: &str, now: Timestamp) -> Option<&SeenRequest> {
-        self.requests
-            .get(&(identity.clone(), request_id.to_owned()))
-            .filter(|seen| now.duration_since(seen.at) < REQUEST_ID_RETENTION)
-    }
-
-    /// The decision with this id, if it was made within
-    /// [`DECISION_RETENTION`] of `now`.
-    pub fn recent_decision(&self, decision_id: &str, now: Timestamp) -> Option<&RecentDecision> {
-        self.decisions.get(decision_id).filter(|decision| now.duration_since(decision.at) < DECISION_RETENTION)
     }
 
     /// Held reservations or pending approvals whose time is up.
@@ -273,21 +208,11 @@ impl Spending {
         Ok(())
     }
 
-    /// Folds in a `decision` entry: its budget touches, reservation,
-    /// approval and request id.
+    /// Folds in a `decision` entry: its budget touches, reservation and
+    /// approval.
     pub fn apply_decision(&mut self, index: u64, body: &Map<String, Value>, now: Timestamp) -> Result<(), String> {
         let request = body.get("request").and_then(Value::as_object).ok_or("`request` is missing")?;
         let identity = IdentityId::parse(text(request, "identity")?).map_err(|e| e.to_string())?;
-        if let Some(request_id) = request.get("request_id").and_then(Value::as_str) {
-            let key = (identity.clone(), request_id.to_owned());
-            let seen = SeenRequest { log_index: index, at: now, fingerprint: fingerprint(request) };
-            self.requests.insert(key.clone(), seen);
-            self.request_times.push_back((now, key));
-        }
-        let decision_id = text(body, "decision_id")?.to_owned();
-        let recent = RecentDecision { identity: identity.clone(), log_index: index, at: now };
-        self.decisions.insert(decision_id.clone(), recent);
-        self.decision_times.push_back((now, decision_id));
         let outcome = text(body, "decision")?;
         if outcome == "deny" {
             return Ok(());
@@ -411,26 +336,6 @@ impl Spending {
         for id in self.budgets.forget_resolved(now) {
             self.resolutions.remove(&id);
             self.dirty.insert((kinds::RESERVATION, id));
-        }
-        while let Some((at, _)) = self.request_times.front() {
-            if now.duration_since(*at) < REQUEST_ID_RETENTION {
-                break;
-            }
-            if let Some((at, key)) = self.request_times.pop_front()
-                && self.requests.get(&key).is_some_and(|seen| seen.at == at)
-            {
-                self.requests.remove(&key);
-            }
-        }
-        while let Some((at, _)) = self.decision_times.front() {
-            if now.duration_since(*at) < DECISION_RETENTION {
-                break;
-            }
-            if let Some((at, id)) = self.decision_times.pop_front()
-                && self.decisions.get(&id).is_some_and(|decision| decision.at == at)
-            {
-                self.decisions.remove(&id);
-            }
         }
     }
 }
@@ -600,32 +505,4 @@ pub fn approval_view(approval: &Approval) -> Map<String, Value> {
     view.insert("resource".into(), Value::from(approval.resource.as_str()));
     view.insert("status".into(), Value::from(approval.status.as_str()));
     view
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
-
-    use super::*;
-
-    /// Decisions are remembered for events for 24 h from their entry's
-    /// time, and forgotten by the fold at the first entry after that.
-    #[test]
-    fn recent_decisions_are_forgotten_after_24_h() {
-        let mut spending = Spending::default();
-        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let body = serde_json::json!({"decision": "deny", "decision_id": "d1",
-            "request": {"identity": "agent:a", "action": "x", "resource": "y"}});
-        spending.apply_decision(7, body.as_object().unwrap(), at).unwrap();
-        let almost = at.checked_add(DECISION_RETENTION - SignedDuration::from_micros(1)).unwrap();
-        let recent = spending.recent_decision("d1", almost).unwrap();
-        assert_eq!((recent.identity.to_string(), recent.log_index, recent.at), ("agent:a".to_owned(), 7, at));
-        assert!(spending.recent_decision("d2", almost).is_none());
-        let due = at.checked_add(DECISION_RETENTION).unwrap();
-        assert!(spending.recent_decision("d1", due).is_none());
-        spending.forget(almost);
-        assert!(spending.decisions.contains_key("d1"));
-        spending.forget(due);
-        assert!(spending.decisions.is_empty() && spending.decision_times.is_empty());
-    }
 }

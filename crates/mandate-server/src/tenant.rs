@@ -33,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::limits::{COMMIT_OPS_MAX, SEQUENCER_QUEUE_MAX};
 use crate::problem::{Code, Problem};
+use crate::recent::{self, Recent};
 use crate::spend::{self, ApprovalStatus};
 use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
 
@@ -140,6 +141,16 @@ pub enum Op {
         /// Who answers: a human on the chain, or the admin key.
         by: String,
     },
+}
+
+impl Op {
+    /// The operation inside an [`Op::AsAgent`] or [`Op::AsAdmin`].
+    fn unwrapped(&self) -> &Op {
+        match self {
+            Op::AsAgent { op, .. } | Op::AsAdmin { op, .. } => op.unwrapped(),
+            op => op,
+        }
+    }
 }
 
 /// An event (`POST /v1/events`), checked by the HTTP layer.
@@ -264,8 +275,33 @@ pub enum LoadError {
 }
 
 /// Folds a tenant's whole log into its state.
+///
+/// A log written before entries had keys (`recent.rs`) gets its decisions
+/// of the last 24 h keyed on the way, once, so that their request ids and
+/// events still answer after the upgrade.
 pub fn load_state(ledger: &dyn Ledger, tenant: &str) -> Result<TenantState, LoadError> {
-    fold_log(ledger, tenant, ledger.size(tenant)?)
+    let size = ledger.size(tenant)?;
+    let keyed_from = ledger.keyed_from(tenant)?;
+    if keyed_from == 0 {
+        return fold_log(ledger, tenant, size);
+    }
+    let now = Timestamp::now();
+    let mut keys = Vec::new();
+    let mut state = TenantState::new(tenant)?;
+    mandate_store::for_each_entry(ledger, tenant, size, |stored| {
+        apply_stored(&mut state, &stored)?;
+        if stored.index < keyed_from
+            && let Ok(entry) = mandate_log::Entry::parse(&stored.bytes)
+            && entry.entry_type == types::DECISION
+            && entry.time.parse::<Timestamp>().is_ok_and(|at| now.duration_since(at) < recent::DECISION_RETENTION)
+        {
+            keys.extend(recent::entry_keys(&entry.body).into_iter().map(|key| (key, stored.index)));
+        }
+        Ok::<(), LoadError>(())
+    })?;
+    tracing::info!(tenant, keys = keys.len(), "keyed the decisions of the last 24 h written before keys were");
+    ledger.backfill_keys(tenant, keys)?;
+    Ok(state)
 }
 
 /// Folds the first `size` entries of a tenant's log into a state.
@@ -371,6 +407,30 @@ impl Tenant {
         answer.insert("log_index".into(), Value::from(index));
         answer.insert("replayed".into(), Value::Bool(true));
         Ok(answer)
+    }
+
+    /// The id of the decision `identity` asked for with `request_id` in the
+    /// last 24 h, found in the store by its key (every server's committed
+    /// decisions count).
+    pub async fn recent_request(&self, identity: &IdentityId, request_id: &str) -> Result<Option<String>, Problem> {
+        let key = recent::request_key(identity, request_id);
+        let (ledger, tenant) = (self.ledger.clone(), self.name.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let Some(index) = ledger.find(&tenant, &[key])?.into_iter().flatten().next() else { return Ok(None) };
+            ledger.entries(&tenant, index, index + 1).map(|entries| entries.into_iter().next())
+        })
+        .await
+        .map_err(|_| Problem::new(Code::Internal, "looking up a request id failed"))??;
+        let Some(stored) = found else { return Ok(None) };
+        let entry = mandate_log::Entry::parse(&stored.bytes)
+            .map_err(|_| Problem::new(Code::Internal, format!("entry {} cannot be read", stored.index)))?;
+        let at = entry.time.parse::<Timestamp>().map_err(|error| Problem::new(Code::Internal, error.to_string()))?;
+        let mut recent = Recent::default();
+        if entry.entry_type == types::DECISION {
+            recent.remember(stored.index, &entry.body, at).map_err(|reason| Problem::new(Code::Internal, reason))?;
+        }
+        let seen = recent.seen(identity, request_id, Timestamp::now()).is_some();
+        Ok(entry.body.get("decision_id").and_then(Value::as_str).filter(|_| seen).map(str::to_owned))
     }
 
     /// On a store other servers append to ([`Ledger::shared`]): folds in
@@ -527,6 +587,10 @@ impl Sequencer {
                 }
             };
         }
+        let mut recent = match self.recall(hold.as_mut(), &batch).await {
+            Ok(recent) => recent,
+            Err(error) => return fail_batch(batch, &Problem::from(error), true),
+        };
         // INVARIANT (one-clock-per-batch): every entry of a batch carries the
         // same time, read once here.
         let mut drafts: Vec<EntryDraft> = Vec::new();
@@ -546,7 +610,7 @@ impl Sequencer {
             for Submission { ops, reply } in batch {
                 let staged: Vec<Staged> = ops
                     .into_iter()
-                    .map(|op| Staged { result: evaluate(&mut state, op, now, &time, &mut drafts) })
+                    .map(|op| Staged { result: evaluate(&mut state, &mut recent, op, now, &time, &mut drafts) })
                     .collect();
                 replies.push((reply, staged));
             }
@@ -668,6 +732,42 @@ impl Sequencer {
         Ok(())
     }
 
+    /// The decisions the batch's operations name (by request id, by decision
+    /// id), found in the held log by their keys: see `recent.rs`. A store
+    /// failure fails the batch; an entry that does not parse stops nothing
+    /// here (the fold has applied it already), it is just not recalled.
+    async fn recall(&self, hold: &mut dyn LogHold, batch: &[Submission]) -> Result<Recent, StoreError> {
+        let mut keys = Vec::new();
+        for op in batch.iter().flat_map(|submission| &submission.ops) {
+            match op.unwrapped() {
+                Op::Authorize(request) => {
+                    if let Some(request_id) = &request.request_id {
+                        keys.push(recent::request_key(&request.identity, request_id));
+                    }
+                }
+                Op::RecordEvent(event) => keys.push(recent::decision_key(&event.decision_id)),
+                _ => {}
+            }
+        }
+        let mut recent = Recent::default();
+        if keys.is_empty() {
+            return Ok(recent);
+        }
+        let mut found: Vec<u64> = hold.find(keys).await?.into_iter().flatten().collect();
+        found.sort_unstable();
+        found.dedup();
+        for index in found {
+            for stored in hold.entries(index, index + 1).await? {
+                let Ok(entry) = mandate_log::Entry::parse(&stored.bytes) else { continue };
+                let Ok(at) = entry.time.parse::<Timestamp>() else { continue };
+                if entry.entry_type == types::DECISION {
+                    let _ = recent.remember(stored.index, &entry.body, at);
+                }
+            }
+        }
+        Ok(recent)
+    }
+
     /// After a failed commit the state may hold changes that are not in the
     /// log: fold the log again.
     fn rebuild(&self) -> Result<(), Rebuild> {
@@ -721,6 +821,7 @@ pub fn entry_time(at: Timestamp) -> String {
 /// the entry's draft. Returns the answer and the draft's position.
 fn evaluate(
     state: &mut TenantState,
+    recent: &mut Recent,
     op: Op,
     now: Timestamp,
     time: &str,
@@ -729,7 +830,7 @@ fn evaluate(
     let index = state.applied;
     let (op, token_id) = match op {
         Op::AsAgent { token_id, op } => {
-            check_agent_op(state, &token_id, &op, now)?;
+            check_agent_op(state, recent, &token_id, &op, now)?;
             (*op, Some(token_id))
         }
         Op::AsAdmin { key_id, op } => {
@@ -750,9 +851,9 @@ fn evaluate(
                 recorded.insert("token_id".into(), Value::from(token_id));
             }
             if let Some(request_id) = &request.request_id
-                && let Some(seen) = state.spending.seen(&request.identity, request_id, now)
+                && let Some(seen) = recent.seen(&request.identity, request_id, now)
             {
-                if seen.fingerprint != spend::fingerprint(&recorded) {
+                if seen.fingerprint != recent::fingerprint(&recorded) {
                     return Err(Problem::field(
                         Code::Conflict,
                         "request_id",
@@ -824,10 +925,8 @@ fn evaluate(
             (types::RESERVATION_VOIDED, body, (reservation_subject(state, &id), None), None)
         }
         Op::RecordEvent(event) => {
-            let decision = state
-                .spending
-                .recent_decision(&event.decision_id, now)
-                .ok_or_else(|| no_recent_decision(&event.decision_id))?;
+            let decision =
+                recent.decision(&event.decision_id, now).ok_or_else(|| no_recent_decision(&event.decision_id))?;
             let identity = decision.identity.to_string();
             let mut body = Map::new();
             if let Some(attributes) = event.attributes {
@@ -1031,12 +1130,19 @@ fn evaluate(
             (types::TOKEN_REVOKED, body, (Some(subject), None), None)
         }
     };
-    let draft = EntryDraft::new(entry_type, time, &body)
+    let mut draft = EntryDraft::new(entry_type, time, &body)
         .map_err(|error| Problem::new(Code::PayloadTooLarge, format!("the log entry cannot be written: {error}")))?
         .with_terms(terms.0.as_deref(), terms.1);
+    if entry_type == types::DECISION {
+        // Later batches find it in the store by these keys; this one in `recent`.
+        draft = draft.with_keys(recent::entry_keys(&body));
+    }
     match prepared_policies {
         Some(set) => state.install_policies(index, time, set),
         None => state.apply(index, time, entry_type, &body).map_err(apply_problem)?,
+    }
+    if entry_type == types::DECISION {
+        recent.remember(index, &body, now).map_err(|reason| Problem::new(Code::Internal, reason))?;
     }
     drafts.push(draft);
     let answer = answer_for(state, entry_type, body)?;
@@ -1045,7 +1151,13 @@ fn evaluate(
 
 /// The checks of [`Op::AsAgent`], at `now`, against the state as the
 /// batch's earlier operations left it.
-fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) -> Result<(), Problem> {
+fn check_agent_op(
+    state: &TenantState,
+    recent: &Recent,
+    token_id: &str,
+    op: &Op,
+    now: Timestamp,
+) -> Result<(), Problem> {
     let token = state
         .token(token_id, now)
         .ok_or_else(|| Problem::new(Code::Unauthorized, "the bearer token is not a valid agent token"))?;
@@ -1072,7 +1184,7 @@ fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) 
             _ => Ok(()),
         },
         // Another identity's decision is answered as if it did not exist.
-        Op::RecordEvent(event) => match state.spending.recent_decision(&event.decision_id, now) {
+        Op::RecordEvent(event) => match recent.decision(&event.decision_id, now) {
             Some(decision) if decision.identity != token.identity => Err(no_recent_decision(&event.decision_id)),
             _ => Ok(()),
         },
@@ -1087,7 +1199,7 @@ fn check_agent_op(state: &TenantState, token_id: &str, op: &Op, now: Timestamp) 
 }
 
 /// 404 for a decision that is unknown, older than
-/// [`spend::DECISION_RETENTION`], or (to an agent token) another identity's:
+/// [`recent::DECISION_RETENTION`], or (to an agent token) another identity's:
 /// the same answer for all three.
 fn no_recent_decision(decision_id: &str) -> Problem {
     Problem::new(Code::NotFound, format!("no decision `{decision_id}` in the last 24 h"))

@@ -24,6 +24,12 @@
 //! the log, written in the same transaction as the entries that changed it
 //! ([`Ledger::append_with_state`]), so that a replay of the log can be
 //! compared with them ([`Ledger::state_rows`]).
+//!
+//! Finally an entry may carry *keys* ([`EntryKey`], [`EntryDraft::with_keys`]):
+//! 16 bytes the caller derives (a decision's id, a hash of a request id), by
+//! which [`Ledger::find`] and [`LogHold::find`] return the newest entry stored
+//! with them. They keep "have I seen this id?" out of the caller's memory:
+//! the answer is in the store, written with the entry.
 
 mod postgres;
 mod sqlite;
@@ -63,6 +69,14 @@ pub const STATE_VALUE_BYTES_MAX: usize = 64 * 1024;
 /// small constant (the SQLite one by under 4,096 entries).
 pub const SEARCH_EXAMINED_MAX: u64 = 50_000;
 
+/// A key an entry can be found by ([`Ledger::find`]): 16 bytes the caller
+/// derives. Keys that grow with time (a UUIDv7) keep the key index's writes
+/// at its end; hashes spread them.
+pub type EntryKey = [u8; 16];
+
+/// The most keys one draft may carry.
+pub const ENTRY_KEYS_MAX: usize = 4;
+
 /// An entry to append: the ledger assigns its index and `prev`.
 ///
 /// A draft is checked and its body canonicalized when it is made, on the
@@ -80,6 +94,8 @@ pub struct EntryDraft {
     /// The decision (`allow`, `deny`, `pending`), for search; not part of the
     /// entry's bytes.
     decision: Option<String>,
+    /// Keys the entry can be found by; not part of its bytes.
+    keys: Vec<EntryKey>,
 }
 
 impl EntryDraft {
@@ -95,7 +111,15 @@ impl EntryDraft {
         let (entry_type, time) = (entry_type.into(), time.into());
         mandate_log::entry::check_entry_type(&entry_type)?;
         let time_us = time_us(&time)?;
-        Ok(EntryDraft { entry_type, time, time_us, body: CanonicalBody::new(body)?, identity: None, decision: None })
+        Ok(EntryDraft {
+            entry_type,
+            time,
+            time_us,
+            body: CanonicalBody::new(body)?,
+            identity: None,
+            decision: None,
+            keys: Vec::new(),
+        })
     }
 
     /// The same draft, findable by [`Ledger::search`] under `identity` (the
@@ -106,6 +130,13 @@ impl EntryDraft {
     /// searchable.
     pub fn with_terms(self, identity: Option<&str>, decision: Option<&str>) -> EntryDraft {
         EntryDraft { identity: identity.map(str::to_owned), decision: decision.map(str::to_owned), ..self }
+    }
+
+    /// The same draft, findable by [`Ledger::find`] under each of `keys` (at
+    /// most [`ENTRY_KEYS_MAX`]). A key stored again with a later entry finds
+    /// the later one.
+    pub fn with_keys(self, keys: Vec<EntryKey>) -> EntryDraft {
+        EntryDraft { keys, ..self }
     }
 }
 
@@ -162,6 +193,12 @@ pub(crate) fn check_append(drafts: &[EntryDraft], rows: &[StateRow]) -> Result<(
     }
     if drafts.is_empty() || drafts.len() > APPEND_ENTRIES_MAX {
         return Err(StoreError::AppendSize { count: drafts.len() });
+    }
+    if let Some(position) = drafts.iter().position(|draft| draft.keys.len() > ENTRY_KEYS_MAX) {
+        return Err(StoreError::InvalidEntry {
+            position,
+            error: EntryError::InvalidField { field: "keys", reason: format!("more than {ENTRY_KEYS_MAX} keys") },
+        });
     }
     for (position, row) in rows.iter().enumerate() {
         row.check().map_err(|reason| StoreError::InvalidStateRow { position, reason })?;
@@ -362,6 +399,20 @@ pub trait Ledger: Send + Sync {
     /// The number of committed entries.
     fn size(&self, tenant: &str) -> Result<u64, StoreError>;
 
+    /// For each of `keys`, the newest committed entry stored with it
+    /// ([`EntryDraft::with_keys`]), read from one snapshot.
+    fn find(&self, tenant: &str, keys: &[EntryKey]) -> Result<Vec<Option<u64>>, StoreError>;
+
+    /// The first index from which every entry's keys are stored: 0, except
+    /// for a log written by a Mandate that stored no keys, until
+    /// [`Ledger::backfill_keys`] gives its older entries theirs.
+    fn keyed_from(&self, tenant: &str) -> Result<u64, StoreError>;
+
+    /// Stores keys for entries below [`Ledger::keyed_from`] (where a key is
+    /// stored already, the newer entry stays), then marks the whole log
+    /// keyed, in one transaction. Safe to repeat, and beside appends.
+    fn backfill_keys(&self, tenant: &str, keys: Vec<(EntryKey, u64)>) -> Result<(), StoreError>;
+
     /// Entries `[start, end)`, at most [`ENTRIES_PAGE_MAX`].
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError>;
 
@@ -417,6 +468,9 @@ pub trait Ledger: Send + Sync {
 /// A pending [`Ledger::hold`].
 pub type HoldFuture = Pin<Box<dyn Future<Output = Result<Box<dyn LogHold>, StoreError>> + Send>>;
 
+/// A pending [`LogHold::find`].
+pub type FindFuture = Pin<Box<dyn Future<Output = Result<Vec<Option<u64>>, StoreError>> + Send>>;
+
 /// A pending read of entries through a [`LogHold`].
 pub type EntriesFuture = Pin<Box<dyn Future<Output = Result<Vec<StoredEntry>, StoreError>> + Send>>;
 
@@ -434,6 +488,10 @@ pub trait LogHold: Send {
     /// Entries `[start, end)` of the held log (`end` at most [`LogHold::size`],
     /// at most [`ENTRIES_PAGE_MAX`] of them).
     fn entries(&mut self, start: u64, end: u64) -> EntriesFuture;
+
+    /// [`Ledger::find`] in the held log: every entry appended before the
+    /// hold was granted counts, in this process or any other.
+    fn find(&mut self, keys: Vec<EntryKey>) -> FindFuture;
 
     /// Appends `drafts` and `rows` (as [`Ledger::append_with_state`]) at
     /// [`LogHold::size`], commits, and releases the hold.

@@ -28,8 +28,10 @@
 //! Tables (created at connect, under a transaction-scoped advisory lock, so
 //! two processes starting together migrate once):
 //! - `mandate_schema(version)`: the schema version.
-//! - `logs(id, tenant, size, signer)`: one row per tenant log, the lock that
-//!   sequences its appends.
+//! - `logs(id, tenant, size, signer, keyed_from)`: one row per tenant log,
+//!   the lock that sequences its appends; `keyed_from` is the first index from
+//!   which every entry's keys are in `entry_keys` (a log older than version 2
+//!   keeps its size at migration until [`Ledger::backfill_keys`]).
 //! - `entries(log, idx, leaf, bytes, type, identity, decision, time_us)`:
 //!   each entry with its search terms; `(log, identity, idx)` is indexed for
 //!   searches by identity.
@@ -37,6 +39,8 @@
 //!   the SQLite backend (`at = last leaf << 6 | level`).
 //! - `checkpoints(log, size, root, note)`: the last checkpoint signed.
 //! - `state(log, kind, key, value)`: the state rows ([`crate::StateRow`]).
+//! - `entry_keys(log, key, entry)`: the newest entry stored with each key
+//!   ([`crate::EntryKey`]), written in the entry's transaction.
 
 use std::collections::{BTreeSet, HashMap};
 use std::future::Future;
@@ -50,13 +54,14 @@ use mandate_log::{Checkpoint, EntryHead, Frontier, Hash, SignedCheckpoint, Signe
 use tokio_postgres::NoTls;
 
 use crate::{
-    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, HoldFuture, Ledger, LogHold,
-    SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
+    AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, EntryKey, FindFuture, HoldFuture, Ledger,
+    LogHold, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
     check_not_rolled_back, corrupt, next_checkpoint, prove_error,
 };
 
-/// The schema version in `mandate_schema`.
-const SCHEMA_VERSION: i32 = 1;
+/// The schema version in `mandate_schema`. Version 2 added `entry_keys` and
+/// `logs.keyed_from`.
+const SCHEMA_VERSION: i32 = 2;
 
 /// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_616e_6461_7465;
@@ -77,7 +82,7 @@ const IDLE_IN_TRANSACTION_MS: u64 = 10_000;
 /// Indexes must fit the same range as the SQLite backend's: 2^40 per log.
 const INDEX_BITS: u32 = 40;
 
-/// The schema, version 1.
+/// The schema of version 1; [`KEYS_SCHEMA`] completes version 2.
 const SCHEMA: &str = "
 CREATE TABLE logs (
     id BIGSERIAL PRIMARY KEY,
@@ -117,6 +122,28 @@ CREATE TABLE state (
     PRIMARY KEY (log, kind, key)
 );
 ";
+
+/// The key index and `logs.keyed_from`: version 2, in new databases and when
+/// migrating from version 1.
+const KEYS_SCHEMA: &str = "
+CREATE TABLE entry_keys (
+    log BIGINT NOT NULL,
+    key BYTEA NOT NULL CHECK (length(key) = 16),
+    entry BIGINT NOT NULL,
+    PRIMARY KEY (log, key)
+);
+ALTER TABLE logs ADD COLUMN keyed_from BIGINT NOT NULL DEFAULT 0;
+";
+
+/// Stores the keys of a batch's entries. Appends come in log order under the
+/// log's lock, so the entry written now is the newest with its key.
+const INSERT_KEYS_SQL: &str = "INSERT INTO entry_keys (log, key, entry)
+SELECT * FROM UNNEST($1::int8[], $2::bytea[], $3::int8[])
+ON CONFLICT (log, key) DO UPDATE SET entry = excluded.entry";
+
+/// The entry stored with each of `$2`, in the order given (NULL for none).
+const FIND_KEYS_SQL: &str = "SELECT entry_keys.entry FROM UNNEST($2::bytea[]) WITH ORDINALITY AS wanted (key, n)
+LEFT JOIN entry_keys ON entry_keys.log = $1 AND entry_keys.key = wanted.key ORDER BY wanted.n";
 
 /// Inserts the entries of a batch, one array per column.
 const INSERT_ENTRIES_SQL: &str = "INSERT INTO entries (log, idx, leaf, bytes, type, identity, decision, time_us)
@@ -415,8 +442,18 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
     match version {
         0 => {
             transaction.batch_execute(SCHEMA).await.map_err(db_error)?;
+            transaction.batch_execute(KEYS_SCHEMA).await.map_err(db_error)?;
             transaction
                 .execute("INSERT INTO mandate_schema (version) VALUES ($1)", &[&SCHEMA_VERSION])
+                .await
+                .map_err(db_error)?;
+        }
+        1 => {
+            // The entries written so far have no keys: each log is keyed from
+            // its present size until the server backfills them.
+            transaction.batch_execute(KEYS_SCHEMA).await.map_err(db_error)?;
+            transaction
+                .batch_execute("UPDATE logs SET keyed_from = size; UPDATE mandate_schema SET version = 2")
                 .await
                 .map_err(db_error)?;
         }
@@ -451,7 +488,8 @@ struct Staged {
     result: Result<Vec<Appended>, StoreError>,
 }
 
-/// One entry of a batch, ready to insert.
+/// The entries of a batch, ready to insert, one vector per column, and
+/// their keys.
 #[derive(Default)]
 struct Rows {
     log: Vec<i64>,
@@ -462,14 +500,18 @@ struct Rows {
     identity: Vec<Option<String>>,
     decision: Vec<Option<String>>,
     time_us: Vec<i64>,
+    /// Each key of each entry: log, key, entry index.
+    keys: Vec<(i64, EntryKey, i64)>,
 }
 
 impl Rows {
-    fn len(&self) -> usize {
-        self.idx.len()
+    /// Where the rows end now, for [`Rows::truncate`].
+    fn mark(&self) -> (usize, usize) {
+        (self.idx.len(), self.keys.len())
     }
 
-    fn truncate(&mut self, len: usize) {
+    fn truncate(&mut self, (len, keys): (usize, usize)) {
+        self.keys.truncate(keys);
         self.log.truncate(len);
         self.idx.truncate(len);
         self.leaf.truncate(len);
@@ -615,8 +657,9 @@ impl From<StoreError> for InsertError {
     }
 }
 
-/// Inserts a batch's staged entries, tree nodes and state rows and moves the
-/// sizes of the logs to their new `heads`; with `commit`, commits too.
+/// Inserts a batch's staged entries (with their keys), tree nodes and state
+/// rows and moves the sizes of the logs to their new `heads`; with `commit`,
+/// commits too.
 ///
 /// The statements are independent, so they are sent together (pipelined on
 /// the one connection): one round trip instead of one per statement, while
@@ -652,6 +695,7 @@ async fn insert_staged<'h, C: GenericClient>(
          WHERE state.log = gone.log AND state.kind = gone.kind AND state.key = gone.key",
     )
     .await?;
+    let insert_keys = cached(transaction, INSERT_KEYS_SQL).await?;
     let update_size = cached(
         transaction,
         "UPDATE logs SET size = moved.size FROM UNNEST($1::int8[], $2::int8[]) AS moved (id, size)
@@ -674,6 +718,18 @@ async fn insert_staged<'h, C: GenericClient>(
             columns.value.push(value);
         }
     }
+    // One statement may not write a key twice: keep each key's last entry.
+    let mut newest: HashMap<(i64, EntryKey), i64> = HashMap::with_capacity(rows.keys.len());
+    for &(log, key, entry) in &rows.keys {
+        let stored = newest.entry((log, key)).or_insert(entry);
+        *stored = (*stored).max(entry);
+    }
+    let (mut key_logs, mut keys, mut key_entries) = (Vec::new(), Vec::new(), Vec::new());
+    for ((log, key), entry) in &newest {
+        key_logs.push(*log);
+        keys.push(key.as_slice());
+        key_entries.push(*entry);
+    }
     let (ids, sizes): (Vec<i64>, Vec<i64>) = heads.map(|head| (head.log, to_i64(head.frontier.size()))).unzip();
     let entries_params: [&(dyn tokio_postgres::types::ToSql + Sync); 8] = [
         &rows.log,
@@ -686,7 +742,7 @@ async fn insert_staged<'h, C: GenericClient>(
         &rows.time_us,
     ];
     let skip = || async { Ok::<u64, tokio_postgres::Error>(0) };
-    let (entries, nodes, upserted, deleted, sized, committed) = tokio::join!(
+    let (entries, nodes, keyed, upserted, deleted, sized, committed) = tokio::join!(
         async {
             if rows.idx.is_empty() { skip().await } else { transaction.execute(&insert_entries, &entries_params).await }
         },
@@ -695,6 +751,13 @@ async fn insert_staged<'h, C: GenericClient>(
                 skip().await
             } else {
                 transaction.execute(&insert_nodes, &[&nodes.0, &nodes.1, &nodes.2]).await
+            }
+        },
+        async {
+            if keys.is_empty() {
+                skip().await
+            } else {
+                transaction.execute(&insert_keys, &[&key_logs, &keys, &key_entries]).await
             }
         },
         async {
@@ -714,7 +777,8 @@ async fn insert_staged<'h, C: GenericClient>(
         async { if ids.is_empty() { skip().await } else { transaction.execute(&update_size, &[&ids, &sizes]).await } },
         async { if commit { transaction.batch_execute("COMMIT").await.map(Some) } else { Ok(None) } },
     );
-    let statements = [entries, nodes, upserted, deleted, sized].into_iter().try_for_each(|outcome| outcome.map(drop));
+    let statements =
+        [entries, nodes, keyed, upserted, deleted, sized].into_iter().try_for_each(|outcome| outcome.map(drop));
     match (statements, committed) {
         (Ok(()), Ok(_)) => Ok(()),
         // The COMMIT was answered: the transaction is over either way.
@@ -776,7 +840,7 @@ fn stage(
     rows: &mut Rows,
     nodes: &mut NodeRows,
 ) -> Result<(Head, Vec<Appended>), StoreError> {
-    let (rows_before, nodes_before) = (rows.len(), nodes.0.len());
+    let (rows_before, nodes_before) = (rows.mark(), nodes.0.len());
     let undo = |rows: &mut Rows, nodes: &mut NodeRows| {
         rows.truncate(rows_before);
         nodes.0.truncate(nodes_before);
@@ -790,7 +854,7 @@ fn stage(
             undo(rows, nodes);
             return Err(corrupt(format!("tenant `{tenant}`'s log is full ({index} entries)")));
         }
-        let EntryDraft { entry_type, time, time_us, body, identity, decision } = draft;
+        let EntryDraft { entry_type, time, time_us, body, identity, decision, keys } = draft;
         let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
         let canonical = match entry_head.encode(&body) {
             Ok(canonical) => canonical,
@@ -817,6 +881,7 @@ fn stage(
         rows.identity.push(identity);
         rows.decision.push(decision);
         rows.time_us.push(time_us);
+        rows.keys.extend(keys.into_iter().map(|key| (log, key, to_i64(index))));
         appended.push(Appended { index, leaf_hash: canonical.leaf_hash });
     }
     Ok((head, appended))
@@ -825,6 +890,7 @@ fn stage(
 /// Work for a hold's session.
 enum HoldCommand {
     Entries { start: u64, end: u64, reply: tokio::sync::oneshot::Sender<Result<Vec<StoredEntry>, StoreError>> },
+    Find { keys: Vec<EntryKey>, reply: tokio::sync::oneshot::Sender<Result<Vec<Option<u64>>, StoreError>> },
     Commit { drafts: Vec<EntryDraft>, rows: Vec<StateRow>, reply: AppendReply },
 }
 
@@ -855,6 +921,18 @@ impl LogHold for PostgresHold {
         })
     }
 
+    fn find(&mut self, keys: Vec<EntryKey>) -> FindFuture {
+        if keys.is_empty() {
+            return Box::pin(std::future::ready(Ok(Vec::new())));
+        }
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let sent = self.commands.send(HoldCommand::Find { keys, reply });
+        Box::pin(async move {
+            sent.map_err(|_| StoreError::WriterStopped)?;
+            answer.await.unwrap_or(Err(StoreError::WriterStopped))
+        })
+    }
+
     fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
         if let Err(error) = crate::check_append(&drafts, &rows).and_then(|()| check_text(&drafts, &rows)) {
             return AppendTicket::done(Err(error));
@@ -868,8 +946,8 @@ impl LogHold for PostgresHold {
 }
 
 /// One hold: locks `tenant`'s log row in a transaction, reports its size
-/// and the entries from `known` on, then serves reads and at most one
-/// commit, all inside that transaction.
+/// and the entries from `known` on, then serves reads (entries, keys) and at
+/// most one commit, all inside that transaction.
 ///
 /// INVARIANT (held-head): the row lock is held from the size reported to
 /// the commit, so the commit lands at that size in every process.
@@ -913,6 +991,11 @@ async fn hold_session(
                     advance_head(head, log, start, entries);
                 }
                 let _ = reply.send(read);
+            }
+            // After the lock, in read committed: every entry committed before
+            // the hold was granted counts, and nobody commits one since.
+            HoldCommand::Find { keys, reply } => {
+                let _ = reply.send(find_keys(transaction, log, &keys).await);
             }
             HoldCommand::Commit { drafts, rows, reply } => {
                 let cached = heads.lock().unwrap_or_else(PoisonError::into_inner).get(&tenant).cloned();
@@ -1152,6 +1235,59 @@ async fn read_entries<C: GenericClient>(
     Ok(entries)
 }
 
+/// The newest entry stored with each of `keys` in log `log`, in their order.
+async fn find_keys<C: GenericClient>(client: &C, log: i64, keys: &[EntryKey]) -> Result<Vec<Option<u64>>, StoreError> {
+    let wanted: Vec<&[u8]> = keys.iter().map(|key| key.as_slice()).collect();
+    let rows = client.query(&cached(client, FIND_KEYS_SQL).await?, &[&log, &wanted]).await.map_err(db_error)?;
+    if rows.len() != keys.len() {
+        return Err(db_error(format!("{} keys looked up, {} answers", keys.len(), rows.len())));
+    }
+    rows.iter()
+        .map(|row| {
+            let entry: Option<i64> = row.get(0);
+            entry.map(|entry| u64::try_from(entry).map_err(|_| corrupt("a key names a negative entry"))).transpose()
+        })
+        .collect()
+}
+
+/// The most keys one statement of [`backfill_keys`] writes.
+const BACKFILL_CHUNK: usize = 50_000;
+
+/// Stores `keys` of entries already in `tenant`'s log (where a key is stored
+/// already, the newer entry stays) and marks the log keyed from 0.
+///
+/// It locks the log's row first, as an append does, so it never waits on a
+/// key an append has written while that append waits on the row (a deadlock).
+async fn backfill_keys(pool: &Pool, tenant: &str, keys: Vec<(EntryKey, u64)>) -> Result<(), StoreError> {
+    let mut client = pool.get().await.map_err(db_error)?;
+    let transaction = client.transaction().await.map_err(db_error)?;
+    let (log, size) = log_row(&transaction, tenant, true).await?;
+    // One statement may not write a key twice: keep each key's newest entry.
+    let mut newest: HashMap<EntryKey, u64> = HashMap::with_capacity(keys.len());
+    for (key, entry) in keys {
+        if entry >= size {
+            return Err(StoreError::EntryRange { start: entry, end: entry.saturating_add(1), size });
+        }
+        let stored = newest.entry(key).or_insert(entry);
+        *stored = (*stored).max(entry);
+    }
+    let mut newest: Vec<(EntryKey, u64)> = newest.into_iter().collect();
+    newest.sort_unstable();
+    let insert = cached(
+        &transaction,
+        "INSERT INTO entry_keys (log, key, entry) SELECT $1, * FROM UNNEST($2::bytea[], $3::int8[])
+         ON CONFLICT (log, key) DO UPDATE SET entry = GREATEST(entry_keys.entry, excluded.entry)",
+    )
+    .await?;
+    for chunk in newest.chunks(BACKFILL_CHUNK) {
+        let (keys, entries): (Vec<&[u8]>, Vec<i64>) =
+            chunk.iter().map(|(key, entry)| (key.as_slice(), to_i64(*entry))).unzip();
+        transaction.execute(&insert, &[&log, &keys, &entries]).await.map_err(db_error)?;
+    }
+    transaction.execute("UPDATE logs SET keyed_from = 0 WHERE id = $1", &[&log]).await.map_err(db_error)?;
+    transaction.commit().await.map_err(db_error)
+}
+
 fn stored_entry(row: &tokio_postgres::Row) -> Result<StoredEntry, StoreError> {
     let index: i64 = row.get(0);
     Ok(StoredEntry { index: to_u64(index), leaf_hash: hash_from_blob(row.get(1))?, bytes: row.get(2) })
@@ -1368,6 +1504,37 @@ impl Ledger for PostgresLedger {
             let client = pool.get().await.map_err(db_error)?;
             log_row(&client, &tenant, false).await.map(|(_, size)| size)
         })
+    }
+
+    fn find(&self, tenant: &str, keys: &[EntryKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = keys.to_vec();
+        self.read_log(tenant, move |transaction, log, _| {
+            Box::pin(async move { find_keys(transaction, log, &keys).await })
+        })
+    }
+
+    fn keyed_from(&self, tenant: &str) -> Result<u64, StoreError> {
+        if tenant.contains('\0') {
+            return Err(StoreError::UnknownTenant { tenant: tenant.to_owned() });
+        }
+        let tenant = tenant.to_owned();
+        self.run(move |pool| async move {
+            let client = pool.get().await.map_err(db_error)?;
+            let row = client
+                .query_opt(&cached(&client, "SELECT keyed_from FROM logs WHERE tenant = $1").await?, &[&tenant])
+                .await
+                .map_err(db_error)?;
+            let from: i64 = row.ok_or(StoreError::UnknownTenant { tenant })?.get(0);
+            u64::try_from(from).map_err(|_| corrupt("`keyed_from` is negative"))
+        })
+    }
+
+    fn backfill_keys(&self, tenant: &str, keys: Vec<(EntryKey, u64)>) -> Result<(), StoreError> {
+        let tenant = tenant.to_owned();
+        self.run(move |pool| async move { backfill_keys(&pool, &tenant, keys).await })
     }
 
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {

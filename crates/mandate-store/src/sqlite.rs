@@ -37,6 +37,10 @@
 //!   ([`crate::StateRow`]), the current value of each object, written (or
 //!   deleted) in the transaction of the entries that changed it; appends are
 //!   applied in log order, so the last writer wins.
+//! - `entry_keys(log, key, entry)`: the newest entry stored with each key
+//!   ([`crate::EntryKey`]), written in the entry's transaction; `logs.keyed_from`
+//!   is the first index from which every entry's keys are here (the size at
+//!   migration to version 4, until [`crate::Ledger::backfill_keys`]).
 //!
 //! Why segments: an index ordered by identity alone takes every append to a
 //! different leaf page per identity, and SQLite writes whole pages to the WAL
@@ -73,8 +77,9 @@ use crate::{
 const INDEX_BITS: u32 = 40;
 
 /// The schema version in `PRAGMA user_version`. Version 2 added
-/// `logs.signer` and the `search` tables; version 3 the `state` table.
-const SCHEMA_VERSION: i64 = 3;
+/// `logs.signer` and the `search` tables; version 3 the `state` table;
+/// version 4 the `entry_keys` table and `logs.keyed_from`.
+const SCHEMA_VERSION: i64 = 4;
 
 /// Entries per segment of `search_identity`, as a power of two: 4,096, so
 /// that the unfolded tail a search by identity scans stays under a
@@ -169,6 +174,22 @@ CREATE TABLE state (
 ) WITHOUT ROWID;
 ";
 
+/// The key index, in new databases and when migrating from version 3 (or
+/// earlier); `logs.keyed_from` comes with it.
+const KEYS_SCHEMA: &str = "
+CREATE TABLE entry_keys (
+    log INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    entry INTEGER NOT NULL,
+    PRIMARY KEY (log, key)
+) WITHOUT ROWID;
+ALTER TABLE logs ADD COLUMN keyed_from INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Stores one key of one entry; a later entry with the same key wins.
+const INSERT_KEY_SQL: &str = "INSERT INTO entry_keys (log, key, entry) VALUES (?1, ?2, ?3)
+ON CONFLICT (log, key) DO UPDATE SET entry = max(entry, excluded.entry)";
+
 /// Copies the search rows with an identity of keys `[?1, ?2)`, one complete
 /// segment, into `search_identity` as segment `?3`, in index order.
 const FOLD_SEGMENT_SQL: &str = "INSERT INTO search_identity (segment, identity, key, type, decision, time_us)
@@ -236,6 +257,11 @@ enum Command {
         signer: Arc<SignerKey>,
         reply: mpsc::SyncSender<Result<SignedCheckpoint, StoreError>>,
     },
+    BackfillKeys {
+        tenant: String,
+        keys: Vec<(crate::EntryKey, u64)>,
+        reply: mpsc::SyncSender<Result<(), StoreError>>,
+    },
 }
 
 /// The embedded ledger. Cloning is not needed: share it behind an `Arc`.
@@ -271,6 +297,29 @@ impl Readers {
             idle.push(connection);
         }
         result
+    }
+
+    /// The newest committed entry stored with each key.
+    fn find(&self, tenant: &str, keys: &[crate::EntryKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read_log(tenant, |connection, log, _| {
+            let mut statement = connection
+                .prepare_cached("SELECT entry FROM entry_keys WHERE log = ?1 AND key = ?2")
+                .map_err(db_error)?;
+            keys.iter()
+                .map(|key| {
+                    let entry: Option<i64> = statement
+                        .query_row(params![log, key.as_slice()], |row| row.get(0))
+                        .optional()
+                        .map_err(db_error)?;
+                    entry
+                        .map(|entry| u64::try_from(entry).map_err(|_| corrupt("a key names a negative entry")))
+                        .transpose()
+                })
+                .collect()
+        })
     }
 
     /// A consistent read of one log: the rows read inside `f` all come from
@@ -345,6 +394,11 @@ impl LogHold for SqliteHold {
             self.readers.entries(&self.tenant, start, end)
         };
         Box::pin(std::future::ready(result))
+    }
+
+    fn find(&mut self, keys: Vec<crate::EntryKey>) -> crate::FindFuture {
+        // Nothing is appended while the hold lives, so the committed log is the held one.
+        Box::pin(std::future::ready(self.readers.find(&self.tenant, &keys)))
     }
 
     fn commit(self: Box<Self>, drafts: Vec<EntryDraft>, rows: Vec<StateRow>) -> AppendTicket {
@@ -605,6 +659,7 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
                 .execute_batch(SCHEMA)
                 .and_then(|()| transaction.execute_batch(SEARCH_SCHEMA))
                 .and_then(|()| transaction.execute_batch(STATE_SCHEMA))
+                .and_then(|()| transaction.execute_batch(KEYS_SCHEMA))
                 .map_err(db_error)?;
         }
         SCHEMA_VERSION => return Ok(()), // another process migrated it meanwhile
@@ -624,6 +679,13 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
                 // writes them starts with the next append.
                 transaction.execute_batch(STATE_SCHEMA).map_err(db_error)?;
                 version = 3;
+            }
+            if version == 3 {
+                // Entries written before version 4 have no keys until the
+                // server backfills them (it folds the log at start anyway).
+                transaction.execute_batch(KEYS_SCHEMA).map_err(db_error)?;
+                transaction.execute("UPDATE logs SET keyed_from = size", []).map_err(db_error)?;
+                version = 4;
             }
             if version != SCHEMA_VERSION {
                 return Err(StoreError::Database {
@@ -754,6 +816,26 @@ impl Ledger for SqliteLedger {
 
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
         self.readers.entries(tenant, start, end)
+    }
+
+    fn find(&self, tenant: &str, keys: &[crate::EntryKey]) -> Result<Vec<Option<u64>>, StoreError> {
+        self.readers.find(tenant, keys)
+    }
+
+    fn keyed_from(&self, tenant: &str) -> Result<u64, StoreError> {
+        self.read_log(tenant, |connection, log, _| {
+            let from: i64 = connection
+                .prepare_cached("SELECT keyed_from FROM logs WHERE id = ?1")
+                .and_then(|mut statement| statement.query_row(params![log], |row| row.get(0)))
+                .map_err(db_error)?;
+            u64::try_from(from).map_err(|_| corrupt("`keyed_from` is negative"))
+        })
+    }
+
+    fn backfill_keys(&self, tenant: &str, keys: Vec<(crate::EntryKey, u64)>) -> Result<(), StoreError> {
+        let (reply, result) = mpsc::sync_channel(1);
+        self.send(Command::BackfillKeys { tenant: tenant.to_owned(), keys, reply })?;
+        result.recv().unwrap_or(Err(StoreError::WriterStopped))
     }
 
     fn root(&self, tenant: &str, size: u64) -> Result<Hash, StoreError> {
@@ -1011,6 +1093,10 @@ impl Writer {
                         self.commit_appends(std::mem::take(&mut appends));
                         let _ = reply.send(self.sign(&tenant, &signer));
                     }
+                    Command::BackfillKeys { tenant, keys, reply } => {
+                        self.commit_appends(std::mem::take(&mut appends));
+                        let _ = reply.send(self.backfill_keys(&tenant, &keys));
+                    }
                 }
                 if entries < self.batch_entries_max {
                     next = queue.try_recv().ok();
@@ -1040,6 +1126,25 @@ impl Writer {
             return Err(StoreError::TenantExists { tenant: tenant.to_owned() });
         }
         Ok(())
+    }
+
+    /// Stores keys of entries written before keys were, and marks the log
+    /// keyed from 0, in one transaction.
+    fn backfill_keys(&mut self, tenant: &str, keys: &[(crate::EntryKey, u64)]) -> Result<(), StoreError> {
+        let transaction =
+            self.connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db_error)?;
+        let (log, size) = log_row(&transaction, tenant)?;
+        {
+            let mut insert_key = transaction.prepare_cached(INSERT_KEY_SQL).map_err(db_error)?;
+            for (key, index) in keys {
+                if *index >= size {
+                    return Err(StoreError::EntryRange { start: *index, end: index.saturating_add(1), size });
+                }
+                insert_key.execute(params![log, key.as_slice(), to_i64(*index)]).map_err(db_error)?;
+            }
+        }
+        transaction.execute("UPDATE logs SET keyed_from = 0 WHERE id = ?1", params![log]).map_err(db_error)?;
+        transaction.commit().map_err(db_error)
     }
 
     /// Writes every append of a batch in one transaction, then answers them.
@@ -1117,6 +1222,13 @@ impl Writer {
                 insert_entry.execute(params![row.key, row.leaf.as_bytes(), row.bytes]).map_err(db_error)?;
             }
             insert_search_rows(&transaction, &rows)?;
+            let mut insert_key = transaction.prepare_cached(INSERT_KEY_SQL).map_err(db_error)?;
+            for row in rows.iter().filter(|row| !row.keys.is_empty()) {
+                let (log, index) = (row.key >> INDEX_BITS, to_i64(key_index(row.key)));
+                for key in &row.keys {
+                    insert_key.execute(params![log, key.as_slice(), index]).map_err(db_error)?;
+                }
+            }
             let mut insert_node = transaction
                 .prepare_cached("INSERT INTO nodes (log, at, hash) VALUES (?1, ?2, ?3)")
                 .map_err(db_error)?;
@@ -1264,6 +1376,7 @@ struct Row {
     identity: Option<String>,
     decision: Option<String>,
     time_us: i64,
+    keys: Vec<crate::EntryKey>,
 }
 
 /// Turns one append's drafts into rows on top of `head`; returns the moved head.
@@ -1283,7 +1396,7 @@ fn stage(
             nodes.truncate(nodes_before);
             return Err(StoreError::Corrupt { reason: format!("tenant `{tenant}`'s log is full ({index} entries)") });
         }
-        let EntryDraft { entry_type, time, time_us, body, identity, decision } = draft;
+        let EntryDraft { entry_type, time, time_us, body, identity, decision, keys } = draft;
         let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
         let canonical = match entry_head.encode(&body) {
             Ok(canonical) => canonical,
@@ -1309,6 +1422,7 @@ fn stage(
             identity,
             decision,
             time_us,
+            keys,
         });
         appended.push(Appended { index, leaf_hash: canonical.leaf_hash });
     }

@@ -6,7 +6,10 @@
 use std::sync::Arc;
 
 use mandate_log::{Checkpoint, Entry, Hash, LogVerifier, MemoryTree, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, Ledger, PostgresLedger, SearchPage, SearchQuery, SqliteLedger, StateRow, StoreError};
+use mandate_store::{
+    ENTRY_KEYS_MAX, EntryDraft, EntryKey, Ledger, PostgresLedger, SearchPage, SearchQuery, SqliteLedger, StateRow,
+    StoreError,
+};
 use serde_json::json;
 
 mod pg_support;
@@ -719,6 +722,57 @@ fn a_plain_append_never_lands_inside_a_hold(ledger: &dyn Ledger) {
     verify_all(ledger, "p");
 }
 
+fn key(n: u8) -> EntryKey {
+    [n; 16]
+}
+
+fn keyed(n: u64, keys: &[u8]) -> EntryDraft {
+    draft(n).with_keys(keys.iter().map(|k| key(*k)).collect())
+}
+
+fn keys_find_the_newest_entry_stored_with_them(ledger: &dyn Ledger) {
+    ledger.create_log("k", &signer("k")).unwrap();
+    ledger.create_log("other", &signer("other")).unwrap();
+    assert_eq!(ledger.keyed_from("k").unwrap(), 0, "a new log is keyed from its start");
+    ledger.append("k", vec![keyed(0, &[1, 2]), draft(1), keyed(2, &[3])]).wait().unwrap();
+    ledger.append("other", vec![keyed(0, &[1, 9])]).wait().unwrap();
+    assert_eq!(
+        ledger.find("k", &[key(1), key(2), key(3), key(9), key(4)]).unwrap(),
+        vec![Some(0), Some(0), Some(2), None, None]
+    );
+    assert_eq!(ledger.find("other", &[key(1), key(3)]).unwrap(), vec![Some(0), None], "keys are per tenant");
+    // The same key again: the later entry is the one found.
+    ledger.append("k", vec![keyed(3, &[1])]).wait().unwrap();
+    assert_eq!(ledger.find("k", &[key(1), key(2)]).unwrap(), vec![Some(3), Some(0)]);
+    assert_eq!(ledger.find("k", &[]).unwrap(), Vec::<Option<u64>>::new());
+    assert!(matches!(ledger.find("nobody", &[key(1)]), Err(StoreError::UnknownTenant { .. })));
+    // Too many keys: the append fails whole, and writes no key.
+    let many: Vec<u8> = (10..10 + ENTRY_KEYS_MAX as u8 + 1).collect();
+    let refused = ledger.append("k", vec![keyed(4, &[20]), keyed(5, &many)]).wait();
+    assert!(matches!(refused, Err(StoreError::InvalidEntry { position: 1, .. })), "{refused:?}");
+    assert_eq!(ledger.size("k").unwrap(), 4);
+    assert_eq!(ledger.find("k", &[key(20), key(10)]).unwrap(), vec![None, None]);
+}
+
+fn keys_are_found_through_a_hold_and_backfilled_once(ledger: &dyn Ledger) {
+    ledger.create_log("hk", &signer("hk")).unwrap();
+    ledger.append("hk", vec![keyed(0, &[1]), draft(1), draft(2)]).wait().unwrap();
+    block_on(async {
+        let mut hold = ledger.hold("hk", 3).await.unwrap();
+        assert_eq!(hold.find(vec![key(1), key(2)]).await.unwrap(), vec![Some(0), None]);
+        hold.commit(vec![keyed(3, &[2])], Vec::new()).await.unwrap();
+        let mut hold = ledger.hold("hk", 4).await.unwrap();
+        assert_eq!(hold.find(vec![key(2), key(1)]).await.unwrap(), vec![Some(3), Some(0)], "the held commit's key");
+    });
+    // A backfill keeps the newer entry where a key is stored already.
+    ledger.backfill_keys("hk", vec![(key(2), 1), (key(5), 2), (key(1), 1)]).unwrap();
+    assert_eq!(ledger.find("hk", &[key(2), key(5), key(1)]).unwrap(), vec![Some(3), Some(2), Some(1)]);
+    ledger.backfill_keys("hk", vec![(key(5), 2)]).unwrap();
+    assert_eq!(ledger.keyed_from("hk").unwrap(), 0);
+    assert!(ledger.backfill_keys("hk", vec![(key(6), 4)]).is_err(), "no entry 4 to key");
+    assert_eq!(ledger.find("hk", &[key(6)]).unwrap(), vec![None]);
+}
+
 macro_rules! backend {
     ($module:ident, $factory:expr) => {
         mod $module {
@@ -808,6 +862,14 @@ macro_rules! backend {
             #[test]
             fn a_plain_append_never_lands_inside_a_hold() {
                 with_ledger(super::a_plain_append_never_lands_inside_a_hold)
+            }
+            #[test]
+            fn keys_find_the_newest_entry_stored_with_them() {
+                with_ledger(super::keys_find_the_newest_entry_stored_with_them)
+            }
+            #[test]
+            fn keys_are_found_through_a_hold_and_backfilled_once() {
+                with_ledger(super::keys_are_found_through_a_hold_and_backfilled_once)
             }
         }
     };

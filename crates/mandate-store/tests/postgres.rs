@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use mandate_log::{Entry, LogVerifier, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, Ledger, PostgresLedger, StateRow};
+use mandate_store::{EntryDraft, EntryKey, Ledger, PostgresLedger, StateRow, StoreError};
 use serde_json::json;
 
 mod pg_support;
@@ -369,4 +369,149 @@ fn a_statement_failing_inside_a_held_commit_writes_nothing() {
     assert_eq!(verify_all(&ledger, "t"), vec![0, 1]);
     let rows = ledger.state_rows("t", None).unwrap();
     assert_eq!(rows.iter().map(|row| row.kind.as_str()).collect::<Vec<_>>(), vec!["fine"]);
+}
+
+/// A key for tests: `n` in its first bytes.
+fn key(n: u64) -> EntryKey {
+    let mut key = [0; 16];
+    key[..8].copy_from_slice(&n.to_be_bytes());
+    key
+}
+
+/// The schema version recorded in the database.
+fn schema_version(url: &str) -> i32 {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(connection);
+        let version = client.query_one("SELECT version FROM mandate_schema", &[]).await.unwrap().get(0);
+        drop(client);
+        let _ = task.await;
+        version
+    })
+}
+
+/// A log written before keys were stored (schema version 1) is keyed only
+/// from its size at migration; its older entries are found once backfilled,
+/// without losing a newer entry that shares a key.
+#[test]
+fn a_version_1_database_migrates_and_its_keys_are_backfilled() {
+    let schema = pg_support::TestSchema::new();
+    let url = schema.url();
+    {
+        let ledger = PostgresLedger::connect(&url).unwrap();
+        ledger.create_log("old", &signer("old")).unwrap();
+        ledger.create_log("empty", &signer("empty")).unwrap();
+        ledger.append("old", (0..5).map(draft).collect()).wait().unwrap();
+    }
+    // Version 1 is version 2 without the key index and `keyed_from`.
+    execute(
+        &url,
+        "DROP TABLE entry_keys; ALTER TABLE logs DROP COLUMN keyed_from; UPDATE mandate_schema SET version = 1",
+    );
+    assert_eq!(schema_version(&url), 1);
+
+    let ledger = PostgresLedger::connect(&url).unwrap();
+    assert_eq!(schema_version(&url), 2);
+    assert_eq!(ledger.keyed_from("old").unwrap(), 5);
+    assert_eq!(ledger.keyed_from("empty").unwrap(), 0);
+    let old_keys: Vec<EntryKey> = (0..5).map(key).collect();
+    assert_eq!(ledger.find("old", &old_keys).unwrap(), vec![None; 5]);
+
+    // New entries are keyed at once; entry 5 shares entry 2's key.
+    ledger.append("old", vec![draft(5).with_keys(vec![key(2)]), draft(6).with_keys(vec![key(6)])]).wait().unwrap();
+    assert_eq!(ledger.find("old", &[key(2), key(6), key(0)]).unwrap(), vec![Some(5), Some(6), None]);
+    assert_eq!(ledger.keyed_from("old").unwrap(), 5);
+
+    // An entry beyond the log is refused, and nothing is written.
+    assert!(matches!(ledger.backfill_keys("old", vec![(key(0), 0), (key(9), 7)]), Err(StoreError::EntryRange { .. })));
+    assert_eq!(ledger.find("old", &[key(0)]).unwrap(), vec![None]);
+    assert_eq!(ledger.keyed_from("old").unwrap(), 5);
+
+    // A key given twice keeps its greater entry; a key stored with a newer
+    // entry keeps that one.
+    let backfill: Vec<(EntryKey, u64)> = (0..5).map(|n| (key(n), n)).chain([(key(1), 0)]).collect();
+    for _ in 0..2 {
+        ledger.backfill_keys("old", backfill.clone()).unwrap();
+        assert_eq!(ledger.keyed_from("old").unwrap(), 0);
+        assert_eq!(
+            ledger.find("old", &[key(0), key(1), key(2), key(3), key(4), key(6)]).unwrap(),
+            vec![Some(0), Some(1), Some(5), Some(3), Some(4), Some(6)]
+        );
+    }
+    assert_eq!(ledger.find("empty", &[key(0)]).unwrap(), vec![None]);
+    assert_eq!(ledger.find("old", &[]).unwrap(), vec![]);
+    assert!(matches!(ledger.find("nobody", &[key(0)]), Err(StoreError::UnknownTenant { .. })));
+    assert!(matches!(ledger.keyed_from("nobody"), Err(StoreError::UnknownTenant { .. })));
+    assert!(matches!(ledger.keyed_from("no\0body"), Err(StoreError::UnknownTenant { .. })));
+    assert!(matches!(ledger.backfill_keys("nobody", vec![]), Err(StoreError::UnknownTenant { .. })));
+    assert_eq!(verify_all(&ledger, "old"), (0..7).collect::<Vec<_>>());
+    drop(ledger);
+
+    // A database newer than this code is still refused.
+    execute(&url, "UPDATE mandate_schema SET version = 3");
+    assert!(matches!(PostgresLedger::connect(&url), Err(StoreError::Database { .. })));
+}
+
+/// Keys written through one ledger, by plain appends and held commits from
+/// both at once, are found through the other, by `Ledger::find` and by a
+/// hold's `find`; the newest entry with a key wins across processes.
+#[test]
+fn keys_written_through_one_ledger_are_found_through_another() {
+    let schema = pg_support::TestSchema::new();
+    let ledgers: Vec<Arc<PostgresLedger>> =
+        (0..2).map(|_| Arc::new(PostgresLedger::connect(&schema.url()).unwrap())).collect();
+    ledgers[0].create_log("k", &signer("k")).unwrap();
+    let shared = key(u64::MAX);
+    // Every entry carries the shared key and one of its own (its `n`).
+    let keyed = |n: u64| draft(n).with_keys(vec![shared, key(n)]);
+    let (threads, appends) = (3u64, 20u64);
+    let found: Vec<(u64, u64)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..2u64)
+            .flat_map(|l| (0..threads).map(move |t| (l, t)))
+            .map(|(l, t)| {
+                let ledger = &ledgers[l as usize];
+                scope.spawn(move || {
+                    let mut written = Vec::new();
+                    for i in 0..appends {
+                        let n = ((l * threads + t) * appends + i) * 2;
+                        let appended = ledger.append("k", vec![keyed(n), keyed(n + 1)]).wait().unwrap();
+                        written.extend([(n, appended[0].index), (n + 1, appended[1].index)]);
+                    }
+                    written
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|handle| handle.join().unwrap()).collect()
+    });
+    let size = ledgers[0].size("k").unwrap();
+    assert_eq!(size, 2 * threads * appends * 2);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        // Written through ledger 0 (and 1), found through ledger 1's hold.
+        let mut hold = ledgers[1].hold("k", size).await.unwrap();
+        assert_eq!(hold.size(), size);
+        let wanted: Vec<EntryKey> = found.iter().map(|&(n, _)| key(n)).chain([shared, key(size * 10)]).collect();
+        let expected: Vec<Option<u64>> =
+            found.iter().map(|&(_, index)| Some(index)).chain([Some(size - 1), None]).collect();
+        assert_eq!(hold.find(wanted.clone()).await.unwrap(), expected);
+        assert_eq!(hold.find(Vec::new()).await.unwrap(), vec![]);
+        assert_eq!(ledgers[0].find("k", &wanted).unwrap(), expected);
+        assert_eq!(ledgers[1].find("k", &wanted).unwrap(), expected);
+        // A held commit's keys: the shared key moves to it; a key given twice
+        // in one commit names its later entry.
+        let appended = hold
+            .commit(vec![keyed(size * 10), draft(size * 10 + 1).with_keys(vec![key(size * 10)])], Vec::new())
+            .await
+            .unwrap();
+        assert_eq!(appended[1].index, size + 1);
+        let mut hold = ledgers[0].hold("k", size + 2).await.unwrap();
+        assert_eq!(
+            hold.find(vec![shared, key(size * 10), key(0)]).await.unwrap(),
+            vec![Some(size), Some(size + 1), expected[0]]
+        );
+        drop(hold.take_fetched());
+    });
+    assert_eq!(ledgers[1].find("k", &[shared]).unwrap(), vec![Some(size)]);
+    assert_eq!(verify_all(ledgers[0].as_ref(), "k").len() as u64, size + 2);
 }

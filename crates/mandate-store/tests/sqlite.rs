@@ -1,6 +1,6 @@
 //! Behaviour of the SQLite backend beyond the conformance suite: what survives
 //! a reopen, what it refuses to sign when its files were edited, two ledgers
-//! on one file, and migration from schema versions 1 and 2.
+//! on one file, and migration from schema versions 1, 2 and 3.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -234,12 +234,21 @@ fn two_ledgers_take_turns_on_one_tenant() {
     }
 }
 
-/// Turns a closed version-3 database back into the version-2 shape.
+/// Turns a closed version-4 database back into the version-3 shape.
+fn downgrade_to_version_3(path: &std::path::Path) {
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute_batch("DROP TABLE entry_keys; ALTER TABLE logs DROP COLUMN keyed_from; PRAGMA user_version = 3;")
+        .unwrap();
+}
+
+/// Turns a closed version-4 database back into the version-2 shape.
 fn downgrade_to_version_2(path: &std::path::Path) {
+    downgrade_to_version_3(path);
     rusqlite::Connection::open(path).unwrap().execute_batch("DROP TABLE state; PRAGMA user_version = 2;").unwrap();
 }
 
-/// Turns a closed version-3 database back into the version-1 shape.
+/// Turns a closed version-4 database back into the version-1 shape.
 fn downgrade_to_version_1(path: &std::path::Path) {
     downgrade_to_version_2(path);
     let raw = rusqlite::Connection::open(path).unwrap();
@@ -266,7 +275,7 @@ fn a_version_1_database_is_migrated() {
     };
     downgrade_to_version_1(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
     // The log, its checkpoint and its chain are intact; its key is not there.
     assert_eq!(ledger.size("t").unwrap(), 30);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -311,7 +320,7 @@ fn a_version_2_database_is_migrated() {
     // The rows written above go with the state table: a version-2 file never had them.
     downgrade_to_version_2(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
     // Entries, checkpoint, key and search are untouched; there are no rows.
     assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -326,8 +335,32 @@ fn a_version_2_database_is_migrated() {
     // Opening again migrates nothing more.
     drop(ledger);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
     assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
+}
+
+#[test]
+fn a_version_3_database_is_migrated_and_keyed_from_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        ledger.create_log("empty", &signer()).unwrap();
+        ledger.append("t", (0..5).map(|n| draft(n).with_keys(vec![[n as u8; 16]])).collect()).wait().unwrap();
+    }
+    // A version-3 file never had keys.
+    downgrade_to_version_3(&path);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(schema_version(&path), 4);
+    assert_eq!((ledger.keyed_from("t").unwrap(), ledger.keyed_from("empty").unwrap()), (5, 0));
+    assert_eq!(ledger.find("t", &[[1; 16]]).unwrap(), vec![None]);
+    // New entries are keyed; the backfill keys the old ones and marks the log.
+    ledger.append("t", vec![draft(5).with_keys(vec![[1; 16]])]).wait().unwrap();
+    ledger.backfill_keys("t", vec![([1; 16], 1), ([2; 16], 2)]).unwrap();
+    assert_eq!(ledger.find("t", &[[1; 16], [2; 16]]).unwrap(), vec![Some(5), Some(2)]);
+    assert_eq!(ledger.keyed_from("t").unwrap(), 0);
+    assert_eq!(verify_log(&ledger, "t"), 6);
 }
 
 /// Two processes (here: two ledgers) opening a version-2 file at once
@@ -346,7 +379,7 @@ fn a_migration_runs_once_when_two_open_at_once() {
         let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| SqliteLedger::open(&path).unwrap())).collect();
         opening.into_iter().map(|handle| handle.join().unwrap()).collect()
     });
-    assert_eq!(schema_version(&path), 3);
+    assert_eq!(schema_version(&path), 4);
     for (n, ledger) in ledgers.iter().enumerate() {
         ledger
             .append_with_state("t", vec![draft(1 + n as u64)], vec![row("budget", "b", &n.to_string())])
@@ -362,7 +395,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     drop(SqliteLedger::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 4).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 5).unwrap();
     assert!(matches!(SqliteLedger::open(&path), Err(StoreError::Database { .. })));
 }
 

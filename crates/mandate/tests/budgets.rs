@@ -626,6 +626,40 @@ fn a_request_id_answers_the_same_across_a_restart_and_never_flips() {
     assert!(stopped.status.success(), "{}", stopped.stderr);
 }
 
+/// A data directory written before decisions were stored with keys (schema
+/// version 3): on the first start the server keys the last 24 h of
+/// decisions, so their request ids and events still answer.
+#[test]
+fn request_ids_and_events_of_a_database_from_before_keys_still_answer() {
+    let (_dir, mut server) = Server::fresh();
+    family(&server);
+    budget(&server, "alice-usd", ALICE, "usd_cents", "total", 1_000);
+    let first = server.authorize(pay_with(AGENT_A, 500, json!({"request_id": "old-1"})));
+    reserved(&first);
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let data = server.data.clone();
+    drop(server);
+    rusqlite::Connection::open(data.join("mandate.db"))
+        .unwrap()
+        .execute_batch("DROP TABLE entry_keys; ALTER TABLE logs DROP COLUMN keyed_from; PRAGMA user_version = 3;")
+        .unwrap();
+
+    let mut server = Server::start(&data);
+    let retry = server.authorize(pay_with(AGENT_A, 500, json!({"request_id": "old-1"})));
+    assert_eq!(retry["replayed"], true, "{retry}");
+    assert_eq!(without(&retry, "replayed"), first);
+    server.post("/v1/authorize", pay_with(AGENT_A, 600, json!({"request_id": "old-1"}))).problem(409, "conflict");
+    let event = json!({"decision_id": first["decision_id"], "outcome": "success"});
+    server.post("/v1/events", event).expect(201);
+    assert_counters(&server, "alice-usd", 0, 500);
+    let database = rusqlite::Connection::open(data.join("mandate.db")).unwrap();
+    let keyed_from: i64 = database.query_row("SELECT keyed_from FROM logs", [], |row| row.get(0)).unwrap();
+    assert_eq!(keyed_from, 0, "keyed once");
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+}
+
 /// Many retries of one request at once: one decision, one reservation, and
 /// every caller gets its answer.
 #[test]

@@ -1,0 +1,203 @@
+//! What the last 24 h of decisions answer for: a retried `request_id` gets
+//! its first answer, and `POST /v1/events` follows a recent `decision_id`.
+//!
+//! None of it is kept in memory between batches: a busy tenant makes tens
+//! of millions of decisions a day. Each decision entry is stored with keys
+//! ([`entry_keys`]: its decision id, and the hash of its acting identity and
+//! request id), and a batch asks the store ([`mandate_store::LogHold::find`])
+//! for the keys its operations name before it is decided, reads the entries
+//! found, and keeps them ([`Recent`]) with the batch's own decisions until
+//! it commits. The store answers with the newest entry per key; the entry
+//! itself then says whether it matches (a hash could collide) and whether it
+//! is recent, at the batch's time, so the answer depends on the log alone.
+
+use std::collections::HashMap;
+
+use jiff::{SignedDuration, Timestamp};
+use mandate_core::identity::IdentityId;
+use mandate_store::EntryKey;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// How long a `request_id` is remembered.
+pub const REQUEST_ID_RETENTION: SignedDuration = SignedDuration::from_hours(24);
+
+/// How long a decision can be followed by events (`POST /v1/events`).
+pub const DECISION_RETENTION: SignedDuration = SignedDuration::from_hours(24);
+
+/// A decision of the last [`DECISION_RETENTION`]: whose it is, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecentDecision {
+    /// The acting identity.
+    pub identity: IdentityId,
+    /// The decision's entry.
+    pub log_index: u64,
+    /// Its entry's time.
+    pub at: Timestamp,
+}
+
+/// A request id seen: its answer's entry and what was asked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenRequest {
+    /// The decision's entry, whose answer a retry gets.
+    pub log_index: u64,
+    /// When.
+    pub at: Timestamp,
+    /// SHA-256 of the request (without its ids), so a reused id with another
+    /// request is refused rather than answered with someone else's answer.
+    pub fingerprint: [u8; 32],
+}
+
+/// The decisions one batch knows of: those the store found for its
+/// operations' keys, and its own.
+#[derive(Debug, Default)]
+pub struct Recent {
+    requests: HashMap<(IdentityId, String), SeenRequest>,
+    decisions: HashMap<String, RecentDecision>,
+}
+
+impl Recent {
+    /// The request seen with this id from this identity, within 24 h of `now`.
+    pub fn seen(&self, identity: &IdentityId, request_id: &str, now: Timestamp) -> Option<&SeenRequest> {
+        self.requests
+            .get(&(identity.clone(), request_id.to_owned()))
+            .filter(|seen| now.duration_since(seen.at) < REQUEST_ID_RETENTION)
+    }
+
+    /// The decision with this id, if it was made within
+    /// [`DECISION_RETENTION`] of `now`.
+    pub fn decision(&self, decision_id: &str, now: Timestamp) -> Option<&RecentDecision> {
+        self.decisions.get(decision_id).filter(|decision| now.duration_since(decision.at) < DECISION_RETENTION)
+    }
+
+    /// Remembers the decision entry at `index` (body `body`, time `at`); a
+    /// later entry with the same ids replaces an earlier one.
+    pub fn remember(&mut self, index: u64, body: &Map<String, Value>, at: Timestamp) -> Result<(), String> {
+        let request = body.get("request").and_then(Value::as_object).ok_or("`request` is missing")?;
+        let identity = acting_identity(request)?;
+        if let Some(request_id) = request.get("request_id").and_then(Value::as_str) {
+            let seen = SeenRequest { log_index: index, at, fingerprint: fingerprint(request) };
+            self.requests.insert((identity.clone(), request_id.to_owned()), seen);
+        }
+        let decision_id = body.get("decision_id").and_then(Value::as_str).ok_or("`decision_id` is missing")?;
+        self.decisions.insert(decision_id.to_owned(), RecentDecision { identity, log_index: index, at });
+        Ok(())
+    }
+}
+
+/// The keys a decision entry is stored with: its decision id, and its
+/// request id (with the acting identity) when it has one.
+pub fn entry_keys(body: &Map<String, Value>) -> Vec<EntryKey> {
+    let mut keys = Vec::with_capacity(2);
+    if let Some(decision_id) = body.get("decision_id").and_then(Value::as_str) {
+        keys.push(decision_key(decision_id));
+    }
+    let request = body.get("request").and_then(Value::as_object);
+    if let Some(request) = request
+        && let (Ok(identity), Some(request_id)) =
+            (acting_identity(request), request.get("request_id").and_then(Value::as_str))
+    {
+        keys.push(request_key(&identity, request_id));
+    }
+    keys
+}
+
+/// A decision id's key: its 16 bytes when it is a UUID (the server's are
+/// UUIDv7, which grow with time, so the key index is written at its end),
+/// else a hash.
+pub fn decision_key(decision_id: &str) -> EntryKey {
+    match uuid::Uuid::try_parse(decision_id) {
+        Ok(uuid) => uuid.into_bytes(),
+        Err(_) => hashed(&[b"decision", decision_id.as_bytes()]),
+    }
+}
+
+/// A request id's key: a hash of the acting identity and the request id
+/// (request ids are scoped to the identity that sends them).
+pub fn request_key(identity: &IdentityId, request_id: &str) -> EntryKey {
+    hashed(&[b"request", identity.as_str().as_bytes(), request_id.as_bytes()])
+}
+
+/// The first 16 bytes of SHA-256 over length-prefixed parts, so that no two
+/// lists of parts hash the same bytes.
+fn hashed(parts: &[&[u8]]) -> EntryKey {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_be_bytes());
+        hasher.update(part);
+    }
+    let digest: [u8; 32] = hasher.finalize().into();
+    let mut key = [0; 16];
+    for (byte, digested) in key.iter_mut().zip(digest) {
+        *byte = digested;
+    }
+    key
+}
+
+fn acting_identity(request: &Map<String, Value>) -> Result<IdentityId, String> {
+    let identity = request.get("identity").and_then(Value::as_str).ok_or("`request.identity` is missing")?;
+    IdentityId::parse(identity).map_err(|error| error.to_string())
+}
+
+/// The fingerprint of a decision's recorded request, without the ids that
+/// label it (a retry with another token of the same identity is the same
+/// request).
+pub fn fingerprint(request: &Map<String, Value>) -> [u8; 32] {
+    let mut object = request.clone();
+    for label in ["request_id", "session_id", "trace_id", "token_id"] {
+        object.remove(label);
+    }
+    // Everything here holds only integers within ±2^53 (amounts are checked
+    // on the way in), so the fallback is never taken; it keeps a defect from
+    // becoming a panic.
+    let bytes = mandate_log::json::canonicalize_object(&object)
+        .unwrap_or_else(|_| serde_json::to_vec(&object).unwrap_or_default());
+    Sha256::digest(bytes).into()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+    use super::*;
+
+    fn decision(id: &str, request_id: Option<&str>) -> Map<String, Value> {
+        let mut request = serde_json::json!({"identity": "agent:a", "action": "x", "resource": "y"});
+        if let Some(request_id) = request_id {
+            request["request_id"] = Value::from(request_id);
+        }
+        serde_json::json!({"decision": "deny", "decision_id": id, "request": request}).as_object().unwrap().clone()
+    }
+
+    /// Decisions and request ids answer for 24 h from their entry's time.
+    #[test]
+    fn recent_decisions_answer_for_24_h() {
+        let mut recent = Recent::default();
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        recent.remember(7, &decision("d1", Some("r1")), at).unwrap();
+        let almost = at.checked_add(DECISION_RETENTION - SignedDuration::from_micros(1)).unwrap();
+        let found = recent.decision("d1", almost).unwrap();
+        assert_eq!((found.identity.to_string(), found.log_index, found.at), ("agent:a".to_owned(), 7, at));
+        assert!(recent.decision("d2", almost).is_none());
+        let agent = IdentityId::parse("agent:a").unwrap();
+        assert_eq!(recent.seen(&agent, "r1", almost).unwrap().log_index, 7);
+        assert!(recent.seen(&IdentityId::parse("agent:b").unwrap(), "r1", almost).is_none());
+        let due = at.checked_add(DECISION_RETENTION).unwrap();
+        assert!(recent.decision("d1", due).is_none());
+        assert!(recent.seen(&agent, "r1", due).is_none());
+    }
+
+    /// A decision is stored under its UUID's bytes and its request id's
+    /// hash; the hash separates identities and the parts' boundaries.
+    #[test]
+    fn keys_name_the_decision_and_the_request() {
+        let id = uuid::Uuid::now_v7().to_string();
+        let keys = entry_keys(&decision(&id, Some("r1")));
+        let agent = IdentityId::parse("agent:a").unwrap();
+        assert_eq!(keys, vec![uuid::Uuid::parse_str(&id).unwrap().into_bytes(), request_key(&agent, "r1")]);
+        assert_eq!(entry_keys(&decision(&id, None)).len(), 1);
+        assert_ne!(request_key(&agent, "r1"), request_key(&IdentityId::parse("agent:b").unwrap(), "r1"));
+        assert_ne!(hashed(&[b"ab", b"c"]), hashed(&[b"a", b"bc"]));
+        assert_ne!(decision_key("not-a-uuid"), decision_key("not-a-uuid2"));
+    }
+}
