@@ -112,8 +112,16 @@ const WAL_SIZE_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
 const PAGE_SIZE_BYTES: i64 = 4096;
 const WAL_FRAME_HEADER_BYTES: i64 = 24;
 
-/// The page cache of each connection, in KiB.
-const PAGE_CACHE_KIB: i64 = 16 * 1024;
+/// The page cache of the writer's connection, in KiB: the pages every
+/// append touches (the ends of the tables' B-trees, the tree's frontier).
+const WRITER_PAGE_CACHE_KIB: i64 = 16 * 1024;
+
+/// The page cache of each reader's connection (at most [`READERS_IDLE_MAX`]
+/// are kept) and of the checkpointer's, in KiB. Small: the operating
+/// system caches the file as well, and a cache per connection, each filled
+/// by a long export, would otherwise make the server's memory grow with
+/// the number of connections (8 × 16 MiB).
+const READER_PAGE_CACHE_KIB: i64 = 2 * 1024;
 
 /// A new database.
 const SCHEMA: &str = "
@@ -289,7 +297,7 @@ impl Readers {
         let pooled = self.idle.lock().unwrap_or_else(PoisonError::into_inner).pop();
         let connection = match pooled {
             Some(connection) => connection,
-            None => open_connection(&self.path)?,
+            None => open_connection(&self.path, READER_PAGE_CACHE_KIB)?,
         };
         let result = f(&connection);
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
@@ -425,7 +433,7 @@ fn db_error(error: rusqlite::Error) -> StoreError {
     StoreError::Database { message: error.to_string() }
 }
 
-fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+fn open_connection(path: &Path, cache_kib: i64) -> Result<Connection, StoreError> {
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let connection = Connection::open_with_flags(path, flags).map_err(db_error)?;
     connection.busy_timeout(Duration::from_millis(BUSY_TIMEOUT_MS)).map_err(db_error)?;
@@ -433,7 +441,7 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // every commit, so a committed append survives power loss.
     connection.pragma_update(None, "journal_mode", "WAL").map_err(db_error)?;
     connection.pragma_update(None, "synchronous", "FULL").map_err(db_error)?;
-    connection.pragma_update(None, "cache_size", -PAGE_CACHE_KIB).map_err(db_error)?;
+    connection.pragma_update(None, "cache_size", -cache_kib).map_err(db_error)?;
     // The checkpointer thread moves the WAL into the database, so the writer
     // never stalls on it.
     connection.pragma_update(None, "wal_autocheckpoint", 0).map_err(db_error)?;
@@ -515,7 +523,7 @@ impl SqliteLedger {
     pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<SqliteLedger, StoreError> {
         let path = path.as_ref().to_path_buf();
         create_owner_only(&path)?;
-        let mut connection = open_connection(&path)?;
+        let mut connection = open_connection(&path, WRITER_PAGE_CACHE_KIB)?;
         migrate(&mut connection)?;
         let (commands, queue) = mpsc::sync_channel(options.queue_appends_max.max(1));
         let wal_too_long = Arc::new(AtomicBool::new(false));
@@ -530,7 +538,7 @@ impl SqliteLedger {
             .spawn(move || writer.run(queue))
             .map_err(|error| StoreError::Database { message: format!("starting the writer thread: {error}") })?;
         let (checkpointer_stop, stop) = mpsc::sync_channel(0);
-        let checkpointer_connection = open_connection(&path)?;
+        let checkpointer_connection = open_connection(&path, READER_PAGE_CACHE_KIB)?;
         let checkpointer = std::thread::Builder::new()
             .name("mandate-ledger-checkpointer".into())
             .spawn(move || checkpoint_wal_until_stopped(&checkpointer_connection, &stop, &wal_too_long))
