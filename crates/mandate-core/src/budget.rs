@@ -23,8 +23,11 @@
 //!   carried into the new window (so nothing can overspend across the
 //!   boundary). A reservation settled after its window ended is spent in
 //!   that past window, not the current one.
-//! - Resolved reservations are remembered for [`RESOLVED_RETENTION`] so that
-//!   repeating a resolution answers the same; after that they are forgotten.
+//! - Resolved reservations answer a repeated resolution the same for
+//!   [`RESOLVED_RETENTION`]. `Budgets` can remember them itself
+//!   (`forget_resolved`), or its owner can forget each at once
+//!   ([`Budgets::forget`]) and answer from elsewhere: the server does, from
+//!   its log, so that its memory holds only what is held.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -349,7 +352,8 @@ pub enum Resolution {
 }
 
 impl Resolution {
-    fn status(&self) -> Status {
+    /// The status a reservation resolved so has.
+    pub fn status(&self) -> Status {
         match self {
             // A dimension settled at 0 is the same as one not named.
             Resolution::Settle(amounts) => Status::Settled(
@@ -672,6 +676,15 @@ impl Budgets {
         reservation.resolved_at = Some(now);
         self.resolved.insert((now, reservation.id.clone()));
         Ok(Resolve::Now)
+    }
+
+    /// Forgets reservation `id` once it is resolved (a held one stays: it
+    /// holds amounts), returning it as it was resolved. A server that keeps
+    /// resolved reservations elsewhere (in its store) calls this at once.
+    pub fn forget(&mut self, id: &str) -> Option<Reservation> {
+        let resolved = self.reservations.get(id)?.resolved_at?;
+        self.resolved.remove(&(resolved, id.to_owned()));
+        self.reservations.remove(id)
     }
 
     /// Forgets reservations resolved more than [`RESOLVED_RETENTION`] before

@@ -1987,11 +1987,13 @@ async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -
     responses((status = 200, description = "the reservation"), (status = 404, description = "no such reservation")))]
 pub async fn get_reservation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin).await?;
-    ok(caller
-        .tenant
-        .read(|state| state.spending.budgets.reservation(&id).map(spend::reservation_view))
-        .await?
-        .ok_or_else(|| Problem::not_found("reservation"))?)
+    let held = caller.tenant.read(|state| state.spending.budgets.reservation(&id).map(spend::reservation_view)).await?;
+    let view = match held {
+        Some(view) => Some(view),
+        // Resolved ones left the state: their entries tell them.
+        None => caller.tenant.resolved_reservation(&id).await?,
+    };
+    ok(view.ok_or_else(|| Problem::not_found("reservation"))?)
 }
 
 // ---------------------------------------------------------------- approvals

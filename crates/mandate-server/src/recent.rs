@@ -1,5 +1,7 @@
 //! What the last 24 h of decisions answer for: a retried `request_id` gets
-//! its first answer, and `POST /v1/events` follows a recent `decision_id`.
+//! its first answer, `POST /v1/events` follows a recent `decision_id`, and a
+//! reservation resolved in the last 24 h answers a repeated settlement (or
+//! void) and `GET /v1/reservations/{id}` as it was resolved.
 //!
 //! None of it is kept in memory between batches: a busy tenant makes tens
 //! of millions of decisions a day. Each decision entry is stored with keys
@@ -7,13 +9,17 @@
 //! request id), and a batch asks the store ([`mandate_store::LogHold::find`])
 //! for the keys its operations name before it is decided, reads the entries
 //! found, and keeps them ([`Recent`]) with the batch's own decisions until
-//! it commits. The store answers with the newest entry per key; the entry
+//! it commits. A reservation leaves the state when it is resolved; its
+//! decision entry (key [`reservation_key`]) and the entry that resolved it
+//! ([`resolution_key`]) tell it again. The store answers with the newest
+//! entry per key; the entry
 //! itself then says whether it matches (a hash could collide) and whether it
 //! is recent, at the batch's time, so the answer depends on the log alone.
 
 use std::collections::HashMap;
 
 use jiff::{SignedDuration, Timestamp};
+use mandate_core::budget::{self, RESOLVED_RETENTION, Resolution};
 use mandate_core::identity::IdentityId;
 use mandate_store::EntryKey;
 use serde_json::{Map, Value};
@@ -48,12 +54,22 @@ pub struct SeenRequest {
     pub fingerprint: [u8; 32],
 }
 
+/// A reservation resolved within [`RESOLVED_RETENTION`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedReservation {
+    /// It, as resolved.
+    pub reservation: budget::Reservation,
+    /// The entry that resolved it.
+    pub log_index: u64,
+}
+
 /// The decisions one batch knows of: those the store found for its
 /// operations' keys, and its own.
 #[derive(Debug, Default)]
 pub struct Recent {
     requests: HashMap<(IdentityId, String), SeenRequest>,
     decisions: HashMap<String, RecentDecision>,
+    reservations: HashMap<String, ResolvedReservation>,
 }
 
 impl Recent {
@@ -68,6 +84,52 @@ impl Recent {
     /// [`DECISION_RETENTION`] of `now`.
     pub fn decision(&self, decision_id: &str, now: Timestamp) -> Option<&RecentDecision> {
         self.decisions.get(decision_id).filter(|decision| now.duration_since(decision.at) < DECISION_RETENTION)
+    }
+
+    /// The reservation `id`, if it was resolved within [`RESOLVED_RETENTION`]
+    /// of `now`.
+    pub fn resolved(&self, id: &str, now: Timestamp) -> Option<&ResolvedReservation> {
+        self.reservations.get(id).filter(|resolved| {
+            resolved.reservation.resolved_at.is_some_and(|at| now.duration_since(at) < RESOLVED_RETENTION)
+        })
+    }
+
+    /// Remembers a reservation resolved by the entry at `index`.
+    pub fn remember_resolved(&mut self, reservation: budget::Reservation, log_index: u64) {
+        self.reservations.insert(reservation.id.clone(), ResolvedReservation { reservation, log_index });
+    }
+
+    /// Remembers reservation `id` from the decision entry that made it and
+    /// the entry that resolved it (`decision` and `resolution`: index, type,
+    /// time, body). Entries that do not tell of `id` are passed over.
+    pub fn remember_from_entries(
+        &mut self,
+        id: &str,
+        decision: &mandate_log::Entry,
+        resolution: &mandate_log::Entry,
+    ) -> Result<(), String> {
+        use crate::state::types;
+        if decision.entry_type != types::DECISION {
+            return Ok(());
+        }
+        let Some(mut reservation) = crate::spend::decided_reservation(&decision.body)? else { return Ok(()) };
+        let status = match resolution.entry_type.as_str() {
+            types::RESERVATION_SETTLED => Resolution::Settle(crate::spend::amounts(
+                resolution.body.get("amounts").unwrap_or(&Value::Null),
+                "amounts",
+            )?)
+            .status(),
+            types::RESERVATION_VOIDED | types::APPROVAL_DENIED => budget::Status::Voided,
+            types::RESERVATION_EXPIRED | types::APPROVAL_EXPIRED => budget::Status::Expired,
+            _ => return Ok(()),
+        };
+        if reservation.id != id {
+            return Ok(());
+        }
+        reservation.status = status;
+        reservation.resolved_at = Some(resolution.time.parse().map_err(|e: jiff::Error| e.to_string())?);
+        self.remember_resolved(reservation, resolution.index);
+        Ok(())
     }
 
     /// Remembers the decision entry at `index` (body `body`, time `at`); a
@@ -85,12 +147,16 @@ impl Recent {
     }
 }
 
-/// The keys a decision entry is stored with: its decision id, and its
-/// request id (with the acting identity) when it has one.
+/// The keys a decision entry is stored with: its decision id, its request
+/// id (with the acting identity) when it has one, and its reservation's id
+/// when it made one.
 pub fn entry_keys(body: &Map<String, Value>) -> Vec<EntryKey> {
-    let mut keys = Vec::with_capacity(2);
+    let mut keys = Vec::with_capacity(3);
     if let Some(decision_id) = body.get("decision_id").and_then(Value::as_str) {
         keys.push(decision_key(decision_id));
+    }
+    if let Some(id) = body.get("reservation").and_then(|r| r.get("id")).and_then(Value::as_str) {
+        keys.push(reservation_key(id));
     }
     let request = body.get("request").and_then(Value::as_object);
     if let Some(request) = request
@@ -110,6 +176,17 @@ pub fn decision_key(decision_id: &str) -> EntryKey {
         Ok(uuid) => uuid.into_bytes(),
         Err(_) => hashed(&[b"decision", decision_id.as_bytes()]),
     }
+}
+
+/// The key of the decision entry that made reservation `id`.
+pub fn reservation_key(id: &str) -> EntryKey {
+    hashed(&[b"reservation", id.as_bytes()])
+}
+
+/// The key of the entry that resolved reservation `id` (a settlement, a
+/// void, an expiry, or an approval's denial or expiry).
+pub fn resolution_key(id: &str) -> EntryKey {
+    hashed(&[b"resolution", id.as_bytes()])
 }
 
 /// A request id's key: a hash of the acting identity and the request id
@@ -185,6 +262,44 @@ mod tests {
         let due = at.checked_add(DECISION_RETENTION).unwrap();
         assert!(recent.decision("d1", due).is_none());
         assert!(recent.seen(&agent, "r1", due).is_none());
+    }
+
+    /// A resolved reservation answers for 24 h from its resolution, told by
+    /// its decision entry and the entry that resolved it.
+    #[test]
+    fn resolved_reservations_answer_for_24_h() {
+        let entry = |index: u64, entry_type: &str, body: Value| mandate_log::Entry {
+            tenant: "t".into(),
+            index,
+            time: "2026-01-01T00:00:00.000000Z".into(),
+            entry_type: entry_type.into(),
+            prev: mandate_log::Hash::ZERO,
+            body: body.as_object().unwrap().clone(),
+        };
+        let decision = entry(
+            3,
+            "decision",
+            serde_json::json!({"decision": "allow", "decision_id": "d1",
+                "request": {"identity": "agent:a", "action": "x", "resource": "y", "amounts": {"usd_cents": 5}},
+                "budgets": [{"id": "b", "dimension": "usd_cents", "limit": 10, "before": 0, "after": 5}],
+                "reservation": {"id": "r1", "expires_at": "2026-01-01T00:05:00.000000Z"}}),
+        );
+        let settled = entry(9, "reservation.settled", serde_json::json!({"id": "r1", "amounts": {"usd_cents": 2}}));
+        let mut recent = Recent::default();
+        recent.remember_from_entries("other", &decision, &settled).unwrap();
+        assert!(recent.reservations.is_empty(), "entries of another reservation are passed over");
+        recent.remember_from_entries("r1", &decision, &settled).unwrap();
+        let at: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let found = recent.resolved("r1", at.checked_add(RESOLVED_RETENTION - SignedDuration::from_micros(1)).unwrap());
+        let found = found.unwrap();
+        assert_eq!(found.log_index, 9);
+        assert_eq!(found.reservation.identity.as_str(), "agent:a");
+        assert_eq!(
+            found.reservation.holds.iter().map(|h| (h.budget.as_str(), h.amount)).collect::<Vec<_>>(),
+            [("b", 5)]
+        );
+        assert_eq!(found.reservation.status, Resolution::Settle([("usd_cents".to_owned(), 2)].into()).status());
+        assert!(recent.resolved("r1", at.checked_add(RESOLVED_RETENTION).unwrap()).is_none());
     }
 
     /// A decision is stored under its UUID's bytes and its request id's

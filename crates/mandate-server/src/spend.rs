@@ -105,8 +105,10 @@ pub struct Spending {
     /// Approvals by id (resolved ones are kept: they are few and audited).
     pub approvals: BTreeMap<String, Approval>,
     approval_expiries: BTreeSet<(Timestamp, String)>,
-    /// The entry that resolved each remembered reservation.
-    resolutions: HashMap<String, u64>,
+    /// The reservation the last entry resolved, as it was resolved: the
+    /// state forgets it at once (its entries answer for it afterwards:
+    /// `recent.rs`), and the sequencer answers with it.
+    just_resolved: Option<budget::Reservation>,
     /// Approval id by the reservation it holds.
     approval_of_reservation: HashMap<String, String>,
     /// Rows changed since the last [`Spending::take_dirty`].
@@ -126,9 +128,9 @@ impl Spending {
         self.budgets.check_create(budget)
     }
 
-    /// The entry that resolved a reservation, while it is remembered.
-    pub fn resolution_index(&self, reservation: &str) -> Option<u64> {
-        self.resolutions.get(reservation).copied()
+    /// The reservation the last entry folded in resolved, if it did.
+    pub fn take_just_resolved(&mut self) -> Option<budget::Reservation> {
+        self.just_resolved.take()
     }
 
     /// The approval that holds this reservation, if any.
@@ -275,20 +277,17 @@ impl Spending {
     }
 
     /// Folds in a reservation's settlement, void or expiry.
-    pub fn apply_resolution(
-        &mut self,
-        index: u64,
-        id: &str,
-        resolution: Resolution,
-        now: Timestamp,
-    ) -> Result<(), String> {
+    pub fn apply_resolution(&mut self, id: &str, resolution: Resolution, now: Timestamp) -> Result<(), String> {
         let held: Vec<String> = self
             .budgets
             .reservation(id)
             .map(|r| r.holds.iter().map(|hold| hold.budget.clone()).collect())
             .unwrap_or_default();
         self.budgets.resolve(id, resolution, now).map_err(|e| e.to_string())?;
-        self.resolutions.insert(id.to_owned(), index);
+        // INVARIANT (resolved-forgotten): only held reservations are in
+        // memory; a resolved one's row is deleted with the entry that
+        // resolved it, and the log answers for it (`recent.rs`).
+        self.just_resolved = self.budgets.forget(id);
         for budget in held {
             self.dirty.insert((kinds::BUDGET, budget));
         }
@@ -324,19 +323,10 @@ impl Spending {
         if let (Some(reservation), Some(resolution)) = (reservation, release) {
             let held = self.budgets.reservation(&reservation).is_some_and(|r| r.status == budget::Status::Held);
             if held {
-                self.apply_resolution(index, &reservation, resolution, now)?;
+                self.apply_resolution(&reservation, resolution, now)?;
             }
         }
         Ok(())
-    }
-
-    /// Forgets what is past its retention at `now`. Called for every entry,
-    /// at its time, so that the fold forgets exactly as the server did.
-    pub fn forget(&mut self, now: Timestamp) {
-        for id in self.budgets.forget_resolved(now) {
-            self.resolutions.remove(&id);
-            self.dirty.insert((kinds::RESERVATION, id));
-        }
     }
 }
 
@@ -346,6 +336,38 @@ fn text<'a>(body: &'a Map<String, Value>, field: &str) -> Result<&'a str, String
 
 fn amount(body: &Map<String, Value>, field: &str) -> Result<u64, String> {
     body.get(field).and_then(Value::as_u64).ok_or_else(|| format!("`{field}` is not a non-negative integer"))
+}
+
+/// The reservation a decision entry made, as it was made (held), from the
+/// entry alone: for answering after it is resolved and forgotten
+/// (`recent.rs`). Its holds' windows are not in the entry and are left
+/// open; nothing reads them from here.
+pub fn decided_reservation(body: &Map<String, Value>) -> Result<Option<budget::Reservation>, String> {
+    let Some(Value::Object(object)) = body.get("reservation") else { return Ok(None) };
+    let request = body.get("request").and_then(Value::as_object).ok_or("`request` is missing")?;
+    let holds = touches(body)?
+        .into_iter()
+        .filter(Touch::is_held)
+        .map(|touch| budget::Hold {
+            budget: touch.budget,
+            dimension: touch.dimension,
+            amount: touch.amount,
+            window: budget::Window { start: None, end: None },
+        })
+        .collect();
+    Ok(Some(budget::Reservation {
+        id: text(object, "id")?.to_owned(),
+        decision_id: text(body, "decision_id")?.to_owned(),
+        identity: IdentityId::parse(text(request, "identity")?).map_err(|e| e.to_string())?,
+        amounts: match request.get("amounts") {
+            None => BTreeMap::new(),
+            Some(value) => amounts(value, "request.amounts")?,
+        },
+        holds,
+        expires_at: timestamp(object, "expires_at")?,
+        status: budget::Status::Held,
+        resolved_at: None,
+    }))
 }
 
 fn timestamp(body: &Map<String, Value>, field: &str) -> Result<Timestamp, String> {

@@ -519,13 +519,13 @@ impl TenantState {
                 let id = string(body, "id").map_err(malformed)?;
                 let actual =
                     spend::amounts(body.get("amounts").unwrap_or(&Value::Null), "amounts").map_err(malformed)?;
-                self.spending.apply_resolution(index, id, Resolution::Settle(actual), now).map_err(malformed)?;
+                self.spending.apply_resolution(id, Resolution::Settle(actual), now).map_err(malformed)?;
             }
             types::RESERVATION_VOIDED | types::RESERVATION_EXPIRED => {
                 let id = string(body, "id").map_err(malformed)?;
                 let resolution =
                     if entry_type == types::RESERVATION_VOIDED { Resolution::Void } else { Resolution::Expire };
-                self.spending.apply_resolution(index, id, resolution, now).map_err(malformed)?;
+                self.spending.apply_resolution(id, resolution, now).map_err(malformed)?;
             }
             types::APPROVAL_APPROVED | types::APPROVAL_DENIED | types::APPROVAL_EXPIRED => {
                 let id = string(body, "id").map_err(malformed)?;
@@ -598,7 +598,6 @@ impl TenantState {
     /// Moves the state's clock to an entry's time: forgets what is due to be
     /// forgotten at `now`.
     fn advance(&mut self, now: Timestamp) {
-        self.spending.forget(now);
         while let Some((at, _)) = self.token_expiries.first()
             && *at <= now
         {

@@ -433,6 +433,29 @@ impl Tenant {
         Ok(entry.body.get("decision_id").and_then(Value::as_str).filter(|_| seen).map(str::to_owned))
     }
 
+    /// The view of reservation `id` if it was resolved in the last 24 h
+    /// (held ones are in the state), told again by its entries.
+    pub async fn resolved_reservation(&self, id: &str) -> Result<Option<Map<String, Value>>, Problem> {
+        let keys = [recent::reservation_key(id), recent::resolution_key(id)];
+        let (ledger, tenant) = (self.ledger.clone(), self.name.clone());
+        let found = tokio::task::spawn_blocking(move || {
+            let [Some(made), Some(resolved)] = ledger.find(&tenant, &keys)?[..] else { return Ok(None) };
+            let read = |index: u64| ledger.entries(&tenant, index, index + 1);
+            Ok::<_, StoreError>(Some((read(made)?, read(resolved)?)))
+        })
+        .await
+        .map_err(|_| Problem::new(Code::Internal, "looking up a reservation failed"))??;
+        let Some((made, resolved)) = found else { return Ok(None) };
+        let parse =
+            |stored: &[StoredEntry]| stored.first().and_then(|stored| mandate_log::Entry::parse(&stored.bytes).ok());
+        let (Some(decision), Some(resolution)) = (parse(&made), parse(&resolved)) else { return Ok(None) };
+        let mut recent = Recent::default();
+        recent
+            .remember_from_entries(id, &decision, &resolution)
+            .map_err(|reason| Problem::new(Code::Internal, reason))?;
+        Ok(recent.resolved(id, Timestamp::now()).map(|resolved| spend::reservation_view(&resolved.reservation)))
+    }
+
     /// On a store other servers append to ([`Ledger::shared`]): folds in
     /// what they appended before this call, so that what the caller reads
     /// next includes every change acknowledged anywhere before it asked
@@ -606,7 +629,7 @@ impl Sequencer {
             let now = state.last_time.map_or(clock, |last| clock.max(last));
             let time = entry_time(now);
             // Expiries first: what is due is released before anyone decides.
-            expire_due(&mut state, now, &time, &mut drafts);
+            expire_due(&mut state, &mut recent, now, &time, &mut drafts);
             for Submission { ops, reply } in batch {
                 let staged: Vec<Staged> = ops
                     .into_iter()
@@ -733,36 +756,74 @@ impl Sequencer {
     }
 
     /// The decisions the batch's operations name (by request id, by decision
-    /// id), found in the held log by their keys: see `recent.rs`. A store
-    /// failure fails the batch; an entry that does not parse stops nothing
-    /// here (the fold has applied it already), it is just not recalled.
+    /// id) and the resolved reservations they settle or void, found in the
+    /// held log by their keys: see `recent.rs`. A store failure fails the
+    /// batch.
     async fn recall(&self, hold: &mut dyn LogHold, batch: &[Submission]) -> Result<Recent, StoreError> {
         let mut keys = Vec::new();
-        for op in batch.iter().flat_map(|submission| &submission.ops) {
-            match op.unwrapped() {
-                Op::Authorize(request) => {
-                    if let Some(request_id) = &request.request_id {
-                        keys.push(recent::request_key(&request.identity, request_id));
+        let mut reservations = Vec::new();
+        {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            for op in batch.iter().flat_map(|submission| &submission.ops) {
+                match op.unwrapped() {
+                    Op::Authorize(request) => {
+                        if let Some(request_id) = &request.request_id {
+                            keys.push(recent::request_key(&request.identity, request_id));
+                        }
                     }
+                    Op::RecordEvent(event) => keys.push(recent::decision_key(&event.decision_id)),
+                    // Only held reservations are in the state.
+                    Op::Settle { id, .. } | Op::Void(id) if state.spending.budgets.reservation(id).is_none() => {
+                        reservations.push(id.clone());
+                    }
+                    Op::ResolveApproval { id, approve: true, .. } => {
+                        let reservation = state.spending.approvals.get(id).and_then(|a| a.reservation.as_ref());
+                        if let Some(reservation) = reservation
+                            && state.spending.budgets.reservation(reservation).is_none()
+                        {
+                            reservations.push(reservation.clone());
+                        }
+                    }
+                    _ => {}
                 }
-                Op::RecordEvent(event) => keys.push(recent::decision_key(&event.decision_id)),
-                _ => {}
             }
         }
         let mut recent = Recent::default();
+        let asked = keys.len();
+        for id in &reservations {
+            keys.push(recent::reservation_key(id));
+            keys.push(recent::resolution_key(id));
+        }
         if keys.is_empty() {
             return Ok(recent);
         }
-        let mut found: Vec<u64> = hold.find(keys).await?.into_iter().flatten().collect();
-        found.sort_unstable();
-        found.dedup();
-        for index in found {
-            for stored in hold.entries(index, index + 1).await? {
-                let Ok(entry) = mandate_log::Entry::parse(&stored.bytes) else { continue };
-                let Ok(at) = entry.time.parse::<Timestamp>() else { continue };
-                if entry.entry_type == types::DECISION {
-                    let _ = recent.remember(stored.index, &entry.body, at);
+        let found = hold.find(keys).await?;
+        let mut entries = std::collections::BTreeMap::new();
+        for index in found.iter().flatten() {
+            if entries.contains_key(index) {
+                continue;
+            }
+            for stored in hold.entries(*index, index + 1).await? {
+                // An entry that does not parse stops nothing here (the fold
+                // has applied it already): it is just not recalled.
+                if let Ok(entry) = mandate_log::Entry::parse(&stored.bytes) {
+                    entries.insert(stored.index, entry);
                 }
+            }
+        }
+        for index in found.iter().take(asked).flatten() {
+            if let Some(entry) = entries.get(index)
+                && entry.entry_type == types::DECISION
+                && let Ok(at) = entry.time.parse::<Timestamp>()
+            {
+                let _ = recent.remember(*index, &entry.body, at);
+            }
+        }
+        for (id, pair) in reservations.iter().zip(found.get(asked..).unwrap_or_default().chunks(2)) {
+            if let [Some(made), Some(resolved)] = pair
+                && let (Some(decision), Some(resolution)) = (entries.get(made), entries.get(resolved))
+            {
+                let _ = recent.remember_from_entries(id, decision, resolution);
             }
         }
         Ok(recent)
@@ -905,9 +966,10 @@ fn evaluate(
                 ));
             }
             let resolution = Resolution::Settle(amounts.clone());
-            if resolve_check(state, &id, &resolution)? == Resolve::Repeated {
-                return Ok((repeated(reservation_answer(state, &id)?, state.spending.resolution_index(&id)), None));
+            if state.spending.budgets.reservation(&id).is_none() {
+                return answer_resolved(recent, &id, &resolution, now);
             }
+            resolve_check(state, &id, &resolution)?;
             let mut body = Map::new();
             body.insert(
                 "amounts".into(),
@@ -917,9 +979,10 @@ fn evaluate(
             (types::RESERVATION_SETTLED, body, (reservation_subject(state, &id), None), None)
         }
         Op::Void(id) => {
-            if resolve_check(state, &id, &Resolution::Void)? == Resolve::Repeated {
-                return Ok((repeated(reservation_answer(state, &id)?, state.spending.resolution_index(&id)), None));
+            if state.spending.budgets.reservation(&id).is_none() {
+                return answer_resolved(recent, &id, &Resolution::Void, now);
             }
+            resolve_check(state, &id, &Resolution::Void)?;
             let mut body = Map::new();
             body.insert("id".into(), Value::from(id.as_str()));
             (types::RESERVATION_VOIDED, body, (reservation_subject(state, &id), None), None)
@@ -1006,17 +1069,17 @@ fn evaluate(
             // Approving a decision whose reservation is no longer held (its
             // caller voided it, say, after giving up waiting) would approve
             // nothing the caller still waits for.
+            // (Only held reservations are in the state; a resolved one is
+            // recalled from its entries.)
             if approve
                 && let Some(reservation) = approval.reservation.as_deref()
-                && let Some(held) = state.spending.budgets.reservation(reservation)
-                && !matches!(held.status, budget::Status::Held)
+                && state.spending.budgets.reservation(reservation).is_none()
             {
+                let status =
+                    recent.resolved(reservation, now).map_or("no longer held", |r| r.reservation.status.as_str());
                 return Err(Problem::new(
                     Code::Conflict,
-                    format!(
-                        "approval `{id}` cannot be given: its reservation `{reservation}` is {}",
-                        held.status.as_str()
-                    ),
+                    format!("approval `{id}` cannot be given: its reservation `{reservation}` is {status}"),
                 ));
             }
             let subject = approval.chain.first().map(ToString::to_string);
@@ -1130,13 +1193,11 @@ fn evaluate(
             (types::TOKEN_REVOKED, body, (Some(subject), None), None)
         }
     };
-    let mut draft = EntryDraft::new(entry_type, time, &body)
+    let draft = EntryDraft::new(entry_type, time, &body)
         .map_err(|error| Problem::new(Code::PayloadTooLarge, format!("the log entry cannot be written: {error}")))?
         .with_terms(terms.0.as_deref(), terms.1);
-    if entry_type == types::DECISION {
-        // Later batches find it in the store by these keys; this one in `recent`.
-        draft = draft.with_keys(recent::entry_keys(&body));
-    }
+    // Later batches find the entry in the store by its keys; this one in `recent`.
+    let mut keys = if entry_type == types::DECISION { recent::entry_keys(&body) } else { Vec::new() };
     match prepared_policies {
         Some(set) => state.install_policies(index, time, set),
         None => state.apply(index, time, entry_type, &body).map_err(apply_problem)?,
@@ -1144,8 +1205,9 @@ fn evaluate(
     if entry_type == types::DECISION {
         recent.remember(index, &body, now).map_err(|reason| Problem::new(Code::Internal, reason))?;
     }
-    drafts.push(draft);
-    let answer = answer_for(state, entry_type, body)?;
+    keys.extend(remember_resolved(state, recent, index));
+    drafts.push(draft.with_keys(keys));
+    let answer = answer_for(state, recent, now, entry_type, body)?;
     Ok((answer, Some(drafts.len() - 1)))
 }
 
@@ -1179,10 +1241,16 @@ fn check_agent_op(
             Ok(())
         }
         // Another identity's reservation is answered as if it did not exist.
-        Op::Settle { id, .. } | Op::Void(id) => match state.spending.budgets.reservation(id) {
-            Some(reservation) if reservation.identity != token.identity => Err(Problem::not_found("reservation")),
-            _ => Ok(()),
-        },
+        Op::Settle { id, .. } | Op::Void(id) => {
+            let owner = match state.spending.budgets.reservation(id) {
+                Some(reservation) => Some(&reservation.identity),
+                None => recent.resolved(id, now).map(|resolved| &resolved.reservation.identity),
+            };
+            match owner {
+                Some(owner) if *owner != token.identity => Err(Problem::not_found("reservation")),
+                _ => Ok(()),
+            }
+        }
         // Another identity's decision is answered as if it did not exist.
         Op::RecordEvent(event) => match recent.decision(&event.decision_id, now) {
             Some(decision) if decision.identity != token.identity => Err(no_recent_decision(&event.decision_id)),
@@ -1233,7 +1301,7 @@ const REPLAY_OF: &str = "\u{0}replay_of";
 
 /// Writes the expiry entries due at `now`, each folded in before the next
 /// is chosen (an approval's expiry also expires its reservation).
-fn expire_due(state: &mut TenantState, now: Timestamp, time: &str, drafts: &mut Vec<EntryDraft>) {
+fn expire_due(state: &mut TenantState, recent: &mut Recent, now: Timestamp, time: &str, drafts: &mut Vec<EntryDraft>) {
     if !state.spending.anything_due(now) {
         return;
     }
@@ -1243,7 +1311,10 @@ fn expire_due(state: &mut TenantState, now: Timestamp, time: &str, drafts: &mut 
         let index = state.applied;
         let draft = EntryDraft::new(entry_type, time, &body);
         match (draft, state.apply(index, time, entry_type, &body)) {
-            (Ok(draft), Ok(())) => drafts.push(draft),
+            (Ok(draft), Ok(())) => {
+                let keys = remember_resolved(state, recent, index).into_iter().collect();
+                drafts.push(draft.with_keys(keys));
+            }
             (draft, applied) => {
                 // Not reached: the bodies are tiny and the ids come from the
                 // state. Stop rather than loop on an entry that will not apply.
@@ -1267,10 +1338,6 @@ fn resolve_check(state: &TenantState, id: &str, resolution: &Resolution) -> Resu
 
 fn reservation_subject(state: &TenantState, id: &str) -> Option<String> {
     state.spending.budgets.reservation(id).map(|r| r.identity.to_string())
-}
-
-fn reservation_answer(state: &TenantState, id: &str) -> Result<Map<String, Value>, Problem> {
-    state.spending.budgets.reservation(id).map(spend::reservation_view).ok_or_else(|| Problem::not_found("reservation"))
 }
 
 /// The answer to a repeated resolution: the same as the first, whose entry
@@ -1305,7 +1372,41 @@ fn apply_problem(error: state::ApplyError) -> Problem {
 }
 
 /// The answer to a change, from the state after it.
-fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -> Result<Map<String, Value>, Problem> {
+/// If the entry just folded in resolved a reservation (which left the
+/// state), remembers it for the rest of the batch; returns the key its
+/// entry is then stored with.
+fn remember_resolved(state: &mut TenantState, recent: &mut Recent, index: u64) -> Option<mandate_store::EntryKey> {
+    let resolved = state.spending.take_just_resolved()?;
+    let key = recent::resolution_key(&resolved.id);
+    recent.remember_resolved(resolved, index);
+    Some(key)
+}
+
+/// The answer to settling or voiding a reservation that is no longer held:
+/// the first answer if it was resolved so within 24 h, else 409 (resolved
+/// otherwise) or 404.
+fn answer_resolved(
+    recent: &Recent,
+    id: &str,
+    resolution: &Resolution,
+    now: Timestamp,
+) -> Result<(Map<String, Value>, Option<usize>), Problem> {
+    let resolved = recent.resolved(id, now).ok_or_else(|| Problem::not_found("reservation"))?;
+    let status = &resolved.reservation.status;
+    if *status != resolution.status() {
+        let conflict = budget::ResolveError::Conflict { id: id.to_owned(), status: status.as_str() };
+        return Err(Problem::new(Code::Conflict, conflict.to_string()));
+    }
+    Ok((repeated(spend::reservation_view(&resolved.reservation), Some(resolved.log_index)), None))
+}
+
+fn answer_for(
+    state: &TenantState,
+    recent: &Recent,
+    now: Timestamp,
+    entry_type: &str,
+    body: Map<String, Value>,
+) -> Result<Map<String, Value>, Problem> {
     let id = |field: &str| body.get(field).and_then(Value::as_str).unwrap_or_default().to_owned();
     match entry_type {
         types::IDENTITY_CREATED | types::IDENTITY_REVOKED => {
@@ -1346,7 +1447,10 @@ fn answer_for(state: &TenantState, entry_type: &str, body: Map<String, Value>) -
                 .map(|budget| spend::budget_view(budget, now))
                 .ok_or_else(|| Problem::new(Code::Internal, "budget vanished"))
         }
-        types::RESERVATION_SETTLED | types::RESERVATION_VOIDED => reservation_answer(state, &id("id")),
+        types::RESERVATION_SETTLED | types::RESERVATION_VOIDED => recent
+            .resolved(&id("id"), now)
+            .map(|resolved| spend::reservation_view(&resolved.reservation))
+            .ok_or_else(|| Problem::new(Code::Internal, "the reservation resolved is not remembered")),
         // The entry's body, with the optional fields not given as null.
         types::EVENT_RECORDED => {
             let mut answer = body;

@@ -626,6 +626,49 @@ fn a_request_id_answers_the_same_across_a_restart_and_never_flips() {
     assert!(stopped.status.success(), "{}", stopped.stderr);
 }
 
+/// A resolved reservation leaves the server's memory (and its state row);
+/// its entries answer for it: the view, a repeated settlement, a conflicting
+/// void, across a restart, and never to another identity's token.
+#[test]
+fn a_resolved_reservation_is_answered_from_its_entries() {
+    let (_dir, mut server) = Server::fresh();
+    family(&server);
+    budget(&server, "alice-usd", ALICE, "usd_cents", "total", 10_000);
+    let id = reserved(&server.authorize(pay(AGENT_A, 1_000)));
+    let path = format!("/v1/reservations/{id}/settle");
+    let settled = server.post(&path, json!({"amounts": {"usd_cents": 400}})).expect(200);
+    assert_eq!(settled["status"], "settled", "{settled}");
+    let rows: i64 = rusqlite::Connection::open(server.data.join("mandate.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM state WHERE kind = 'reservation'", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 0, "a resolved reservation keeps no state row");
+    let check = |server: &Server| {
+        assert_eq!(reservation(server, &id), without(&settled, "log_index"), "told again by its entries");
+        let size = server.log_size();
+        let again = server.post(&path, json!({"amounts": {"usd_cents": 400}})).expect(200);
+        assert_eq!(again, settled, "a repeat answers as the first did, naming its entry");
+        let other = server.post(&path, json!({"amounts": {"usd_cents": 300}})).problem(409, "conflict");
+        assert!(other["detail"].as_str().unwrap().contains("settled"), "{other}");
+        server.post(&format!("/v1/reservations/{id}/void"), json!({})).problem(409, "conflict");
+        assert_eq!(server.log_size(), size, "nothing written");
+        assert_counters(server, "alice-usd", 400, 0);
+    };
+    check(&server);
+    // Another identity's token gets what it gets for an unknown reservation.
+    let token = server.post("/v1/tokens", json!({"identity": AGENT_B, "ttl_s": 600})).expect(201)["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    server.post_as(&token, &path, json!({"amounts": {"usd_cents": 400}})).problem(404, "not_found");
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let data = server.data.clone();
+    drop(server);
+    let server = Server::start(&data);
+    check(&server);
+}
+
 /// A data directory written before decisions were stored with keys (schema
 /// version 3): on the first start the server keys the last 24 h of
 /// decisions, so their request ids and events still answer.
