@@ -23,11 +23,10 @@
 //!   carried into the new window (so nothing can overspend across the
 //!   boundary). A reservation settled after its window ended is spent in
 //!   that past window, not the current one.
-//! - Resolved reservations answer a repeated resolution the same for
-//!   [`RESOLVED_RETENTION`]. `Budgets` can remember them itself
-//!   (`forget_resolved`), or its owner can forget each at once
-//!   ([`Budgets::forget`]) and answer from elsewhere: the server does, from
-//!   its log, so that its memory holds only what is held.
+//! - A resolved reservation answers a repeated resolution the same until
+//!   its owner forgets it ([`Budgets::forget`]); the server forgets each at
+//!   once and answers for [`RESOLVED_RETENTION`] from its log, so that its
+//!   memory holds only what is held.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -47,7 +46,8 @@ pub const RESERVATION_TTL_DEFAULT: SignedDuration = SignedDuration::from_secs(30
 /// The longest a reservation may be held.
 pub const RESERVATION_TTL_MAX: SignedDuration = SignedDuration::from_hours(24);
 
-/// How long a resolved reservation is remembered.
+/// How long a resolved reservation answers a repeated resolution as it
+/// was resolved (after that: unknown).
 pub const RESOLVED_RETENTION: SignedDuration = SignedDuration::from_hours(24);
 
 /// A budget's period: calendar windows in UTC, weeks from Monday.
@@ -451,8 +451,6 @@ pub struct Budgets {
     reservations: BTreeMap<String, Reservation>,
     /// Held reservations by expiry.
     expiries: BTreeSet<(Timestamp, String)>,
-    /// Resolved reservations by resolution time, for forgetting them.
-    resolved: BTreeSet<(Timestamp, String)>,
 }
 
 impl Budgets {
@@ -674,32 +672,14 @@ impl Budgets {
         self.expiries.remove(&(reservation.expires_at, reservation.id.clone()));
         reservation.status = resolution.status();
         reservation.resolved_at = Some(now);
-        self.resolved.insert((now, reservation.id.clone()));
         Ok(Resolve::Now)
     }
 
     /// Forgets reservation `id` once it is resolved (a held one stays: it
-    /// holds amounts), returning it as it was resolved. A server that keeps
-    /// resolved reservations elsewhere (in its store) calls this at once.
+    /// holds amounts), returning it as it was resolved.
     pub fn forget(&mut self, id: &str) -> Option<Reservation> {
-        let resolved = self.reservations.get(id)?.resolved_at?;
-        self.resolved.remove(&(resolved, id.to_owned()));
+        self.reservations.get(id)?.resolved_at?;
         self.reservations.remove(id)
-    }
-
-    /// Forgets reservations resolved more than [`RESOLVED_RETENTION`] before
-    /// `now`; returns their ids.
-    pub fn forget_resolved(&mut self, now: Timestamp) -> Vec<String> {
-        let mut forgotten = Vec::new();
-        while let Some((at, id)) = self.resolved.first().cloned() {
-            if now.duration_since(at) < RESOLVED_RETENTION {
-                break;
-            }
-            self.resolved.pop_first();
-            self.reservations.remove(&id);
-            forgotten.push(id);
-        }
-        forgotten
     }
 }
 

@@ -754,30 +754,26 @@ fn due_lists_exactly_the_held_reservations_whose_time_is_up() {
 }
 
 #[test]
-fn resolved_reservations_are_forgotten_after_24_hours_and_not_before() {
+fn a_resolved_reservation_is_forgotten_when_asked_and_a_held_one_never() {
     let now = at("2026-03-10T12:00:00Z");
     let mut budgets = held(now);
     reserve(&mut budgets, &chain(&["user:h"]), &amounts(&[("usd_cents", 1)]), "still-held", RESERVATION_TTL, now)
         .unwrap();
-    reserve(&mut budgets, &chain(&["user:h"]), &amounts(&[("usd_cents", 1)]), "later", RESERVATION_TTL, now).unwrap();
     let resolved_at = now + SignedDuration::from_secs(60);
     budgets.resolve("r", Resolution::Void, resolved_at).unwrap();
-    budgets.resolve("later", Resolution::Void, resolved_at + SignedDuration::from_secs(1)).unwrap();
-    assert_eq!(RESOLVED_RETENTION, SignedDuration::from_hours(24));
-    assert_eq!(budgets.forget_resolved(resolved_at), Vec::<String>::new());
-    assert_eq!(budgets.forget_resolved(resolved_at + RESOLVED_RETENTION - NS), Vec::<String>::new());
-    assert_eq!(budgets.resolve("r", Resolution::Void, resolved_at + RESOLVED_RETENTION - NS), Ok(Resolve::Repeated));
-    assert_eq!(budgets.forget_resolved(resolved_at + RESOLVED_RETENTION), ["r"]);
-    assert_eq!(budgets.reservation("r"), None);
+    // Until it is forgotten, a repeat is a repeat.
     assert_eq!(
-        budgets.resolve("r", Resolution::Void, resolved_at + RESOLVED_RETENTION),
-        Err(ResolveError::Unknown { id: "r".into() })
+        budgets.resolve("r", Resolution::Void, resolved_at + SignedDuration::from_hours(48)),
+        Ok(Resolve::Repeated)
     );
-    // Forgetting is idempotent; the next one goes a second later; a held
-    // reservation, however old, is never forgotten.
-    assert_eq!(budgets.forget_resolved(resolved_at + RESOLVED_RETENTION), Vec::<String>::new());
-    assert_eq!(budgets.forget_resolved(Timestamp::MAX), ["later"]);
+    assert_eq!(budgets.forget("still-held"), None, "a held reservation holds amounts");
     assert_eq!(budgets.reservation("still-held").unwrap().status, Status::Held);
+    let forgotten = budgets.forget("r").unwrap();
+    assert_eq!((forgotten.status, forgotten.resolved_at), (Status::Voided, Some(resolved_at)));
+    assert_eq!(budgets.reservation("r"), None);
+    assert_eq!(budgets.resolve("r", Resolution::Void, resolved_at), Err(ResolveError::Unknown { id: "r".into() }));
+    assert_eq!(budgets.forget("r"), None, "once");
+    assert_eq!(budgets.forget("nobody"), None);
     assert_eq!(budgets.reservations().count(), 1);
 }
 
@@ -1212,18 +1208,15 @@ fn step(budgets: &mut Budgets, oracle: &mut Oracle, op: &Op, serial: &mut u32) -
             }
         }
         Op::Forget => {
-            let forgotten = budgets.forget_resolved(now);
-            let mut expected: Vec<(Timestamp, String, usize)> = oracle
-                .reservations
-                .iter()
-                .enumerate()
-                .filter(|(_, r)| !r.forgotten && r.resolved_at.is_some_and(|at| at + RESOLVED_RETENTION <= now))
-                .map(|(index, r)| (r.resolved_at.unwrap(), r.id.clone(), index))
-                .collect();
-            expected.sort();
-            prop_assert_eq!(&forgotten, &expected.iter().map(|(_, id, _)| id.clone()).collect::<Vec<_>>());
-            for (_, _, index) in expected {
-                oracle.reservations[index].forgotten = true;
+            // Forget every resolved reservation; a held one is never forgotten.
+            for r in oracle.reservations.iter_mut().filter(|r| !r.forgotten) {
+                let forgotten = budgets.forget(&r.id);
+                if r.resolved_at.is_some() {
+                    prop_assert_eq!(forgotten.map(|f| f.status), Some(r.status.clone()));
+                    r.forgotten = true;
+                } else {
+                    prop_assert!(forgotten.is_none());
+                }
             }
         }
         Op::Advance { secs } => oracle.now = now + SignedDuration::from_secs(*secs),

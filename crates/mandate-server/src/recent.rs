@@ -178,9 +178,14 @@ pub fn decision_key(decision_id: &str) -> EntryKey {
     }
 }
 
-/// The key of the decision entry that made reservation `id`.
+/// The key of the decision entry that made reservation `id`: its 16 bytes
+/// when it is a UUID (the server's are UUIDv7: written at the index's end,
+/// and never equal to a decision's), else a hash.
 pub fn reservation_key(id: &str) -> EntryKey {
-    hashed(&[b"reservation", id.as_bytes()])
+    match uuid::Uuid::try_parse(id) {
+        Ok(uuid) => uuid.into_bytes(),
+        Err(_) => hashed(&[b"reservation", id.as_bytes()]),
+    }
 }
 
 /// The key of the entry that resolved reservation `id` (a settlement, a
@@ -302,8 +307,9 @@ mod tests {
         assert!(recent.resolved("r1", at.checked_add(RESOLVED_RETENTION).unwrap()).is_none());
     }
 
-    /// A decision is stored under its UUID's bytes and its request id's
-    /// hash; the hash separates identities and the parts' boundaries.
+    /// A decision is stored under its UUID's bytes, its request id's hash
+    /// and its reservation's UUID; the hash separates identities and the
+    /// parts' boundaries.
     #[test]
     fn keys_name_the_decision_and_the_request() {
         let id = uuid::Uuid::now_v7().to_string();
@@ -314,5 +320,13 @@ mod tests {
         assert_ne!(request_key(&agent, "r1"), request_key(&IdentityId::parse("agent:b").unwrap(), "r1"));
         assert_ne!(hashed(&[b"ab", b"c"]), hashed(&[b"a", b"bc"]));
         assert_ne!(decision_key("not-a-uuid"), decision_key("not-a-uuid2"));
+        // A decision that reserved: its reservation's UUID too; the
+        // resolving entry's key is another.
+        let reservation = uuid::Uuid::now_v7();
+        let mut body = decision(&id, None);
+        body.insert("reservation".into(), serde_json::json!({"id": reservation.to_string()}));
+        assert_eq!(entry_keys(&body)[1], reservation.into_bytes());
+        assert_ne!(resolution_key(&reservation.to_string()), reservation_key(&reservation.to_string()));
+        assert_ne!(reservation_key("r-1"), resolution_key("r-1"));
     }
 }
