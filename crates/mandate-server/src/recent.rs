@@ -16,7 +16,7 @@
 //! itself then says whether it matches (a hash could collide) and whether it
 //! is recent, at the batch's time, so the answer depends on the log alone.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use jiff::{SignedDuration, Timestamp};
 use mandate_core::budget::{self, RESOLVED_RETENTION, Resolution};
@@ -47,6 +47,8 @@ pub struct RecentDecision {
 pub struct SeenRequest {
     /// The decision's entry, whose answer a retry gets.
     pub log_index: u64,
+    /// Its decision id.
+    pub decision_id: String,
     /// When.
     pub at: Timestamp,
     /// SHA-256 of the request (without its ids), so a reused id with another
@@ -137,13 +139,77 @@ impl Recent {
     pub fn remember(&mut self, index: u64, body: &Map<String, Value>, at: Timestamp) -> Result<(), String> {
         let request = body.get("request").and_then(Value::as_object).ok_or("`request` is missing")?;
         let identity = acting_identity(request)?;
+        let decision_id = body.get("decision_id").and_then(Value::as_str).ok_or("`decision_id` is missing")?;
         if let Some(request_id) = request.get("request_id").and_then(Value::as_str) {
-            let seen = SeenRequest { log_index: index, at, fingerprint: fingerprint(request) };
+            let seen = SeenRequest {
+                log_index: index,
+                decision_id: decision_id.to_owned(),
+                at,
+                fingerprint: fingerprint(request),
+            };
             self.requests.insert((identity.clone(), request_id.to_owned()), seen);
         }
-        let decision_id = body.get("decision_id").and_then(Value::as_str).ok_or("`decision_id` is missing")?;
         self.decisions.insert(decision_id.to_owned(), RecentDecision { identity, log_index: index, at });
         Ok(())
+    }
+}
+
+/// What a batch (or a read) asks the store for: request ids, decision ids
+/// and resolved reservations. [`Wanted::keys`] are looked up in one call;
+/// [`Wanted::recall`] reads the entries found into a [`Recent`]. The one
+/// way to recall, whether through a hold or from what is committed.
+#[derive(Debug, Default)]
+pub struct Wanted {
+    keys: Vec<EntryKey>,
+    reservations: Vec<String>,
+}
+
+impl Wanted {
+    /// The decision `identity` asked for with `request_id`.
+    pub fn request(&mut self, identity: &IdentityId, request_id: &str) {
+        self.keys.push(request_key(identity, request_id));
+    }
+
+    /// The decision `decision_id`.
+    pub fn decision(&mut self, decision_id: &str) {
+        self.keys.push(decision_key(decision_id));
+    }
+
+    /// Reservation `id`, if it is resolved: its decision and the entry that
+    /// resolved it.
+    pub fn reservation(&mut self, id: &str) {
+        self.reservations.push(id.to_owned());
+    }
+
+    /// Every key to look up, in the order [`Wanted::recall`] expects.
+    pub fn keys(&self) -> Vec<EntryKey> {
+        let pairs = self.reservations.iter().flat_map(|id| [reservation_key(id), resolution_key(id)]);
+        self.keys.iter().copied().chain(pairs).collect()
+    }
+
+    /// What the entries found for [`Wanted::keys`] (`found`, in that order)
+    /// tell, given the entries read at those indexes. An entry that does not
+    /// tell of what was asked (a hash collision, another type) is passed
+    /// over: the fold has applied it already, so it is only not recalled.
+    pub fn recall(&self, found: &[Option<u64>], entries: &BTreeMap<u64, mandate_log::Entry>) -> Recent {
+        let mut recent = Recent::default();
+        let (asked, pairs) = found.split_at(self.keys.len().min(found.len()));
+        for index in asked.iter().flatten() {
+            if let Some(entry) = entries.get(index)
+                && entry.entry_type == crate::state::types::DECISION
+                && let Ok(at) = entry.time.parse::<Timestamp>()
+            {
+                let _ = recent.remember(*index, &entry.body, at);
+            }
+        }
+        for (id, pair) in self.reservations.iter().zip(pairs.chunks(2)) {
+            if let [Some(made), Some(resolved)] = pair
+                && let (Some(decision), Some(resolution)) = (entries.get(made), entries.get(resolved))
+            {
+                let _ = recent.remember_from_entries(id, decision, resolution);
+            }
+        }
+        recent
     }
 }
 
@@ -172,19 +238,21 @@ pub fn entry_keys(body: &Map<String, Value>) -> Vec<EntryKey> {
 /// UUIDv7, which grow with time, so the key index is written at its end),
 /// else a hash.
 pub fn decision_key(decision_id: &str) -> EntryKey {
-    match uuid::Uuid::try_parse(decision_id) {
-        Ok(uuid) => uuid.into_bytes(),
-        Err(_) => hashed(&[b"decision", decision_id.as_bytes()]),
-    }
+    uuid_or_hashed(b"decision", decision_id)
 }
 
 /// The key of the decision entry that made reservation `id`: its 16 bytes
 /// when it is a UUID (the server's are UUIDv7: written at the index's end,
 /// and never equal to a decision's), else a hash.
 pub fn reservation_key(id: &str) -> EntryKey {
+    uuid_or_hashed(b"reservation", id)
+}
+
+/// An id's 16 bytes if it is a UUID, else the hash of `tag` and the id.
+fn uuid_or_hashed(tag: &[u8], id: &str) -> EntryKey {
     match uuid::Uuid::try_parse(id) {
         Ok(uuid) => uuid.into_bytes(),
-        Err(_) => hashed(&[b"reservation", id.as_bytes()]),
+        Err(_) => hashed(&[tag, id.as_bytes()]),
     }
 }
 

@@ -33,7 +33,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::limits::{COMMIT_OPS_MAX, SEQUENCER_QUEUE_MAX};
 use crate::problem::{Code, Problem};
-use crate::recent::{self, Recent};
+use crate::recent::{self, Recent, Wanted};
 use crate::spend::{self, ApprovalStatus};
 use crate::state::{self, Cause, Role, TenantSettings, TenantState, types};
 
@@ -413,47 +413,42 @@ impl Tenant {
     /// last 24 h, found in the store by its key (every server's committed
     /// decisions count).
     pub async fn recent_request(&self, identity: &IdentityId, request_id: &str) -> Result<Option<String>, Problem> {
-        let key = recent::request_key(identity, request_id);
-        let (ledger, tenant) = (self.ledger.clone(), self.name.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            let Some(index) = ledger.find(&tenant, &[key])?.into_iter().flatten().next() else { return Ok(None) };
-            ledger.entries(&tenant, index, index + 1).map(|entries| entries.into_iter().next())
-        })
-        .await
-        .map_err(|_| Problem::new(Code::Internal, "looking up a request id failed"))??;
-        let Some(stored) = found else { return Ok(None) };
-        let entry = mandate_log::Entry::parse(&stored.bytes)
-            .map_err(|_| Problem::new(Code::Internal, format!("entry {} cannot be read", stored.index)))?;
-        let at = entry.time.parse::<Timestamp>().map_err(|error| Problem::new(Code::Internal, error.to_string()))?;
-        let mut recent = Recent::default();
-        if entry.entry_type == types::DECISION {
-            recent.remember(stored.index, &entry.body, at).map_err(|reason| Problem::new(Code::Internal, reason))?;
-        }
-        let seen = recent.seen(identity, request_id, Timestamp::now()).is_some();
-        Ok(entry.body.get("decision_id").and_then(Value::as_str).filter(|_| seen).map(str::to_owned))
+        let mut wanted = Wanted::default();
+        wanted.request(identity, request_id);
+        let recent = self.recall_committed(wanted).await?;
+        Ok(recent.seen(identity, request_id, Timestamp::now()).map(|seen| seen.decision_id.clone()))
     }
 
     /// The view of reservation `id` if it was resolved in the last 24 h
     /// (held ones are in the state), told again by its entries.
     pub async fn resolved_reservation(&self, id: &str) -> Result<Option<Map<String, Value>>, Problem> {
-        let keys = [recent::reservation_key(id), recent::resolution_key(id)];
+        let mut wanted = Wanted::default();
+        wanted.reservation(id);
+        let recent = self.recall_committed(wanted).await?;
+        Ok(recent.resolved(id, Timestamp::now()).map(|resolved| spend::reservation_view(&resolved.reservation)))
+    }
+
+    /// [`Wanted::recall`] from what is committed (outside the sequencer).
+    async fn recall_committed(&self, wanted: Wanted) -> Result<Recent, Problem> {
         let (ledger, tenant) = (self.ledger.clone(), self.name.clone());
-        let found = tokio::task::spawn_blocking(move || {
-            let [Some(made), Some(resolved)] = ledger.find(&tenant, &keys)?[..] else { return Ok(None) };
-            let read = |index: u64| ledger.entries(&tenant, index, index + 1);
-            Ok::<_, StoreError>(Some((read(made)?, read(resolved)?)))
+        tokio::task::spawn_blocking(move || {
+            let found = ledger.find(&tenant, &wanted.keys())?;
+            let mut entries = BTreeMap::new();
+            for index in found.iter().flatten() {
+                if entries.contains_key(index) {
+                    continue;
+                }
+                for stored in ledger.entries(&tenant, *index, index + 1)? {
+                    if let Ok(entry) = mandate_log::Entry::parse(&stored.bytes) {
+                        entries.insert(stored.index, entry);
+                    }
+                }
+            }
+            Ok::<_, StoreError>(wanted.recall(&found, &entries))
         })
         .await
-        .map_err(|_| Problem::new(Code::Internal, "looking up a reservation failed"))??;
-        let Some((made, resolved)) = found else { return Ok(None) };
-        let parse =
-            |stored: &[StoredEntry]| stored.first().and_then(|stored| mandate_log::Entry::parse(&stored.bytes).ok());
-        let (Some(decision), Some(resolution)) = (parse(&made), parse(&resolved)) else { return Ok(None) };
-        let mut recent = Recent::default();
-        recent
-            .remember_from_entries(id, &decision, &resolution)
-            .map_err(|reason| Problem::new(Code::Internal, reason))?;
-        Ok(recent.resolved(id, Timestamp::now()).map(|resolved| spend::reservation_view(&resolved.reservation)))
+        .map_err(|_| Problem::new(Code::Internal, "looking up recent entries failed"))?
+        .map_err(Problem::from)
     }
 
     /// On a store other servers append to ([`Ledger::shared`]): folds in
@@ -760,73 +755,50 @@ impl Sequencer {
     /// held log by their keys: see `recent.rs`. A store failure fails the
     /// batch.
     async fn recall(&self, hold: &mut dyn LogHold, batch: &[Submission]) -> Result<Recent, StoreError> {
-        let mut keys = Vec::new();
-        let mut reservations = Vec::new();
+        let mut wanted = Wanted::default();
         {
             let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
             for op in batch.iter().flat_map(|submission| &submission.ops) {
                 match op.unwrapped() {
                     Op::Authorize(request) => {
                         if let Some(request_id) = &request.request_id {
-                            keys.push(recent::request_key(&request.identity, request_id));
+                            wanted.request(&request.identity, request_id);
                         }
                     }
-                    Op::RecordEvent(event) => keys.push(recent::decision_key(&event.decision_id)),
+                    Op::RecordEvent(event) => wanted.decision(&event.decision_id),
                     // Only held reservations are in the state.
                     Op::Settle { id, .. } | Op::Void(id) if state.spending.budgets.reservation(id).is_none() => {
-                        reservations.push(id.clone());
+                        wanted.reservation(id);
                     }
                     Op::ResolveApproval { id, approve: true, .. } => {
                         let reservation = state.spending.approvals.get(id).and_then(|a| a.reservation.as_ref());
                         if let Some(reservation) = reservation
                             && state.spending.budgets.reservation(reservation).is_none()
                         {
-                            reservations.push(reservation.clone());
+                            wanted.reservation(reservation);
                         }
                     }
                     _ => {}
                 }
             }
         }
-        let mut recent = Recent::default();
-        let asked = keys.len();
-        for id in &reservations {
-            keys.push(recent::reservation_key(id));
-            keys.push(recent::resolution_key(id));
-        }
+        let keys = wanted.keys();
         if keys.is_empty() {
-            return Ok(recent);
+            return Ok(Recent::default());
         }
         let found = hold.find(keys).await?;
-        let mut entries = std::collections::BTreeMap::new();
+        let mut entries = BTreeMap::new();
         for index in found.iter().flatten() {
             if entries.contains_key(index) {
                 continue;
             }
             for stored in hold.entries(*index, index + 1).await? {
-                // An entry that does not parse stops nothing here (the fold
-                // has applied it already): it is just not recalled.
                 if let Ok(entry) = mandate_log::Entry::parse(&stored.bytes) {
                     entries.insert(stored.index, entry);
                 }
             }
         }
-        for index in found.iter().take(asked).flatten() {
-            if let Some(entry) = entries.get(index)
-                && entry.entry_type == types::DECISION
-                && let Ok(at) = entry.time.parse::<Timestamp>()
-            {
-                let _ = recent.remember(*index, &entry.body, at);
-            }
-        }
-        for (id, pair) in reservations.iter().zip(found.get(asked..).unwrap_or_default().chunks(2)) {
-            if let [Some(made), Some(resolved)] = pair
-                && let (Some(decision), Some(resolution)) = (entries.get(made), entries.get(resolved))
-            {
-                let _ = recent.remember_from_entries(id, decision, resolution);
-            }
-        }
-        Ok(recent)
+        Ok(wanted.recall(&found, &entries))
     }
 
     /// After a failed commit the state may hold changes that are not in the
