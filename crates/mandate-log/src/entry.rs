@@ -138,6 +138,15 @@ pub struct EntryHead<'a> {
 impl EntryHead<'_> {
     /// The canonical bytes and leaf hash of the entry with this head and body.
     pub fn encode(&self, body: &CanonicalBody) -> Result<CanonicalEntry, EntryError> {
+        let bytes = self.splice(&body.0)?;
+        Ok(CanonicalEntry { leaf_hash: leaf_hash(&bytes), bytes })
+    }
+
+    /// The bytes of the entry with this head around `body`, which must be a
+    /// canonical JSON object (a store that kept only an entry's parts puts
+    /// it back together with this; if the parts were altered, so are the
+    /// bytes, and verification says where).
+    pub fn splice(&self, body: &[u8]) -> Result<Vec<u8>, EntryError> {
         check_name("tenant", self.tenant)?;
         check_name("type", self.entry_type)?;
         check_time(self.time)?;
@@ -146,9 +155,9 @@ impl EntryHead<'_> {
         }
         // The fields were just checked to hold nothing that canonical form
         // escapes, and the keys are written in RFC 8785 order.
-        let mut bytes = Vec::with_capacity(body.0.len() + 220);
+        let mut bytes = Vec::with_capacity(body.len() + 220);
         bytes.extend_from_slice(b"{\"body\":");
-        bytes.extend_from_slice(&body.0);
+        bytes.extend_from_slice(body);
         bytes.extend_from_slice(b",\"index\":");
         bytes.extend_from_slice(self.index.to_string().as_bytes());
         bytes.extend_from_slice(b",\"prev\":\"");
@@ -164,7 +173,7 @@ impl EntryHead<'_> {
         if bytes.len() > ENTRY_BYTES_MAX {
             return Err(EntryError::TooLarge { bytes: bytes.len() });
         }
-        Ok(CanonicalEntry { leaf_hash: leaf_hash(&bytes), bytes })
+        Ok(bytes)
     }
 }
 

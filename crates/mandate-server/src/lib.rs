@@ -166,12 +166,19 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+impl From<tenant::LoadError> for ServeError {
+    fn from(error: tenant::LoadError) -> ServeError {
+        ServeError::Load(error)
+    }
+}
+
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    /// A tenant failed to load.
+    /// A tenant failed to load. (Not its `source` as well: a report of
+    /// the error chain would say the reason twice.)
     #[error("loading tenants: {0}")]
-    Load(#[from] tenant::LoadError),
+    Load(tenant::LoadError),
     /// The metrics recorder could not be installed.
     #[error("the metrics recorder could not be installed")]
     Metrics,

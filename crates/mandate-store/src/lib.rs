@@ -31,6 +31,7 @@
 //! with them. They keep "have I seen this id?" out of the caller's memory:
 //! the answer is in the store, written with the entry.
 
+mod packed;
 mod postgres;
 mod sqlite;
 
@@ -89,6 +90,9 @@ pub struct EntryDraft {
     /// `time` in microseconds since the Unix epoch, for search.
     time_us: i64,
     body: CanonicalBody,
+    /// The body compressed for storage (`packed.rs`), here on the caller's
+    /// thread so that the writer does not; `None` stores the entry plain.
+    compressed_body: Option<Vec<u8>>,
     /// The acting identity, for search; not part of the entry's bytes.
     identity: Option<String>,
     /// The decision (`allow`, `deny`, `pending`), for search; not part of the
@@ -111,11 +115,13 @@ impl EntryDraft {
         let (entry_type, time) = (entry_type.into(), time.into());
         mandate_log::entry::check_entry_type(&entry_type)?;
         let time_us = time_us(&time)?;
+        let body = CanonicalBody::new(body)?;
         Ok(EntryDraft {
             entry_type,
             time,
             time_us,
-            body: CanonicalBody::new(body)?,
+            compressed_body: packed::compress_body(body.as_bytes()),
+            body,
             identity: None,
             decision: None,
             keys: Vec::new(),

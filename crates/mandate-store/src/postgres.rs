@@ -56,12 +56,13 @@ use tokio_postgres::NoTls;
 use crate::{
     AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, EntryKey, FindFuture, HoldFuture, Ledger,
     LogHold, SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
-    check_not_rolled_back, corrupt, next_checkpoint, prove_error,
+    check_not_rolled_back, corrupt, next_checkpoint, packed, prove_error,
 };
 
 /// The schema version in `mandate_schema`. Version 2 added `entry_keys` and
-/// `logs.keyed_from`.
-const SCHEMA_VERSION: i32 = 2;
+/// `logs.keyed_from`; version 3 keeps new entries packed (`packed.rs`),
+/// which a version-2 mandate cannot read.
+const SCHEMA_VERSION: i32 = 3;
 
 /// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_616e_6461_7465;
@@ -453,9 +454,13 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             // its present size until the server backfills them.
             transaction.batch_execute(KEYS_SCHEMA).await.map_err(db_error)?;
             transaction
-                .batch_execute("UPDATE logs SET keyed_from = size; UPDATE mandate_schema SET version = 2")
+                .batch_execute("UPDATE logs SET keyed_from = size; UPDATE mandate_schema SET version = 3")
                 .await
                 .map_err(db_error)?;
+        }
+        2 => {
+            // Rows written before stay plain, which version 3 reads too.
+            transaction.batch_execute("UPDATE mandate_schema SET version = 3").await.map_err(db_error)?;
         }
         SCHEMA_VERSION => {}
         other => {
@@ -854,7 +859,7 @@ fn stage(
             undo(rows, nodes);
             return Err(corrupt(format!("tenant `{tenant}`'s log is full ({index} entries)")));
         }
-        let EntryDraft { entry_type, time, time_us, body, identity, decision, keys } = draft;
+        let EntryDraft { entry_type, time, time_us, body, compressed_body, identity, decision, keys } = draft;
         let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
         let canonical = match entry_head.encode(&body) {
             Ok(canonical) => canonical,
@@ -876,7 +881,7 @@ fn stage(
         rows.log.push(log);
         rows.idx.push(to_i64(index));
         rows.leaf.push(canonical.leaf_hash.as_bytes().to_vec());
-        rows.bytes.push(canonical.bytes);
+        rows.bytes.push(packed::stored_form(canonical.bytes, &entry_head, compressed_body.as_deref()));
         rows.entry_type.push(entry_type);
         rows.identity.push(identity);
         rows.decision.push(decision);
@@ -984,7 +989,7 @@ async fn hold_session(
     while let Some(command) = commands.recv().await {
         match command {
             HoldCommand::Entries { start, end, reply } => {
-                let read = read_entries(transaction, log, size, start, end).await;
+                let read = read_entries(transaction, &tenant, log, size, start, end).await;
                 if let Ok(entries) = &read
                     && let Some(head) = heads.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&tenant)
                 {
@@ -1094,7 +1099,7 @@ async fn lock_and_fetch(
     let (log, size): (i64, u64) = (row.get(0), to_u64(row.get(1)));
     let mut entries = Vec::new();
     for (expected, row) in (known..).zip(&fetched.map_err(db_error)?) {
-        let entry = stored_entry(row)?;
+        let entry = stored_entry(tenant, row)?;
         if entry.index != expected || expected >= size {
             return Err(corrupt(format!("entry {expected} is missing or beyond the log")));
         }
@@ -1103,7 +1108,7 @@ async fn lock_and_fetch(
     let wanted = size.min(known.saturating_add(ENTRIES_PAGE_MAX));
     let have = known + entries.len() as u64;
     if have < wanted {
-        entries.extend(read_entries(transaction, log, size, have, wanted).await?);
+        entries.extend(read_entries(transaction, tenant, log, size, have, wanted).await?);
     }
     Ok((log, size, entries))
 }
@@ -1203,9 +1208,10 @@ async fn read_checkpoint<C: GenericClient>(client: &C, log: i64) -> Result<Optio
     Ok(Some(SignedCheckpoint { checkpoint: parsed, note }))
 }
 
-/// Entries `[start, end)` of log `log` of `size` committed entries.
+/// Entries `[start, end)` of log `log` (`tenant`'s) of `size` committed entries.
 async fn read_entries<C: GenericClient>(
     client: &C,
+    tenant: &str,
     log: i64,
     size: u64,
     start: u64,
@@ -1223,7 +1229,7 @@ async fn read_entries<C: GenericClient>(
         .map_err(db_error)?;
     let mut entries = Vec::with_capacity(rows.len());
     for (expected, row) in (start..end).zip(&rows) {
-        let entry = stored_entry(row)?;
+        let entry = stored_entry(tenant, row)?;
         if entry.index != expected {
             return Err(corrupt(format!("entry {expected} is missing")));
         }
@@ -1288,18 +1294,20 @@ async fn backfill_keys(pool: &Pool, tenant: &str, keys: Vec<(EntryKey, u64)>) ->
     transaction.commit().await.map_err(db_error)
 }
 
-fn stored_entry(row: &tokio_postgres::Row) -> Result<StoredEntry, StoreError> {
-    let index: i64 = row.get(0);
-    Ok(StoredEntry { index: to_u64(index), leaf_hash: hash_from_blob(row.get(1))?, bytes: row.get(2) })
+fn stored_entry(tenant: &str, row: &tokio_postgres::Row) -> Result<StoredEntry, StoreError> {
+    let index = to_u64(row.get(0));
+    let bytes = packed::canonical_bytes(tenant, index, row.get(2))?;
+    Ok(StoredEntry { index, leaf_hash: hash_from_blob(row.get(1))?, bytes })
 }
 
-/// One page of a search in log `log` of `size` committed entries.
+/// One page of a search in log `log` (`tenant`'s) of `size` committed entries.
 ///
 /// Without an identity the candidates are the next [`SEARCH_EXAMINED_MAX`]
 /// entries after the cursor (a range of the primary key); with one, the
 /// identity's next [`SEARCH_EXAMINED_MAX`] entries (through its index).
 async fn search_log<C: GenericClient>(
     client: &C,
+    tenant: &str,
     log: i64,
     size: u64,
     query: &SearchQuery,
@@ -1328,7 +1336,7 @@ async fn search_log<C: GenericClient>(
                 )
                 .await
                 .map_err(db_error)?;
-            let entries = rows.iter().map(stored_entry).collect::<Result<Vec<_>, _>>()?;
+            let entries = rows.iter().map(|row| stored_entry(tenant, row)).collect::<Result<Vec<_>, _>>()?;
             (entries, end - 1)
         }
         Some(identity) => {
@@ -1371,7 +1379,7 @@ async fn search_log<C: GenericClient>(
                     .await
                     .map_err(db_error)?
             };
-            let entries = rows.iter().map(stored_entry).collect::<Result<Vec<_>, _>>()?;
+            let entries = rows.iter().map(|row| stored_entry(tenant, row)).collect::<Result<Vec<_>, _>>()?;
             if entries.len() != hits.len() {
                 return Err(corrupt("a search found entries that cannot be read"));
             }
@@ -1538,8 +1546,9 @@ impl Ledger for PostgresLedger {
     }
 
     fn entries(&self, tenant: &str, start: u64, end: u64) -> Result<Vec<StoredEntry>, StoreError> {
+        let owned = tenant.to_owned();
         self.read_log(tenant, move |transaction, log, size| {
-            Box::pin(async move { read_entries(transaction, log, size, start, end).await })
+            Box::pin(async move { read_entries(transaction, &owned, log, size, start, end).await })
         })
     }
 
@@ -1583,9 +1592,9 @@ impl Ledger for PostgresLedger {
     }
 
     fn search(&self, tenant: &str, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        let query = query.clone();
+        let (query, owned) = (query.clone(), tenant.to_owned());
         self.read_log(tenant, move |transaction, log, size| {
-            Box::pin(async move { search_log(transaction, log, size, &query).await })
+            Box::pin(async move { search_log(transaction, &owned, log, size, &query).await })
         })
     }
 

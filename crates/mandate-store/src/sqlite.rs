@@ -69,7 +69,7 @@ use tokio::sync::OwnedMutexGuard;
 use crate::{
     AppendTicket, Appended, ENTRIES_PAGE_MAX, EntriesFuture, EntryDraft, HoldFuture, Ledger, LogHold,
     SEARCH_EXAMINED_MAX, SEARCH_PAGE_MAX, SearchPage, SearchQuery, StateRow, StoreError, StoredEntry,
-    check_not_rolled_back, corrupt, next_checkpoint, prove_error,
+    check_not_rolled_back, corrupt, next_checkpoint, packed, prove_error,
 };
 
 /// Indexes occupy the low 40 bits of an entry's key: 1.1 trillion entries per
@@ -78,8 +78,9 @@ const INDEX_BITS: u32 = 40;
 
 /// The schema version in `PRAGMA user_version`. Version 2 added
 /// `logs.signer` and the `search` tables; version 3 the `state` table;
-/// version 4 the `entry_keys` table and `logs.keyed_from`.
-const SCHEMA_VERSION: i64 = 4;
+/// version 4 the `entry_keys` table and `logs.keyed_from`; version 5 keeps
+/// new entries packed (`packed.rs`), which a version-4 mandate cannot read.
+const SCHEMA_VERSION: i64 = 5;
 
 /// Entries per segment of `search_identity`, as a power of two: 4,096, so
 /// that the unfolded tail a search by identity scans stays under a
@@ -366,6 +367,7 @@ impl Readers {
                 if key != entry_key(log, expected) {
                     return Err(corrupt(format!("entry {expected} is missing")));
                 }
+                let bytes = packed::canonical_bytes(tenant, expected, bytes)?;
                 entries.push(StoredEntry { index: expected, leaf_hash: hash_from_blob(leaf)?, bytes });
             }
             if entries.len() as u64 != end - start {
@@ -695,6 +697,10 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
                 transaction.execute("UPDATE logs SET keyed_from = size", []).map_err(db_error)?;
                 version = 4;
             }
+            if version == 4 {
+                // Rows written before stay plain, which version 5 reads too.
+                version = 5;
+            }
             if version != SCHEMA_VERSION {
                 return Err(StoreError::Database {
                     message: format!("the database schema is version {version}, which this mandate cannot migrate"),
@@ -874,7 +880,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn search(&self, tenant: &str, query: &SearchQuery) -> Result<SearchPage, StoreError> {
-        self.read_log(tenant, |connection, log, size| search_log(connection, log, size, query))
+        self.read_log(tenant, |connection, log, size| search_log(connection, tenant, log, size, query))
     }
 
     fn latest_checkpoint(&self, tenant: &str) -> Result<Option<SignedCheckpoint>, StoreError> {
@@ -904,12 +910,18 @@ impl Ledger for SqliteLedger {
     }
 }
 
-/// One page of a search in the log `log` of `size` committed entries.
+/// One page of a search in the log `log` (`tenant`'s) of `size` committed entries.
 ///
 /// Without an identity the candidates are the next [`SEARCH_EXAMINED_MAX`]
 /// entries after the cursor, filtered inside SQLite; with one, see
 /// [`identity_candidates`]. Then it reads the matching entries.
-fn search_log(connection: &Connection, log: i64, size: u64, query: &SearchQuery) -> Result<SearchPage, StoreError> {
+fn search_log(
+    connection: &Connection,
+    tenant: &str,
+    log: i64,
+    size: u64,
+    query: &SearchQuery,
+) -> Result<SearchPage, StoreError> {
     let limit = query.limit.clamp(1, SEARCH_PAGE_MAX);
     let start = query.after.map_or(0, |after| after.saturating_add(1));
     if start >= size {
@@ -932,6 +944,7 @@ fn search_log(connection: &Connection, log: i64, size: u64, query: &SearchQuery)
             .optional()
             .map_err(db_error)?
             .ok_or_else(|| corrupt(format!("entry {} has a search row but no entry", key_index(key))))?;
+        let bytes = packed::canonical_bytes(tenant, key_index(key), bytes)?;
         entries.push(StoredEntry { index: key_index(key), leaf_hash: hash_from_blob(leaf)?, bytes });
     }
     let next = match entries.last() {
@@ -1404,7 +1417,7 @@ fn stage(
             nodes.truncate(nodes_before);
             return Err(StoreError::Corrupt { reason: format!("tenant `{tenant}`'s log is full ({index} entries)") });
         }
-        let EntryDraft { entry_type, time, time_us, body, identity, decision, keys } = draft;
+        let EntryDraft { entry_type, time, time_us, body, compressed_body, identity, decision, keys } = draft;
         let entry_head = EntryHead { tenant, index, time: &time, entry_type: &entry_type, prev: head.last_leaf };
         let canonical = match entry_head.encode(&body) {
             Ok(canonical) => canonical,
@@ -1425,7 +1438,7 @@ fn stage(
         rows.push(Row {
             key: entry_key(log, index),
             leaf: canonical.leaf_hash,
-            bytes: canonical.bytes,
+            bytes: packed::stored_form(canonical.bytes, &entry_head, compressed_body.as_deref()),
             entry_type,
             identity,
             decision,

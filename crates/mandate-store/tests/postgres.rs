@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use mandate_log::{Entry, LogVerifier, SignedCheckpoint, SignerKey, tree};
-use mandate_store::{EntryDraft, EntryKey, Ledger, PostgresLedger, StateRow, StoreError};
+use mandate_store::{EntryDraft, EntryKey, Ledger, PostgresLedger, SearchQuery, StateRow, StoreError};
 use serde_json::json;
 
 mod pg_support;
@@ -391,6 +391,70 @@ fn schema_version(url: &str) -> i32 {
     })
 }
 
+/// Turns a version-3 database back into the version-2 shape: every entry
+/// kept plain (its canonical bytes), as version 2 wrote them.
+fn downgrade_to_version_2(url: &str) {
+    let ledger = PostgresLedger::connect(url).unwrap();
+    let mut sql = String::new();
+    for tenant in ledger.tenants().unwrap() {
+        for entry in ledger.entries(&tenant, 0, ledger.size(&tenant).unwrap()).unwrap() {
+            let hex: String = entry.bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+            sql.push_str(&format!(
+                "UPDATE entries SET bytes = decode('{hex}', 'hex') WHERE idx = {} \
+                 AND log = (SELECT id FROM logs WHERE tenant = '{tenant}');",
+                entry.index
+            ));
+        }
+    }
+    drop(ledger);
+    execute(url, &format!("{sql} UPDATE mandate_schema SET version = 2"));
+}
+
+/// The first byte of each entry row of `tenant` as kept, in log order.
+fn kept_forms(url: &str, tenant: &str) -> Vec<u8> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(connection);
+        let rows = client
+            .query(
+                "SELECT substr(bytes, 1, 1) FROM entries WHERE log = (SELECT id FROM logs WHERE tenant = $1) ORDER BY idx",
+                &[&tenant],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        let _ = task.await;
+        rows.iter().map(|row| row.get::<_, Vec<u8>>(0)[0]).collect()
+    })
+}
+
+/// Entries written before version 3 stay plain and read as before; new ones
+/// are packed and chain on.
+#[test]
+fn a_version_2_database_keeps_its_plain_entries_and_packs_new_ones() {
+    let schema = pg_support::TestSchema::new();
+    let url = schema.url();
+    let (signed, lines) = {
+        let ledger = PostgresLedger::connect(&url).unwrap();
+        ledger.create_log("t", &signer("t")).unwrap();
+        ledger.append("t", (0..30).map(draft).collect()).wait().unwrap();
+        (ledger.sign_checkpoint("t", signer("t")).unwrap(), ledger.entries("t", 0, 30).unwrap())
+    };
+    assert_eq!(kept_forms(&url, "t"), [1; 30], "version 3 packs every entry that shrinks");
+    downgrade_to_version_2(&url);
+    assert_eq!(kept_forms(&url, "t"), [b'{'; 30]);
+    let ledger = PostgresLedger::connect(&url).unwrap();
+    assert_eq!(schema_version(&url), 3);
+    assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
+    assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
+    ledger.append("t", (30..40).map(draft).collect()).wait().unwrap();
+    assert_eq!(kept_forms(&url, "t"), [[b'{'; 30].as_slice(), &[1; 10]].concat());
+    assert_eq!(verify_all(&ledger, "t"), (0..40).collect::<Vec<_>>());
+    let by_type = SearchQuery { entry_type: Some("test.append".into()), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &by_type).unwrap().entries[..30], lines[..]);
+}
+
 /// A log written before keys were stored (schema version 1) is keyed only
 /// from its size at migration; its older entries are found once backfilled,
 /// without losing a newer entry that shares a key.
@@ -405,6 +469,7 @@ fn a_version_1_database_migrates_and_its_keys_are_backfilled() {
         ledger.append("old", (0..5).map(draft).collect()).wait().unwrap();
     }
     // Version 1 is version 2 without the key index and `keyed_from`.
+    downgrade_to_version_2(&url);
     execute(
         &url,
         "DROP TABLE entry_keys; ALTER TABLE logs DROP COLUMN keyed_from; UPDATE mandate_schema SET version = 1",
@@ -412,7 +477,7 @@ fn a_version_1_database_migrates_and_its_keys_are_backfilled() {
     assert_eq!(schema_version(&url), 1);
 
     let ledger = PostgresLedger::connect(&url).unwrap();
-    assert_eq!(schema_version(&url), 2);
+    assert_eq!(schema_version(&url), 3);
     assert_eq!(ledger.keyed_from("old").unwrap(), 5);
     assert_eq!(ledger.keyed_from("empty").unwrap(), 0);
     let old_keys: Vec<EntryKey> = (0..5).map(key).collect();
@@ -449,7 +514,7 @@ fn a_version_1_database_migrates_and_its_keys_are_backfilled() {
     drop(ledger);
 
     // A database newer than this code is still refused.
-    execute(&url, "UPDATE mandate_schema SET version = 3");
+    execute(&url, "UPDATE mandate_schema SET version = 4");
     assert!(matches!(PostgresLedger::connect(&url), Err(StoreError::Database { .. })));
 }
 

@@ -1,6 +1,6 @@
 //! Behaviour of the SQLite backend beyond the conformance suite: what survives
 //! a reopen, what it refuses to sign when its files were edited, two ledgers
-//! on one file, and migration from schema versions 1, 2 and 3.
+//! on one file, and migration from schema versions 1, 2, 3 and 4.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::sync::Arc;
@@ -234,21 +234,76 @@ fn two_ledgers_take_turns_on_one_tenant() {
     }
 }
 
-/// Turns a closed version-4 database back into the version-3 shape.
+/// Turns a closed version-5 database back into the version-4 shape: every
+/// entry kept plain (its canonical bytes), as version 4 wrote them.
+fn downgrade_to_version_4(path: &std::path::Path) {
+    let mut plain = Vec::new();
+    {
+        let ledger = SqliteLedger::open(path).unwrap();
+        let raw = rusqlite::Connection::open(path).unwrap();
+        for tenant in ledger.tenants().unwrap() {
+            let log: i64 = raw.query_row("SELECT id FROM logs WHERE tenant = ?1", [&tenant], |row| row.get(0)).unwrap();
+            let size = ledger.size(&tenant).unwrap();
+            for entry in ledger.entries(&tenant, 0, size).unwrap() {
+                plain.push(((log << 40) | entry.index as i64, entry.bytes));
+            }
+        }
+    }
+    let raw = rusqlite::Connection::open(path).unwrap();
+    for (key, bytes) in plain {
+        raw.execute("UPDATE entries SET bytes = ?2 WHERE key = ?1", rusqlite::params![key, bytes]).unwrap();
+    }
+    raw.execute_batch("PRAGMA user_version = 4;").unwrap();
+}
+
+/// The first byte of each entry row as kept, in key order.
+fn kept_forms(path: &std::path::Path) -> Vec<u8> {
+    let raw = rusqlite::Connection::open(path).unwrap();
+    let mut statement = raw.prepare("SELECT substr(bytes, 1, 1) FROM entries ORDER BY key").unwrap();
+    statement.query_map([], |row| row.get::<_, Vec<u8>>(0)).unwrap().map(|first| first.unwrap()[0]).collect()
+}
+
+#[test]
+fn a_version_4_database_keeps_its_plain_entries_and_packs_new_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mandate.db");
+    let (signed, lines) = {
+        let ledger = SqliteLedger::open(&path).unwrap();
+        ledger.create_log("t", &signer()).unwrap();
+        ledger.append("t", (0..30).map(draft).collect()).wait().unwrap();
+        (ledger.sign_checkpoint("t", signer()).unwrap(), ledger.entries("t", 0, 30).unwrap())
+    };
+    assert_eq!(kept_forms(&path), [1; 30], "version 5 packs every entry that shrinks");
+    downgrade_to_version_4(&path);
+    assert_eq!(kept_forms(&path), [b'{'; 30]);
+    let ledger = SqliteLedger::open(&path).unwrap();
+    assert_eq!(schema_version(&path), 5);
+    // The plain rows read as they were; new ones are packed and chain on.
+    assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
+    assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
+    ledger.append("t", (30..40).map(draft).collect()).wait().unwrap();
+    assert_eq!(kept_forms(&path), [[b'{'; 30].as_slice(), &[1; 10]].concat());
+    assert_eq!(verify_log(&ledger, "t"), 40);
+    let by_type = SearchQuery { entry_type: Some("test.append".into()), limit: 100, ..SearchQuery::default() };
+    assert_eq!(ledger.search("t", &by_type).unwrap().entries[..30], lines[..]);
+}
+
+/// Turns a closed version-5 database back into the version-3 shape.
 fn downgrade_to_version_3(path: &std::path::Path) {
+    downgrade_to_version_4(path);
     rusqlite::Connection::open(path)
         .unwrap()
         .execute_batch("DROP TABLE entry_keys; ALTER TABLE logs DROP COLUMN keyed_from; PRAGMA user_version = 3;")
         .unwrap();
 }
 
-/// Turns a closed version-4 database back into the version-2 shape.
+/// Turns a closed version-5 database back into the version-2 shape.
 fn downgrade_to_version_2(path: &std::path::Path) {
     downgrade_to_version_3(path);
     rusqlite::Connection::open(path).unwrap().execute_batch("DROP TABLE state; PRAGMA user_version = 2;").unwrap();
 }
 
-/// Turns a closed version-4 database back into the version-1 shape.
+/// Turns a closed version-5 database back into the version-1 shape.
 fn downgrade_to_version_1(path: &std::path::Path) {
     downgrade_to_version_2(path);
     let raw = rusqlite::Connection::open(path).unwrap();
@@ -275,7 +330,7 @@ fn a_version_1_database_is_migrated() {
     };
     downgrade_to_version_1(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 4);
+    assert_eq!(schema_version(&path), 5);
     // The log, its checkpoint and its chain are intact; its key is not there.
     assert_eq!(ledger.size("t").unwrap(), 30);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -320,7 +375,7 @@ fn a_version_2_database_is_migrated() {
     // The rows written above go with the state table: a version-2 file never had them.
     downgrade_to_version_2(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 4);
+    assert_eq!(schema_version(&path), 5);
     // Entries, checkpoint, key and search are untouched; there are no rows.
     assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -335,7 +390,7 @@ fn a_version_2_database_is_migrated() {
     // Opening again migrates nothing more.
     drop(ledger);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 4);
+    assert_eq!(schema_version(&path), 5);
     assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
 }
 
@@ -352,7 +407,7 @@ fn a_version_3_database_is_migrated_and_keyed_from_its_size() {
     // A version-3 file never had keys.
     downgrade_to_version_3(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 4);
+    assert_eq!(schema_version(&path), 5);
     assert_eq!((ledger.keyed_from("t").unwrap(), ledger.keyed_from("empty").unwrap()), (5, 0));
     assert_eq!(ledger.find("t", &[[1; 16]]).unwrap(), vec![None]);
     // New entries are keyed; the backfill keys the old ones and marks the log.
@@ -379,7 +434,7 @@ fn a_migration_runs_once_when_two_open_at_once() {
         let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| SqliteLedger::open(&path).unwrap())).collect();
         opening.into_iter().map(|handle| handle.join().unwrap()).collect()
     });
-    assert_eq!(schema_version(&path), 4);
+    assert_eq!(schema_version(&path), 5);
     for (n, ledger) in ledgers.iter().enumerate() {
         ledger
             .append_with_state("t", vec![draft(1 + n as u64)], vec![row("budget", "b", &n.to_string())])
@@ -395,7 +450,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     drop(SqliteLedger::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 5).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 6).unwrap();
     assert!(matches!(SqliteLedger::open(&path), Err(StoreError::Database { .. })));
 }
 

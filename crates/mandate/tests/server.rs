@@ -1030,14 +1030,18 @@ fn a_log_edited_in_the_database_is_not_served() {
     server.identity(ALICE, "human", None);
     server.identity(BUYER, "agent", Some(ALICE));
     let index = server.log_size() - 1;
+    let text = server.get(&format!("/v1/log/entries?start={index}&end={}", index + 1)).expect_text(200);
+    let text = text.trim_end();
     let stopped = server.stop();
     assert!(stopped.status.success());
     // The operator rewrites the last entry: `agent:buyer` becomes a human.
     // Its `prev` still holds, so only the leaf hash the tree keeps shows it.
+    // The row was packed; the store reads a plain row as well, so the
+    // operator writes the edited entry back plain.
     let database = rusqlite::Connection::open(server.data.join("mandate.db")).unwrap();
-    let bytes: Vec<u8> =
+    let kept: Vec<u8> =
         database.query_row("SELECT bytes FROM entries ORDER BY key DESC LIMIT 1", [], |row| row.get(0)).unwrap();
-    let text = String::from_utf8(bytes).unwrap();
+    assert_eq!(kept[0], 1, "the entry is kept packed");
     assert!(text.contains(r#""kind":"agent""#), "{text}");
     let edited = text.replace(r#""kind":"agent""#, r#""kind":"human""#).replace(r#","parent":"user:alice""#, "");
     database
@@ -1049,4 +1053,30 @@ fn a_log_edited_in_the_database_is_not_served() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success(), "a tampered log was served: {stderr}");
     assert!(stderr.contains(&format!("entry {index}")) && stderr.contains("altered"), "{stderr}");
+}
+
+/// A packed row changed in place (one byte of its compressed body) is not
+/// served either: it unpacks into other bytes or into none, and the refusal
+/// names the entry.
+#[test]
+fn a_packed_entry_damaged_in_the_database_is_not_served() {
+    let (_dir, mut server) = Server::fresh();
+    server.identity(ALICE, "human", None);
+    server.identity(BUYER, "agent", Some(ALICE));
+    let index = server.log_size() - 1;
+    assert!(server.stop().status.success());
+    let database = rusqlite::Connection::open(server.data.join("mandate.db")).unwrap();
+    let mut kept: Vec<u8> =
+        database.query_row("SELECT bytes FROM entries ORDER BY key DESC LIMIT 1", [], |row| row.get(0)).unwrap();
+    let last = kept.len() - 3;
+    kept[last] ^= 0x20;
+    database.execute("UPDATE entries SET bytes = ?1 WHERE key = (SELECT max(key) FROM entries)", [&kept]).unwrap();
+    drop(database);
+
+    let output = mandate(&["serve", "--data", path_str(&server.data), "--addr", "127.0.0.1:0"]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "a damaged log was served: {stderr}");
+    // Said once, on one line.
+    assert_eq!(stderr.matches(&format!("entry {index}")).count(), 1, "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
