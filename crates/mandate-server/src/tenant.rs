@@ -609,6 +609,7 @@ impl Sequencer {
             Ok(recent) => recent,
             Err(error) => return fail_batch(batch, &Problem::from(error), true),
         };
+        let recalled = std::time::Instant::now();
         // INVARIANT (one-clock-per-batch): every entry of a batch carries the
         // same time, read once here.
         let mut drafts: Vec<EntryDraft> = Vec::new();
@@ -665,13 +666,15 @@ impl Sequencer {
             }
         };
         // Where a batch's time goes, for profiling (`MANDATE_LOG=mandate_server=trace`):
-        // waiting for the hold, catching up and deciding, committing.
+        // waiting for the hold, catching up and recalling recent entries,
+        // deciding (and drafting the entries), committing.
         tracing::trace!(
             tenant = %self.tenant,
             entries,
             caught_up = base - known,
             hold_us = (held - started).as_micros() as u64,
-            decide_us = (decided - held).as_micros() as u64,
+            recall_us = (recalled - held).as_micros() as u64,
+            decide_us = (decided - recalled).as_micros() as u64,
             commit_us = decided.elapsed().as_micros() as u64,
             "batch"
         );
