@@ -81,7 +81,7 @@ fn counters(budgets: &Budgets, budget_id: &str, now: Timestamp) -> (u64, u64) {
 
 /// Every budget and reservation, to show that something changed nothing.
 fn snapshot(budgets: &Budgets) -> (Vec<Budget>, Vec<mandate_core::budget::Reservation>) {
-    (budgets.iter().cloned().collect(), budgets.reservations().cloned().collect())
+    (budgets.iter().cloned().collect(), budgets.reservations().collect())
 }
 
 // ---------------------------------------------------------------------------
@@ -520,7 +520,7 @@ fn calls_count_one_per_decision_spent_at_once_and_never_given_back() {
     let touches = reserve(&mut budgets, &a, &asked, "r1", RESERVATION_TTL, now).unwrap();
     let calls: Vec<u64> = touches.iter().filter(|t| t.dimension == CALLS).map(|t| t.amount).collect();
     assert_eq!(calls, [1]);
-    let held: Vec<&str> = budgets.reservation("r1").unwrap().holds.iter().map(|h| h.budget.as_str()).collect();
+    let held: Vec<String> = budgets.reservation("r1").unwrap().holds.into_iter().map(|h| h.budget).collect();
     assert_eq!(held, ["usd"]);
     assert_eq!(counters(&budgets, "calls", now), (2, 0));
 
@@ -1249,10 +1249,16 @@ fn check(budgets: &Budgets, oracle: &Oracle) -> Result<(), TestCaseError> {
     }
     let mut remembered = 0;
     for r in &oracle.reservations {
-        match budgets.reservation(&r.id) {
+        // The compact form's shortcuts agree with the reservation made from it.
+        let got = budgets.reservation(&r.id);
+        prop_assert_eq!(budgets.knows_reservation(&r.id), got.is_some());
+        prop_assert_eq!(budgets.is_held(&r.id), got.as_ref().is_some_and(|got| got.status == Status::Held));
+        prop_assert_eq!(budgets.reservation_identity(&r.id), got.as_ref().map(|got| &got.identity));
+        match got {
             None => prop_assert!(r.forgotten, "{} forgotten too early", &r.id),
             Some(got) => {
                 prop_assert!(!r.forgotten, "{} not forgotten", &r.id);
+                prop_assert_eq!(&got.id, &r.id);
                 prop_assert_eq!(&got.status, &r.status);
                 prop_assert_eq!(got.resolved_at, r.resolved_at);
                 prop_assert_eq!(got.expires_at, r.expires_at);
@@ -1265,6 +1271,7 @@ fn check(budgets: &Budgets, oracle: &Oracle) -> Result<(), TestCaseError> {
         }
     }
     prop_assert_eq!(budgets.reservations().count(), remembered);
+    prop_assert!(budgets.reservation_ids().eq(budgets.reservations().map(|r| r.id).collect::<Vec<_>>().iter()));
     Ok(())
 }
 

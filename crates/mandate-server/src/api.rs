@@ -1987,7 +1987,10 @@ async fn claude_code_post(caller: Authenticated, payload: &Map<String, Value>) -
     responses((status = 200, description = "the reservation"), (status = 404, description = "no such reservation")))]
 pub async fn get_reservation(State(app): State<AppState>, headers: HeaderMap, Path(id): Path<String>) -> ApiResult {
     let caller = authenticate(&app, &headers, Need::Admin).await?;
-    let held = caller.tenant.read(|state| state.spending.budgets.reservation(&id).map(spend::reservation_view)).await?;
+    let held = caller
+        .tenant
+        .read(|state| state.spending.budgets.reservation(&id).as_ref().map(spend::reservation_view))
+        .await?;
     let view = match held {
         Some(view) => Some(view),
         // Resolved ones left the state: their entries tell them.

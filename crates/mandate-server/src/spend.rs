@@ -171,7 +171,7 @@ impl Spending {
     /// Every row, as `mandate replay` compares them: `(kind, key) → bytes`.
     pub fn rows(&self) -> BTreeMap<(String, String), Vec<u8>> {
         let budgets = self.budgets.iter().map(|b| (kinds::BUDGET, b.id.clone()));
-        let reservations = self.budgets.reservations().map(|r| (kinds::RESERVATION, r.id.clone()));
+        let reservations = self.budgets.reservation_ids().map(|id| (kinds::RESERVATION, id.to_owned()));
         let approvals = self.approvals.keys().map(|id| (kinds::APPROVAL, id.clone()));
         budgets
             .chain(reservations)
@@ -186,7 +186,7 @@ impl Spending {
     fn row(&self, kind: &str, key: &str) -> Option<Map<String, Value>> {
         match kind {
             kinds::BUDGET => self.budgets.get(key).map(budget_row),
-            kinds::RESERVATION => self.budgets.reservation(key).map(reservation_view),
+            kinds::RESERVATION => self.budgets.reservation(key).as_ref().map(reservation_view),
             kinds::APPROVAL => self.approvals.get(key).map(approval_view),
             _ => None,
         }
@@ -321,7 +321,7 @@ impl Spending {
             ApprovalStatus::Pending | ApprovalStatus::Approved => None,
         };
         if let (Some(reservation), Some(resolution)) = (reservation, release) {
-            let held = self.budgets.reservation(&reservation).is_some_and(|r| r.status == budget::Status::Held);
+            let held = self.budgets.is_held(&reservation);
             if held {
                 self.apply_resolution(&reservation, resolution, now)?;
             }

@@ -770,13 +770,13 @@ impl Sequencer {
                     }
                     Op::RecordEvent(event) => wanted.decision(&event.decision_id),
                     // Only held reservations are in the state.
-                    Op::Settle { id, .. } | Op::Void(id) if state.spending.budgets.reservation(id).is_none() => {
+                    Op::Settle { id, .. } | Op::Void(id) if !state.spending.budgets.knows_reservation(id) => {
                         wanted.reservation(id);
                     }
                     Op::ResolveApproval { id, approve: true, .. } => {
                         let reservation = state.spending.approvals.get(id).and_then(|a| a.reservation.as_ref());
                         if let Some(reservation) = reservation
-                            && state.spending.budgets.reservation(reservation).is_none()
+                            && !state.spending.budgets.knows_reservation(reservation)
                         {
                             wanted.reservation(reservation);
                         }
@@ -941,7 +941,7 @@ fn evaluate(
                 ));
             }
             let resolution = Resolution::Settle(amounts.clone());
-            if state.spending.budgets.reservation(&id).is_none() {
+            if !state.spending.budgets.knows_reservation(&id) {
                 return answer_resolved(recent, &id, &resolution, now);
             }
             resolve_check(state, &id, &resolution)?;
@@ -954,7 +954,7 @@ fn evaluate(
             (types::RESERVATION_SETTLED, body, (reservation_subject(state, &id), None), None)
         }
         Op::Void(id) => {
-            if state.spending.budgets.reservation(&id).is_none() {
+            if !state.spending.budgets.knows_reservation(&id) {
                 return answer_resolved(recent, &id, &Resolution::Void, now);
             }
             resolve_check(state, &id, &Resolution::Void)?;
@@ -1048,7 +1048,7 @@ fn evaluate(
             // recalled from its entries.)
             if approve
                 && let Some(reservation) = approval.reservation.as_deref()
-                && state.spending.budgets.reservation(reservation).is_none()
+                && !state.spending.budgets.knows_reservation(reservation)
             {
                 let status =
                     recent.resolved(reservation, now).map_or("no longer held", |r| r.reservation.status.as_str());
@@ -1217,8 +1217,8 @@ fn check_agent_op(
         }
         // Another identity's reservation is answered as if it did not exist.
         Op::Settle { id, .. } | Op::Void(id) => {
-            let owner = match state.spending.budgets.reservation(id) {
-                Some(reservation) => Some(&reservation.identity),
+            let owner = match state.spending.budgets.reservation_identity(id) {
+                Some(identity) => Some(identity),
                 None => recent.resolved(id, now).map(|resolved| &resolved.reservation.identity),
             };
             match owner {
@@ -1312,7 +1312,7 @@ fn resolve_check(state: &TenantState, id: &str, resolution: &Resolution) -> Resu
 }
 
 fn reservation_subject(state: &TenantState, id: &str) -> Option<String> {
-    state.spending.budgets.reservation(id).map(|r| r.identity.to_string())
+    state.spending.budgets.reservation_identity(id).map(ToString::to_string)
 }
 
 /// The answer to a repeated resolution: the same as the first, whose entry

@@ -190,12 +190,14 @@ fn check_store(db: &str, acknowledged: &BTreeMap<u64, Hash>, acknowledged_append
     }
     assert_eq!(ledger.state_rows(TENANT, None).unwrap().len(), stored.len() + last_rows.len());
     // Every entry has its search row: by type, and by identity (one per writer).
+    // Only the first `size` count: a killed client's COMMIT can still land
+    // on PostgreSQL after the check above.
     let count = |query: SearchQuery| {
         let mut query = SearchQuery { limit: mandate_store::SEARCH_PAGE_MAX, ..query };
         let mut found = 0;
         loop {
             let page = ledger.search(TENANT, &query).unwrap();
-            found += page.entries.len() as u64;
+            found += page.entries.iter().filter(|entry| entry.index < size).count() as u64;
             match page.next {
                 Some(next) => query.after = Some(next),
                 None => return found,
