@@ -171,12 +171,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_packed_entry_unpacks_to_its_canonical_bytes() {
+    /// A decision entry's canonical bytes and what a store keeps of them.
+    fn packed_decision() -> (Vec<u8>, Vec<u8>) {
         let body = decision_body();
         let head = head("2026-12-03T07:43:14.147830Z", "decision");
         let canonical = head.encode(&body).unwrap().bytes;
         let stored = stored_form(canonical.clone(), &head, compress_body(body.as_bytes()).as_deref());
+        (canonical, stored)
+    }
+
+    #[test]
+    fn a_packed_entry_unpacks_to_its_canonical_bytes() {
+        let (canonical, stored) = packed_decision();
         assert_eq!(stored[0], PACKED_1);
         assert!(stored.len() * 2 < canonical.len(), "{} of {}", stored.len(), canonical.len());
         assert_eq!(canonical_bytes("acme", 41, stored).unwrap(), canonical);
@@ -194,10 +200,7 @@ mod tests {
 
     #[test]
     fn an_altered_packed_row_unpacks_to_other_bytes_or_is_named_corrupt() {
-        let body = decision_body();
-        let head = head("2026-12-03T07:43:14.147830Z", "decision");
-        let canonical = head.encode(&body).unwrap().bytes;
-        let stored = stored_form(canonical.clone(), &head, compress_body(body.as_bytes()).as_deref());
+        let (canonical, stored) = packed_decision();
         for position in 0..stored.len() {
             for flip in [0x01, 0x80] {
                 let mut altered = stored.clone();
