@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use mandate_fuzz::api::{AUTHORIZE_SEEDS, BODY_SEEDS, QUERY_SEEDS};
 use mandate_fuzz::{LOG_SIZE, RECEIPT_INDEX, log_lines, receipt, signed_checkpoint, signer};
 use mandate_log::note::{self, SignerKey};
+use mandate_log::{CanonicalBody, Entry, EntryHead};
+use mandate_store::packed;
 
 type Seeds = Vec<(&'static str, Vec<u8>)>;
 
@@ -32,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let text = |seeds: &[(&'static str, &str)]| -> Seeds {
         seeds.iter().map(|(name, text)| (*name, text.as_bytes().to_vec())).collect()
     };
-    let targets: [(&str, Seeds); 10] = [
+    let targets: [(&str, Seeds); 11] = [
         ("entry_parse", vec![("identity", line(0)), ("decision", line(1)), ("deny", line(3))]),
         (
             "entry_fast_path",
@@ -93,11 +95,33 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("api_authorize", text(AUTHORIZE_SEEDS)),
         ("api_bodies", text(BODY_SEEDS)),
         ("api_query", text(QUERY_SEEDS)),
+        (
+            "stored_entry",
+            vec![
+                ("plain", line(1)),
+                ("packed", packed_row(&line(1))?),
+                ("body", serde_json::Value::Object(Entry::parse(&line(1))?.body).to_string().into_bytes()),
+            ],
+        ),
     ];
     for (target, seeds) in targets {
         write_seeds(&root.join(target), &seeds)?;
     }
     Ok(())
+}
+
+/// What a store keeps of the canonical entry `line` (`mandate_store::packed`).
+fn packed_row(line: &[u8]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    let entry = Entry::parse(line)?;
+    let body = CanonicalBody::new(&entry.body)?;
+    let head = EntryHead {
+        tenant: &entry.tenant,
+        index: entry.index,
+        time: &entry.time,
+        entry_type: &entry.entry_type,
+        prev: entry.prev,
+    };
+    Ok(packed::stored_form(line.to_vec(), &head, packed::compress_body(body.as_bytes()).as_deref()))
 }
 
 fn write_seeds(dir: &Path, seeds: &Seeds) -> std::io::Result<()> {

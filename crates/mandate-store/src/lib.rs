@@ -31,7 +31,7 @@
 //! with them. They keep "have I seen this id?" out of the caller's memory:
 //! the answer is in the store, written with the entry.
 
-mod packed;
+pub mod packed;
 mod postgres;
 mod sqlite;
 

@@ -27,6 +27,9 @@
 //!
 //! The body is compressed when the draft is made, on the caller's thread
 //! (about 1.5 µs for a decision), so the single writer only copies the parts.
+//!
+//! Public for tools that read a store's rows themselves (and for the
+//! `stored_entry` fuzz target); the stores are its only writers.
 
 use std::cell::RefCell;
 use std::sync::LazyLock;
@@ -67,7 +70,7 @@ thread_local! {
 
 /// `body` (canonical JSON) compressed with dictionary 1, or `None` when
 /// zstd fails, which leaves the entry to be stored plain.
-pub(crate) fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
+pub fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
@@ -79,7 +82,7 @@ pub(crate) fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
 
 /// What a store keeps for the entry `canonical` made of `head` around a
 /// body that compressed to `compressed`: packed if that is shorter.
-pub(crate) fn stored_form(canonical: Vec<u8>, head: &EntryHead<'_>, compressed: Option<&[u8]>) -> Vec<u8> {
+pub fn stored_form(canonical: Vec<u8>, head: &EntryHead<'_>, compressed: Option<&[u8]>) -> Vec<u8> {
     let (Some(compressed), Ok(time_len), Ok(type_len)) =
         (compressed, u8::try_from(head.time.len()), u8::try_from(head.entry_type.len()))
     else {
@@ -102,7 +105,7 @@ pub(crate) fn stored_form(canonical: Vec<u8>, head: &EntryHead<'_>, compressed: 
 
 /// The canonical bytes of entry `index` of `tenant`'s log from what the
 /// store kept.
-pub(crate) fn canonical_bytes(tenant: &str, index: u64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+pub fn canonical_bytes(tenant: &str, index: u64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
     match stored.split_first() {
         Some((b'{', _)) => Ok(stored),
         Some((&PACKED_1, packed)) => unpack(tenant, index, packed)
