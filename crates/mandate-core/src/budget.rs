@@ -630,24 +630,11 @@ impl Budgets {
         }
         let mut holds = Vec::new();
         for touch in touches {
-            let Some((id, budget)) = self
-                .budgets
-                .range_mut::<str, _>((
-                    std::ops::Bound::Included(touch.budget.as_str()),
-                    std::ops::Bound::Included(touch.budget.as_str()),
-                ))
-                .next()
-            else {
-                continue;
-            };
+            let Some((id, budget)) = get_with_key(&mut self.budgets, &touch.budget) else { continue };
             budget.roll(now);
             if touch.is_held() {
                 budget.reserved = budget.reserved.saturating_add(touch.amount);
-                let dimension = self
-                    .dimensions
-                    .get(touch.dimension.as_str())
-                    .cloned()
-                    .unwrap_or_else(|| Arc::from(&*touch.dimension));
+                let dimension = shared(&self.dimensions, &touch.dimension);
                 holds.push(KeptHold { budget: id.clone(), dimension, amount: touch.amount, window: budget.window });
             } else {
                 budget.spent = budget.spent.saturating_add(touch.amount);
@@ -655,14 +642,8 @@ impl Budgets {
         }
         if let Some(new) = reservation {
             let id: Arc<str> = Arc::from(new.id);
-            let amounts = new
-                .amounts
-                .into_iter()
-                .map(|(dimension, amount)| {
-                    let shared = self.dimensions.get(dimension.as_str()).cloned();
-                    (shared.unwrap_or_else(|| Arc::from(dimension)), amount)
-                })
-                .collect();
+            let amounts =
+                new.amounts.iter().map(|(dimension, amount)| (shared(&self.dimensions, dimension), *amount)).collect();
             self.expiries.insert((new.expires_at, id.clone()));
             self.reservations.insert(
                 id,
@@ -757,11 +738,7 @@ impl Budgets {
         if self.check_resolution(id, &resolution)? == Resolve::Repeated {
             return Ok(Resolve::Repeated);
         }
-        let Some((key, reservation)) = self
-            .reservations
-            .range_mut::<str, _>((std::ops::Bound::Included(id), std::ops::Bound::Included(id)))
-            .next()
-        else {
+        let Some((key, reservation)) = get_with_key(&mut self.reservations, id) else {
             return Err(ResolveError::Unknown { id: id.to_owned() });
         };
         let actual = match &resolution {
@@ -789,6 +766,18 @@ impl Budgets {
         self.reservations.get(id)?.resolved.as_ref()?;
         self.reservations.remove(id).map(|kept| kept.to_reservation(id))
     }
+}
+
+/// The entry for `key` with its shared key, the value mutable (what
+/// `BTreeMap` offers for one key only as a range of one).
+fn get_with_key<'a, V>(map: &'a mut BTreeMap<Arc<str>, V>, key: &str) -> Option<(&'a Arc<str>, &'a mut V)> {
+    map.range_mut::<str, _>((std::ops::Bound::Included(key), std::ops::Bound::Included(key))).next()
+}
+
+/// `dimension` shared with the budgets that have it, or a copy of its own
+/// when none does (a request may name any dimension).
+fn shared(dimensions: &BTreeSet<Arc<str>>, dimension: &str) -> Arc<str> {
+    dimensions.get(dimension).cloned().unwrap_or_else(|| Arc::from(dimension))
 }
 
 /// What [`Budgets::take`] needs to record a reservation.

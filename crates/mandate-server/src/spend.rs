@@ -278,19 +278,14 @@ impl Spending {
 
     /// Folds in a reservation's settlement, void or expiry.
     pub fn apply_resolution(&mut self, id: &str, resolution: Resolution, now: Timestamp) -> Result<(), String> {
-        let held: Vec<String> = self
-            .budgets
-            .reservation(id)
-            .map(|r| r.holds.iter().map(|hold| hold.budget.clone()).collect())
-            .unwrap_or_default();
         self.budgets.resolve(id, resolution, now).map_err(|e| e.to_string())?;
         // INVARIANT (resolved-forgotten): only held reservations are in
         // memory; a resolved one's row is deleted with the entry that
         // resolved it, and the log answers for it (`recent.rs`).
         self.just_resolved = self.budgets.forget(id);
-        for budget in held {
-            self.dirty.insert((kinds::BUDGET, budget));
-        }
+        // The budgets it held changed.
+        let held = self.just_resolved.iter().flat_map(|resolved| &resolved.holds);
+        self.dirty.extend(held.map(|hold| (kinds::BUDGET, hold.budget.clone())));
         self.dirty.insert((kinds::RESERVATION, id.to_owned()));
         Ok(())
     }
