@@ -54,6 +54,12 @@ use mandate_log::SignerKey;
 use mandate_store::{ENTRIES_PAGE_MAX, EntryDraft, Ledger, SqliteLedger};
 use serde_json::{Map, Value, json};
 
+/// The allocator `mandate` itself runs with (`crates/mandate/src/main.rs`):
+/// a program embedding the library chooses its own, and this one chooses
+/// what the server does, so the library and the server are measured alike.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// The tenant the library mode appends to.
 const TENANT: &str = "peers";
 /// The library log's name (`<host>/<tenant>`, as `mandate serve` names it).

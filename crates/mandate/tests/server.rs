@@ -1010,6 +1010,28 @@ fn a_batch_decides_in_order_each_with_its_own_entry() {
     assert_eq!(server.log_size(), start + 6);
 }
 
+/// `GET /v1/log/entries` reads the store a page at a time (1,000 entries)
+/// and streams each as it comes: a range across pages arrives whole, in
+/// order, with no entry twice.
+#[test]
+fn a_range_across_the_stores_pages_streams_whole_and_in_order() {
+    let (_dir, server) = Server::fresh();
+    chain(&server);
+    while server.log_size() < 2_100 {
+        let requests: Vec<Value> = (0..30).map(|n| charge(ALICE, &format!("merchant://books/{n}"), 1)).collect();
+        server.post("/v1/authorize/batch", json!({"requests": requests})).expect(200);
+    }
+    let size = server.log_size();
+    for (start, end) in [(0, size), (999, 2_001), (1_000, 1_001)] {
+        let lines = server.entries(start, end);
+        assert_eq!(lines.len() as u64, end - start, "[{start}, {end})");
+        for (index, line) in (start..).zip(&lines) {
+            let entry: Value = serde_json::from_str(line).unwrap();
+            assert_eq!(entry["index"], index, "[{start}, {end})");
+        }
+    }
+}
+
 #[test]
 fn a_second_server_on_the_same_data_directory_is_refused() {
     let (_dir, server) = Server::fresh();
