@@ -189,11 +189,22 @@ pub const SEQUENCER_QUEUE_MAX: usize = 4_096;
 /// The most operations a tenant's sequencer evaluates and commits together.
 pub const COMMIT_OPS_MAX: usize = 512;
 
+/// The most expiry entries (reservations, approvals) one batch writes
+/// before its operations; the rest are written by the batches after it.
+/// Without a bound, a burst of reservations expiring together made a batch
+/// longer than an append may be: its commit failed, and so did every later
+/// one, on the same expiries.
+pub const EXPIRIES_PER_BATCH_MAX: usize = 256;
+
 // The long poll ends with its answer, not with a timeout; the default page
 // fits in every page; a batch fits in one commit.
 const _: () = assert!(APPROVAL_WAIT_MAX_S < REQUEST_TIME_MAX.as_secs());
 const _: () = assert!(SEARCH_PAGE_MAX >= PAGE_LIMIT_DEFAULT && IDENTITIES_PAGE_MAX >= PAGE_LIMIT_DEFAULT);
 const _: () = assert!(AUTHORIZE_BATCH_MAX <= COMMIT_OPS_MAX);
+// A batch's entries (its expiries, then one per operation, and a submission
+// of an authorize batch past the operations' limit) fit in one append.
+const _: () =
+    assert!(EXPIRIES_PER_BATCH_MAX + COMMIT_OPS_MAX + AUTHORIZE_BATCH_MAX <= mandate_store::APPEND_ENTRIES_MAX);
 
 // ---------------------------------------------------------------- enforcement
 

@@ -144,15 +144,28 @@ impl Spending {
             || self.approval_expiries.first().is_some_and(|(at, _)| *at <= now)
     }
 
-    /// The expiry entries due at `now`: `(type, id)`, approvals first.
-    pub fn due(&self, now: Timestamp) -> Vec<(&'static str, String)> {
+    /// At most `max` of the expiry entries due at `now`: `(type, id)`,
+    /// approvals first, soonest first.
+    pub fn due(&self, now: Timestamp, max: usize) -> Vec<(&'static str, String)> {
         let approvals = self
             .approval_expiries
             .iter()
             .take_while(|(at, _)| *at <= now)
             .map(|(_, id)| (crate::state::types::APPROVAL_EXPIRED, id.clone()));
         let reservations = self.budgets.due(now).map(|id| (crate::state::types::RESERVATION_EXPIRED, id.to_owned()));
-        approvals.chain(reservations).collect()
+        approvals.chain(reservations).take(max).collect()
+    }
+
+    /// Whether an expiry [`Spending::due`] listed is still to be written:
+    /// an approval's expiry also expires its reservation, which may be
+    /// listed after it.
+    pub fn still_due(&self, entry_type: &str, id: &str) -> bool {
+        match entry_type {
+            crate::state::types::APPROVAL_EXPIRED => {
+                self.approvals.get(id).is_some_and(|approval| approval.status == ApprovalStatus::Pending)
+            }
+            _ => self.budgets.is_held(id),
+        }
     }
 
     /// The rows changed since the last call, with their current values

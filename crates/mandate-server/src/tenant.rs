@@ -31,7 +31,7 @@ use mandate_store::{EntryDraft, Ledger, LogHold, StateRow, StoreError, StoredEnt
 use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::limits::{COMMIT_OPS_MAX, SEQUENCER_QUEUE_MAX};
+use crate::limits::{COMMIT_OPS_MAX, EXPIRIES_PER_BATCH_MAX, SEQUENCER_QUEUE_MAX};
 use crate::problem::{Code, Problem};
 use crate::recent::{self, Recent, Wanted};
 use crate::spend::{self, ApprovalStatus};
@@ -43,6 +43,11 @@ const SHARED_POLL: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// How often the expiry timer looks for what is due.
 const EXPIRY_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The most batches of expiries the timer runs on one tick: with
+/// [`EXPIRIES_PER_BATCH_MAX`] each, about 65,000 expiries a second, above
+/// what the server decides (so reservations expire as fast as they are made).
+const EXPIRY_BATCHES_PER_TICK: usize = 64;
 
 /// One change or decision for the sequencer.
 #[derive(Debug)]
@@ -531,7 +536,14 @@ async fn expiry_timer(tenant: std::sync::Weak<Tenant>) {
     loop {
         tick.tick().await;
         let Some(tenant) = tenant.upgrade() else { return };
-        if tenant.peek(|state| state.spending.anything_due(Timestamp::now())) {
+        // A batch writes at most EXPIRIES_PER_BATCH_MAX expiries: after a
+        // burst of reservations, the next ones follow at once, a bounded
+        // number of batches per tick (a batch that keeps failing retries on
+        // the next tick, not in a loop).
+        for _ in 0..EXPIRY_BATCHES_PER_TICK {
+            if !tenant.peek(|state| state.spending.anything_due(Timestamp::now())) {
+                break;
+            }
             let _ = tenant.submit(Vec::new()).await;
         }
     }
@@ -1274,13 +1286,18 @@ fn check_token_identity(state: &TenantState, identity: &IdentityId) -> Result<()
 /// `Tenant::submit` replaces it with the earlier answer.
 const REPLAY_OF: &str = "\u{0}replay_of";
 
-/// Writes the expiry entries due at `now`, each folded in before the next
-/// is chosen (an approval's expiry also expires its reservation).
+/// Writes the expiry entries due at `now`, at most [`EXPIRIES_PER_BATCH_MAX`]
+/// (the rest are the next batch's: the expiry timer runs batches until
+/// nothing is due), each folded in before the next is written.
 fn expire_due(state: &mut TenantState, recent: &mut Recent, now: Timestamp, time: &str, drafts: &mut Vec<EntryDraft>) {
     if !state.spending.anything_due(now) {
         return;
     }
-    while let Some((entry_type, id)) = state.spending.due(now).into_iter().next() {
+    for (entry_type, id) in state.spending.due(now, EXPIRIES_PER_BATCH_MAX) {
+        if !state.spending.still_due(entry_type, &id) {
+            // Expired with its approval, earlier in this loop.
+            continue;
+        }
         let mut body = Map::new();
         body.insert("id".into(), Value::from(id.as_str()));
         let index = state.applied;

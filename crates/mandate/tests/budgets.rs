@@ -443,6 +443,44 @@ fn a_reservation_that_ran_out_while_the_server_was_down_expires_after_the_restar
     assert_counters(&server, "alice-usd", 0, 0);
 }
 
+/// More reservations run out together than one append may carry (a server
+/// that was down longer than their lives, or a burst of decisions): they
+/// expire over several batches, every one of them, and the server goes on
+/// deciding. (A batch used to write every expiry due at once: past 1,000
+/// entries its commit failed, and so did every later one, on the same
+/// expiries, so nothing expired and the tenant decided nothing again.)
+#[test]
+fn a_burst_of_reservations_running_out_together_all_expire() {
+    const RESERVATIONS: usize = 1_500;
+    let (_dir, mut server) = Server::fresh();
+    family(&server);
+    budget(&server, "alice-usd", ALICE, "usd_cents", "total", 1_000_000);
+    let mut ids = BTreeSet::new();
+    while ids.len() < RESERVATIONS {
+        let requests: Vec<Value> = (0..30).map(|_| pay_with(AGENT_A, 1, json!({"reservation_ttl_s": 1}))).collect();
+        let answer = server.post("/v1/authorize/batch", json!({"requests": requests})).expect(200);
+        ids.extend(answer["results"].as_array().unwrap().iter().map(reserved));
+    }
+    assert_counters(&server, "alice-usd", 0, RESERVATIONS as u64);
+    let last_expiry = Timestamp::now() + jiff::SignedDuration::from_secs(1);
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let data = server.data.clone();
+    drop(server);
+    while Timestamp::now() <= last_expiry {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let server = Server::start(&data);
+    wait_for(30, "every reservation to expire", || {
+        (counters(&budget_now(&server, "alice-usd")) == (0, 0)).then_some(())
+    });
+    let expired: BTreeSet<String> = logged_ids(&server, "reservation.expired").into_iter().collect();
+    assert_eq!(expired, ids, "each reservation expired once, on the log");
+    assert_eq!(logged_ids(&server, "reservation.expired").len(), RESERVATIONS);
+    reserved(&server.authorize(pay(AGENT_A, 1)));
+}
+
 // ---------------------------------------------------------------- 4. settle and void
 
 #[test]
