@@ -537,14 +537,19 @@ async fn expiry_timer(tenant: std::sync::Weak<Tenant>) {
         tick.tick().await;
         let Some(tenant) = tenant.upgrade() else { return };
         // A batch writes at most EXPIRIES_PER_BATCH_MAX expiries: after a
-        // burst of reservations, the next ones follow at once, a bounded
-        // number of batches per tick (a batch that keeps failing retries on
-        // the next tick, not in a loop).
+        // burst of reservations, the next ones follow at once, while each
+        // batch writes something, a bounded number of batches per tick (a
+        // batch that fails retries on the next tick, not in a loop).
         for _ in 0..EXPIRY_BATCHES_PER_TICK {
-            if !tenant.peek(|state| state.spending.anything_due(Timestamp::now())) {
+            let Some(size) =
+                tenant.peek(|state| state.spending.anything_due(Timestamp::now()).then_some(state.applied))
+            else {
+                break;
+            };
+            let _ = tenant.submit(Vec::new()).await;
+            if tenant.peek(|state| state.applied) == size {
                 break;
             }
-            let _ = tenant.submit(Vec::new()).await;
         }
     }
 }
