@@ -416,24 +416,30 @@ fn a_reservation_nobody_resolves_expires_by_itself() {
     assert_eq!(server.search_all("type=reservation.expired").len(), 1);
 }
 
+/// Stops `server`, waits until `instant` has passed, and starts a server on
+/// the same data.
+fn restart_after(mut server: Server, instant: Timestamp) -> Server {
+    let stopped = server.stop();
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let data = server.data.clone();
+    drop(server);
+    while Timestamp::now() <= instant {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Server::start(&data)
+}
+
 /// A reservation whose time ran out while the server was down expires as
 /// soon as it is back, with nobody calling.
 #[test]
 fn a_reservation_that_ran_out_while_the_server_was_down_expires_after_the_restart() {
-    let (_dir, mut server) = Server::fresh();
+    let (_dir, server) = Server::fresh();
     family(&server);
     budget(&server, "alice-usd", ALICE, "usd_cents", "total", 10_000);
     let answer = server.authorize(pay_with(AGENT_A, 2_500, json!({"reservation_ttl_s": 1})));
     let id = reserved(&answer);
     let expires_at = timestamp(&answer["reservation"]["expires_at"]);
-    let stopped = server.stop();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
-    let data = server.data.clone();
-    drop(server);
-    while Timestamp::now() <= expires_at {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let server = Server::start(&data);
+    let server = restart_after(server, expires_at);
     let expired = wait_for(10, "the reservation to expire", || {
         let view = reservation(&server, &id);
         (view["status"] != "held").then_some(view)
@@ -452,7 +458,7 @@ fn a_reservation_that_ran_out_while_the_server_was_down_expires_after_the_restar
 #[test]
 fn a_burst_of_reservations_running_out_together_all_expire() {
     const RESERVATIONS: usize = 1_500;
-    let (_dir, mut server) = Server::fresh();
+    let (_dir, server) = Server::fresh();
     family(&server);
     budget(&server, "alice-usd", ALICE, "usd_cents", "total", 1_000_000);
     let mut ids = BTreeSet::new();
@@ -463,15 +469,7 @@ fn a_burst_of_reservations_running_out_together_all_expire() {
     }
     assert_counters(&server, "alice-usd", 0, RESERVATIONS as u64);
     let last_expiry = Timestamp::now() + jiff::SignedDuration::from_secs(1);
-    let stopped = server.stop();
-    assert!(stopped.status.success(), "{}", stopped.stderr);
-    let data = server.data.clone();
-    drop(server);
-    while Timestamp::now() <= last_expiry {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-
-    let server = Server::start(&data);
+    let server = restart_after(server, last_expiry);
     wait_for(30, "every reservation to expire", || {
         (counters(&budget_now(&server, "alice-usd")) == (0, 0)).then_some(())
     });
