@@ -1090,7 +1090,7 @@ struct Staged {
     reply: AppendReply,
     result: Result<Vec<Appended>, StoreError>,
     /// Released once the batch is over, committed or not.
-    _guard: Option<OwnedMutexGuard<()>>,
+    guard: Option<OwnedMutexGuard<()>>,
 }
 
 impl Writer {
@@ -1178,14 +1178,19 @@ impl Writer {
         if let Err(error) = outcome {
             // Nothing of the batch is committed: forget the heads it moved.
             self.heads.clear();
-            for append in staged {
-                let _ = append.reply.send(Err(error.clone()));
+            for Staged { reply, guard, .. } in staged {
+                drop(guard);
+                let _ = reply.send(Err(error.clone()));
             }
             return;
         }
         // INVARIANT (ack-after-commit): replies go out only now.
-        for append in staged {
-            let _ = append.reply.send(append.result);
+        for Staged { reply, result, guard } in staged {
+            // The hold goes first: the reply wakes its holder, whose next
+            // hold would otherwise wait until this thread runs again (on a
+            // busy machine, up to a scheduler tick).
+            drop(guard);
+            let _ = reply.send(result);
         }
     }
 
@@ -1200,7 +1205,7 @@ impl Writer {
                 staged.extend(appends.into_iter().map(|append| Staged {
                     reply: append.reply,
                     result: Ok(Vec::new()),
-                    _guard: append.hold.map(|(_, guard)| guard),
+                    guard: append.hold.map(|(_, guard)| guard),
                 }));
                 return Err(db_error(error));
             }
@@ -1233,7 +1238,7 @@ impl Writer {
                 }
                 Err(error) => Err(error),
             };
-            staged.push(Staged { reply, result, _guard: guard });
+            staged.push(Staged { reply, result, guard });
         }
         {
             let mut insert_entry = transaction
