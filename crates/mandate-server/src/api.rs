@@ -2053,7 +2053,8 @@ pub struct ApprovalWait {
 }
 
 /// One approval; with `wait_s`, a long poll that answers as soon as it is
-/// approved, denied or expired. An agent token sees only the approvals of
+/// approved, denied or expired, or at once with the approval as it stands
+/// when the server is stopping. An agent token sees only the approvals of
 /// its identity's decisions (others: 404).
 #[utoipa::path(get, path = "/v1/approvals/{id}", tag = "approvals",
     params(("id" = String, Path, description = "approval id"), ApprovalWait),
@@ -2069,6 +2070,7 @@ pub async fn get_approval(
     let wait = decode_approval_wait(query.as_deref().unwrap_or_default())?;
     let owner = caller.agent().map(|(_, token)| token.identity.clone());
     let deadline = tokio::time::Instant::now() + wait;
+    let mut stopping = app.stopping.subscribe();
     loop {
         let view = caller
             .tenant
@@ -2084,10 +2086,14 @@ pub async fn get_approval(
             .ok_or_else(|| Problem::not_found("approval"))?;
         let pending = view.get("status").and_then(Value::as_str) == Some("pending");
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        if !pending || left.is_zero() {
+        if !pending || left.is_zero() || *stopping.borrow() {
             return ok(view);
         }
-        caller.tenant.changed(left).await;
+        tokio::select! {
+            () = caller.tenant.changed(left) => {}
+            // The server is stopping: answer with the approval as it stands.
+            _ = stopping.wait_for(|stopping| *stopping) => {}
+        }
     }
 }
 

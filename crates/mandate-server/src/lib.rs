@@ -19,7 +19,7 @@ pub mod spend;
 pub mod state;
 pub mod tenant;
 
-use std::future::Future;
+use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -44,6 +44,9 @@ pub struct AppState {
     pub in_flight: Arc<limits::InFlight>,
     /// The longest a request may take ([`limits::REQUEST_TIME_MAX`]).
     pub request_time: Duration,
+    /// Becomes true when the server is asked to stop: long polls answer at
+    /// once with what they have instead of holding the shutdown.
+    pub stopping: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl AppState {
@@ -54,6 +57,7 @@ impl AppState {
             metrics,
             in_flight: limits::InFlight::new(limits::IN_FLIGHT_PER_KEY_MAX),
             request_time: limits::REQUEST_TIME_MAX,
+            stopping: Arc::new(tokio::sync::watch::Sender::new(false)),
         }
     }
 }
@@ -225,8 +229,29 @@ impl Bound {
         self.listener.local_addr().ok()
     }
 
-    /// Serves until `shutdown` resolves, then finishes the requests in flight.
+    /// Serves until `shutdown` resolves, then stops accepting connections
+    /// and gives the requests in flight up to [`limits::SHUTDOWN_GRACE`] to
+    /// finish; long polls answer at once. A request cut off by the grace
+    /// loses nothing that was acknowledged: its change either committed
+    /// (retry with the same `request_id` to read the answer) or did not.
     pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
-        axum::serve(self.listener, router(self.app)).with_graceful_shutdown(shutdown).await.map_err(ServeError::Serve)
+        let stopping = self.app.stopping.clone();
+        let mut stopped = stopping.subscribe();
+        let signalled = async move {
+            shutdown.await;
+            stopping.send_replace(true);
+        };
+        let serving = axum::serve(self.listener, router(self.app)).with_graceful_shutdown(signalled).into_future();
+        let grace_over = async move {
+            let _ = stopped.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(limits::SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serving => served.map_err(ServeError::Serve),
+            () = grace_over => {
+                tracing::warn!(grace_s = limits::SHUTDOWN_GRACE.as_secs(), "requests still in flight after the shutdown grace are cut off");
+                Ok(())
+            }
+        }
     }
 }

@@ -162,6 +162,13 @@ pub const APPROVAL_WAIT_MAX_S: u64 = 60;
 /// for tests.
 pub const REQUEST_TIME_MAX: Duration = Duration::from_secs(75);
 
+/// After the server is asked to stop (SIGTERM, Ctrl-C), how long requests
+/// in flight may take to finish before they are cut off. Long polls answer
+/// at once; without a bound, one client sending its body slowly would hold
+/// the shutdown for [`REQUEST_TIME_MAX`], past the usual grace of a
+/// supervisor (systemd and Kubernetes then kill the process).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// The environment variable that overrides [`REQUEST_TIME_MAX`].
 pub const REQUEST_TIMEOUT_ENV: &str = "MANDATE_REQUEST_TIMEOUT_S";
 

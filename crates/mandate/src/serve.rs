@@ -140,8 +140,10 @@ pub fn serve(store: StoreArgs, addr: String, origin_host: String) -> anyhow::Res
         eprintln!("mandate: stopped");
         anyhow::Ok(())
     })?;
-    // Dropping the runtime and then the ledger finishes the writer's last batch.
-    drop(runtime);
+    // Stopping the runtime and then dropping the ledger finishes the
+    // writer's last batch. A blocking task still running after the grace
+    // (a long read) is left behind rather than waited for.
+    runtime.shutdown_timeout(mandate_server::limits::SHUTDOWN_GRACE);
     Ok(())
 }
 

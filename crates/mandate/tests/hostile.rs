@@ -6,8 +6,10 @@
 //! refused; and no key, token or signing key reaches the server's output,
 //! even with every diagnostic on (`MANDATE_LOG=trace`).
 //!
-//! Slow clients (slowloris) are out of scope: they are the HTTP layer's and
-//! the deployment's concern (see docs/threat-model.md).
+//! On SIGTERM, long polls answer at once and a stalled request is cut off
+//! after the shutdown grace. Slow clients (slowloris) are otherwise out of
+//! scope: they are the HTTP layer's and the deployment's concern (see
+//! docs/threat-model.md).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
 
 use std::process::Command;
@@ -18,7 +20,7 @@ use mandate_server::limits::{
     BUDGET_ID_BYTES_MAX, CHAIN_DEPTH_MAX, DIMENSION_BYTES_MAX, ENTRIES_RESPONSE_MAX, ENTRY_BYTES_MAX, GRANT_LIMITS_MAX,
     GRANT_PATTERNS_MAX, IDENTITIES_PAGE_MAX, IDENTITY_ID_BYTES_MAX, IN_FLIGHT_METRIC, IN_FLIGHT_PER_KEY_MAX,
     JSON_DEPTH_MAX, POLICIES_MAX, REQUEST_TIMEOUT_ENV, RESERVATION_TTL_MAX_S, RESOURCE_BYTES_MAX,
-    RESOURCE_PATTERN_BYTES_MAX, RETRY_AFTER_S, SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX,
+    RESOURCE_PATTERN_BYTES_MAX, RETRY_AFTER_S, SEARCH_PAGE_MAX, SHORT_TEXT_BYTES_MAX, SHUTDOWN_GRACE,
 };
 use serde_json::{Value, json};
 
@@ -471,6 +473,56 @@ fn a_key_with_too_many_requests_in_flight_gets_429_with_retry_after() {
         std::thread::sleep(Duration::from_millis(20));
     }
     server.get_as(&busy, &format!("/v1/approvals/{approval}")).expect(200);
+}
+
+// ---------------------------------------------------------------- shutdown
+
+/// On SIGTERM a long poll answers at once with the approval as it stands,
+/// and a request whose body never comes is cut off after the shutdown
+/// grace: the server stops long before the poll's 60 s or the request time
+/// limit, and what it had committed is still there on the next start.
+#[test]
+fn sigterm_answers_long_polls_and_cuts_off_a_stalled_request_after_the_grace() {
+    use std::io::Write as _;
+    let (dir, mut server) = Server::fresh();
+    family(&server);
+    let approval = pending_approval(&server);
+    let size = server.log_size();
+    let poll = format!("/v1/approvals/{approval}?wait_s={APPROVAL_WAIT_MAX_S}");
+    let (addr, key) = (server.addr.clone(), server.key.clone());
+    let (answer, answered_after, stopped, stopped_after) = std::thread::scope(|scope| {
+        let polling = scope.spawn(|| {
+            let started = Instant::now();
+            let answer = http(&addr, "GET", &poll, Some(&key), None);
+            (answer, started.elapsed())
+        });
+        // A request whose head arrives but whose body never does.
+        let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
+        let head = format!(
+            "POST /v1/authorize HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+            server.key
+        );
+        stalled.write_all(head.as_bytes()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while in_flight(&server) < 1 {
+            assert!(Instant::now() < deadline, "the poll did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let started = Instant::now();
+        let stopped = server.stop();
+        let stopped_after = started.elapsed();
+        let (answer, answered_after) = polling.join().unwrap();
+        drop(stalled);
+        (answer, answered_after, stopped, stopped_after)
+    });
+    assert_eq!(answer.expect(200)["status"], "pending");
+    assert!(answered_after < Duration::from_secs(30), "the poll held on for {answered_after:?}");
+    assert!(stopped.status.success(), "{}", stopped.stderr);
+    let limit = SHUTDOWN_GRACE + Duration::from_secs(20);
+    assert!(stopped_after < limit, "stopping took {stopped_after:?}, not within the grace");
+    assert!(stopped.stderr.contains("cut off"), "the stalled request held the shutdown: {}", stopped.stderr);
+    let again = Server::start(&dir.path().join("data"));
+    assert_eq!(again.log_size(), size);
 }
 
 // ---------------------------------------------------------------- request time
