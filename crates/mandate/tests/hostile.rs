@@ -483,7 +483,7 @@ fn a_key_with_too_many_requests_in_flight_gets_429_with_retry_after() {
 /// limit, and what it had committed is still there on the next start.
 #[test]
 fn sigterm_answers_long_polls_and_cuts_off_a_stalled_request_after_the_grace() {
-    use std::io::Write as _;
+    use std::io::{Read as _, Write as _};
     let (dir, mut server) = Server::fresh();
     family(&server);
     let approval = pending_approval(&server);
@@ -496,13 +496,19 @@ fn sigterm_answers_long_polls_and_cuts_off_a_stalled_request_after_the_grace() {
             let answer = http(&addr, "GET", &poll, Some(&key), None);
             (answer, started.elapsed())
         });
-        // A request whose head arrives but whose body never does.
+        // A request whose head arrives but whose body never does. The server
+        // answers `100 Continue` once its handler reads the body, so the
+        // request is known to be in flight before the signal.
         let mut stalled = std::net::TcpStream::connect(&server.addr).unwrap();
         let head = format!(
-            "POST /v1/authorize HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{{",
+            "POST /v1/authorize HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: 1000\r\n\r\n{{",
             server.key
         );
         stalled.write_all(head.as_bytes()).unwrap();
+        stalled.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut continued = [0_u8; 25];
+        stalled.read_exact(&mut continued).unwrap();
+        assert!(continued.starts_with(b"HTTP/1.1 100 Continue"), "{}", String::from_utf8_lossy(&continued));
         let deadline = Instant::now() + Duration::from_secs(30);
         while in_flight(&server) < 1 {
             assert!(Instant::now() < deadline, "the poll did not start");
