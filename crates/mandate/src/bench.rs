@@ -23,6 +23,10 @@
 //! distribution, and `--chart` draws both as an SVG a person can read:
 //! latency over time (p50, p99, max per second) and the distribution
 //! (latency by percentile). A progress bar shows on a terminal.
+//!
+//! `--floor` sends `GET /healthz` instead of decisions, on the same
+//! connections and schedule: what one HTTP exchange between this client and
+//! the server costs on this machine, which a decision's latency includes.
 
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -67,6 +71,10 @@ pub struct BenchArgs {
     /// Settle each reservation after its decision (a second request).
     #[arg(long)]
     settle: bool,
+    /// Send `GET /healthz` instead of decisions: the floor of one HTTP
+    /// exchange with the server, which nothing is decided or written in.
+    #[arg(long, conflicts_with = "settle")]
+    floor: bool,
     /// Write the results as JSON to this file.
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
@@ -157,9 +165,10 @@ async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         // Each connection's share of the rate, started at a staggered offset.
         let interval = args.rate.map(|rate| Duration::from_secs_f64(args.connections as f64 / rate as f64));
         let offset = interval.map(|interval| interval.mul_f64(connection as f64 / args.connections as f64));
-        let settle = args.settle;
+        let (settle, floor) = (args.settle, args.floor);
         workers.push(tokio::spawn(async move {
-            let drive = Drive { addr, key, agent, interval, offset, settle, measure_from, stop_at, stop, answered };
+            let drive =
+                Drive { addr, key, agent, interval, offset, settle, floor, measure_from, stop_at, stop, answered };
             drive.run(seconds).await
         }));
     }
@@ -297,6 +306,7 @@ struct Drive {
     interval: Option<Duration>,
     offset: Option<Duration>,
     settle: bool,
+    floor: bool,
     measure_from: Instant,
     stop_at: Instant,
     stop: Arc<AtomicBool>,
@@ -333,7 +343,12 @@ impl Drive {
             // between is the client's own timer (tokio's has millisecond
             // granularity), which says nothing about the server.
             let start = if free_since <= due { Instant::now() } else { due };
-            let (status, answer) = connection.call_json("POST", "/v1/authorize", &drive.key, &request).await?;
+            let (status, answer) = if drive.floor {
+                let (status, _) = connection.call("GET", "/healthz", &drive.key, None).await?;
+                (status, Value::Null)
+            } else {
+                connection.call_json("POST", "/v1/authorize", &drive.key, &request).await?
+            };
             let latency = start.elapsed();
             drive.answered.fetch_add(1, Ordering::Relaxed);
             let measured = due >= drive.measure_from;
@@ -346,6 +361,7 @@ impl Drive {
                 }
                 match (status, answer.get("decision").and_then(Value::as_str)) {
                     (200, Some("allow")) => tally.allowed += 1,
+                    (200, None) if drive.floor => tally.allowed += 1,
                     (200, _) => tally.denied += 1,
                     _ => tally.failed += 1,
                 }
@@ -369,6 +385,11 @@ impl Drive {
             }
         }
     }
+}
+
+/// What was measured, as the report and the charts name it.
+fn workload(args: &BenchArgs) -> &'static str {
+    if args.floor { "GET /healthz" } else { "authorize" }
 }
 
 fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<()> {
@@ -401,6 +422,7 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
         "warmup_s": args.warmup,
         "duration_s": args.duration,
         "settle": args.settle,
+        "workload": workload(args),
         "decisions": decisions,
         "allowed": total.allowed,
         "denied": total.denied,
@@ -414,16 +436,25 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
         "per_second": per_second,
         "distribution": distribution,
     });
+    if args.floor {
+        println!(
+            "{decisions} requests (GET /healthz) in {seconds} s: {:.0}/s ({} failed)",
+            decisions as f64 / seconds,
+            total.failed
+        );
+    } else {
+        println!(
+            "{decisions} decisions in {seconds} s: {:.0}/s ({} allowed, {} denied, {} failed{})",
+            decisions as f64 / seconds,
+            total.allowed,
+            total.denied,
+            total.failed,
+            if args.settle { format!(", {} settled", total.settled) } else { String::new() }
+        );
+    }
     println!(
-        "{decisions} decisions in {seconds} s: {:.0}/s ({} allowed, {} denied, {} failed{})",
-        decisions as f64 / seconds,
-        total.allowed,
-        total.denied,
-        total.failed,
-        if args.settle { format!(", {} settled", total.settled) } else { String::new() }
-    );
-    println!(
-        "authorize latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        "{} latency: p50 {:.3} ms, p90 {:.3} ms, p99 {:.3} ms, p99.9 {:.3} ms, max {:.3} ms",
+        workload(args),
         quantile(0.5),
         quantile(0.9),
         quantile(0.99),
@@ -431,7 +462,7 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
         total.latencies.max() as f64 / 1_000.0
     );
     if let Some(path) = &args.chart {
-        chart(path, total).with_context(|| format!("drawing {}", path.display()))?;
+        chart(path, workload(args), total).with_context(|| format!("drawing {}", path.display()))?;
     }
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_vec_pretty(&results)?)
@@ -447,7 +478,7 @@ fn report(args: &BenchArgs, addrs: &[String], total: &Tally) -> anyhow::Result<(
 /// each measured second) and the latency distribution (latency by
 /// percentile, the percentile axis stretched as `-log10(1 - p)` so that the
 /// tail gets room: 90, 99, 99.9 … are equally spaced).
-fn chart(path: &std::path::Path, total: &Tally) -> anyhow::Result<()> {
+fn chart(path: &std::path::Path, workload: &str, total: &Tally) -> anyhow::Result<()> {
     use plotters::prelude::*;
 
     let ms = |micros: u64| micros as f64 / 1_000.0;
@@ -463,7 +494,7 @@ fn chart(path: &std::path::Path, total: &Tally) -> anyhow::Result<()> {
     let top = series.iter().flat_map(|(_, _, points)| points.iter().map(|p| p.1)).fold(0.001, f64::max) * 1.1;
     let seconds = total.per_second.len().max(1) as f64;
     let mut over_time = ChartBuilder::on(&left)
-        .caption("authorize latency over time", ("sans-serif", 20))
+        .caption(format!("{workload} latency over time"), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(55)
@@ -488,7 +519,7 @@ fn chart(path: &std::path::Path, total: &Tally) -> anyhow::Result<()> {
         .collect();
     let top = points.iter().map(|p| p.1).fold(0.001, f64::max) * 1.1;
     let mut distribution = ChartBuilder::on(&right)
-        .caption("authorize latency by percentile", ("sans-serif", 20))
+        .caption(format!("{workload} latency by percentile"), ("sans-serif", 20))
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(55)

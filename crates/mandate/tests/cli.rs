@@ -495,6 +495,31 @@ fn bench_loads_an_embedded_server_and_reports() {
     assert!(chart.starts_with("<svg") && chart.contains("authorize latency over time"), "{chart}");
     assert!(chart.contains("authorize latency by percentile") && chart.contains("<polyline"), "{chart}");
 
+    // The floor: the same connections, and nothing decided.
+    let floor = mandate(&[
+        "bench",
+        "--floor",
+        "--duration",
+        "1",
+        "--warmup",
+        "0",
+        "--connections",
+        "2",
+        "--json",
+        json_path.to_str().unwrap(),
+    ]);
+    assert!(floor.status.success(), "{}", String::from_utf8_lossy(&floor.stderr));
+    let stdout = String::from_utf8_lossy(&floor.stdout);
+    assert!(
+        stdout.contains("requests (GET /healthz) in 1 s") && stdout.contains("GET /healthz latency: p50"),
+        "{stdout}"
+    );
+    let results: serde_json::Value = serde_json::from_slice(&std::fs::read(&json_path).unwrap()).unwrap();
+    assert_eq!(results["workload"], "GET /healthz", "{results}");
+    assert!(results["decisions"].as_u64().unwrap() > 0 && results["failed"] == 0, "{results}");
+    let both = mandate(&["bench", "--floor", "--settle"]);
+    assert_eq!(both.status.code(), Some(2), "clap refuses --floor with --settle");
+
     let no_key = mandate(&["bench", "--url", "http://127.0.0.1:1"]);
     assert_eq!(no_key.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&no_key.stderr);
