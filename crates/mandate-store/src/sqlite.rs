@@ -114,8 +114,15 @@ const PAGE_SIZE_BYTES: i64 = 4096;
 const WAL_FRAME_HEADER_BYTES: i64 = 24;
 
 /// The page cache of the writer's connection, in KiB: the pages every
-/// append touches (the ends of the tables' B-trees, the tree's frontier).
-const WRITER_PAGE_CACHE_KIB: i64 = 16 * 1024;
+/// append touches (the ends of the tables' B-trees, the tree's frontier,
+/// the upper levels of the random-keyed indexes); the operating system
+/// caches the rest of the file. Not larger: when a B-tree rebalance
+/// renumbers pages, SQLite parks one at the page after the lock-byte page,
+/// and the commit then walks the whole cache to drop it. With 16 MiB that
+/// walk cost about 150 µs on a lone commit, and the server's memory was 12
+/// MiB more, for no gain in throughput (docs/benchmarks.md, "The writer's
+/// page cache").
+const WRITER_PAGE_CACHE_KIB: i64 = 4 * 1024;
 
 /// The page cache of each reader's connection (at most [`READERS_IDLE_MAX`]
 /// are kept) and of the checkpointer's, in KiB. Small: the operating
