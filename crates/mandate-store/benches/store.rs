@@ -1,8 +1,10 @@
 //! Store benchmarks: durable appends from concurrent writers (group commit),
-//! and proofs and searches on a large log.
+//! proofs and searches on a large log, and packing a body with each of the
+//! store's dictionaries.
 //!
 //! ```sh
 //! cargo bench -p mandate-store --bench store
+//! cargo bench -p mandate-store --bench store -- pack
 //! MANDATE_BENCH_PROOF_SIZE=10000000 cargo bench -p mandate-store --bench store -- 'proof|search'
 //! ```
 //!
@@ -247,5 +249,32 @@ fn searches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, concurrent_appends, postgres_appends, proofs, searches);
+/// A decision body of `mandate bench` (944 bytes, canonical), as of 2026-12-04.
+const BENCH_DECISION_BODY: &str = r#"{"approval":null,"budgets":[{"after":9,"before":8,"dimension":"usd_cents","id":"bench-8c558191-agent-bench-8c558191-sub","limit":1000000000000},{"after":9,"before":8,"dimension":"usd_cents","id":"bench-8c558191-agent-bench-8c558191","limit":1000000000000},{"after":9,"before":8,"dimension":"usd_cents","id":"bench-8c558191-user-bench-8c558191","limit":1000000000000}],"chain":["agent:bench-8c558191-sub","agent:bench-8c558191","user:bench-8c558191"],"decision":"allow","decision_id":"01a24277-2ff7-71ee-8730-e1c5313a26d2","policies":{"determining":["permit-team"],"errors":[]},"policy_version":"b18ee51f2ea9a304a85f8556c06dcc030b90b74a6bc9cd012de0ff5e034edbc6","reasons":[],"request":{"action":"payments.charge","amounts":{"usd_cents":1},"context":{"merchant":"books"},"identity":"agent:bench-8c558191-sub","resource":"merchant://books/1"},"reservation":{"expires_at":"2026-12-04T19:15:37.047044Z","id":"01a24277-2ff7-71ee-8730-e1c656a02c4d"}}"#;
+
+/// Compressing and reading back a decision body at the store's level (−3)
+/// with dictionary 1 (content only) and dictionary 2 (the same content with
+/// entropy tables), which is what new rows use (`packed::compress_body`).
+fn packing(c: &mut Criterion) {
+    let body = BENCH_DECISION_BODY.as_bytes();
+    let mut group = c.benchmark_group("pack");
+    let dictionaries: [(&str, &[u8]); 2] = [
+        ("dictionary_1", include_bytes!("../src/entry-dictionary-1.jsonl")),
+        ("dictionary_2", include_bytes!("../src/entry-dictionary-2.zdict")),
+    ];
+    for (name, dictionary) in dictionaries {
+        let mut compressor = zstd::bulk::Compressor::with_dictionary(-3, dictionary).unwrap();
+        let mut decompressor = zstd::bulk::Decompressor::with_dictionary(dictionary).unwrap();
+        let frame = compressor.compress(body).unwrap();
+        eprintln!("pack/{name}: {} bytes of body kept in {}", body.len(), frame.len());
+        group.bench_function(BenchmarkId::new("compress", name), |b| b.iter(|| compressor.compress(body).unwrap()));
+        group.bench_function(BenchmarkId::new("decompress", name), |b| {
+            b.iter(|| decompressor.decompress(&frame, body.len()).unwrap())
+        });
+    }
+    group.bench_function("compress_body", |b| b.iter(|| mandate_store::packed::compress_body(body).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, concurrent_appends, postgres_appends, proofs, searches, packing);
 criterion_main!(benches);

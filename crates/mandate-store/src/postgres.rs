@@ -61,8 +61,9 @@ use crate::{
 
 /// The schema version in `mandate_schema`. Version 2 added `entry_keys` and
 /// `logs.keyed_from`; version 3 keeps new entries packed (`packed.rs`),
-/// which a version-2 mandate cannot read.
-const SCHEMA_VERSION: i32 = 3;
+/// which a version-2 mandate cannot read; version 4 packs them with
+/// dictionary 2, which a version-3 one cannot.
+const SCHEMA_VERSION: i32 = 4;
 
 /// The key of the advisory lock held while migrating (`"mandate"` in ASCII).
 const MIGRATION_LOCK: i64 = 0x006d_616e_6461_7465;
@@ -454,13 +455,14 @@ async fn migrate(pool: &Pool) -> Result<(), StoreError> {
             // its present size until the server backfills them.
             transaction.batch_execute(KEYS_SCHEMA).await.map_err(db_error)?;
             transaction
-                .batch_execute("UPDATE logs SET keyed_from = size; UPDATE mandate_schema SET version = 3")
+                .batch_execute("UPDATE logs SET keyed_from = size; UPDATE mandate_schema SET version = 4")
                 .await
                 .map_err(db_error)?;
         }
-        2 => {
-            // Rows written before stay plain, which version 3 reads too.
-            transaction.batch_execute("UPDATE mandate_schema SET version = 3").await.map_err(db_error)?;
+        2 | 3 => {
+            // Rows written before stay as they are (plain before version 3,
+            // packed with dictionary 1 before 4), which version 4 reads too.
+            transaction.batch_execute("UPDATE mandate_schema SET version = 4").await.map_err(db_error)?;
         }
         SCHEMA_VERSION => {}
         other => {

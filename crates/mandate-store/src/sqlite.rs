@@ -79,8 +79,9 @@ const INDEX_BITS: u32 = 40;
 /// The schema version in `PRAGMA user_version`. Version 2 added
 /// `logs.signer` and the `search` tables; version 3 the `state` table;
 /// version 4 the `entry_keys` table and `logs.keyed_from`; version 5 keeps
-/// new entries packed (`packed.rs`), which a version-4 mandate cannot read.
-const SCHEMA_VERSION: i64 = 5;
+/// new entries packed (`packed.rs`), which a version-4 mandate cannot read;
+/// version 6 packs them with dictionary 2, which a version-5 one cannot.
+const SCHEMA_VERSION: i64 = 6;
 
 /// Entries per segment of `search_identity`, as a power of two: 4,096, so
 /// that the unfolded tail a search by identity scans stays under a
@@ -707,6 +708,10 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
             if version == 4 {
                 // Rows written before stay plain, which version 5 reads too.
                 version = 5;
+            }
+            if version == 5 {
+                // Rows packed with dictionary 1 stay so; version 6 reads both.
+                version = 6;
             }
             if version != SCHEMA_VERSION {
                 return Err(StoreError::Database {

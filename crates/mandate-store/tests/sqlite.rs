@@ -273,16 +273,16 @@ fn a_version_4_database_keeps_its_plain_entries_and_packs_new_ones() {
         ledger.append("t", (0..30).map(draft).collect()).wait().unwrap();
         (ledger.sign_checkpoint("t", signer()).unwrap(), ledger.entries("t", 0, 30).unwrap())
     };
-    assert_eq!(kept_forms(&path), [1; 30], "version 5 packs every entry that shrinks");
+    assert_eq!(kept_forms(&path), [2; 30], "version 5 packs every entry that shrinks (dictionary 2)");
     downgrade_to_version_4(&path);
     assert_eq!(kept_forms(&path), [b'{'; 30]);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     // The plain rows read as they were; new ones are packed and chain on.
     assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
     ledger.append("t", (30..40).map(draft).collect()).wait().unwrap();
-    assert_eq!(kept_forms(&path), [[b'{'; 30].as_slice(), &[1; 10]].concat());
+    assert_eq!(kept_forms(&path), [[b'{'; 30].as_slice(), &[2; 10]].concat());
     assert_eq!(verify_log(&ledger, "t"), 40);
     let by_type = SearchQuery { entry_type: Some("test.append".into()), limit: 100, ..SearchQuery::default() };
     assert_eq!(ledger.search("t", &by_type).unwrap().entries[..30], lines[..]);
@@ -330,7 +330,7 @@ fn a_version_1_database_is_migrated() {
     };
     downgrade_to_version_1(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     // The log, its checkpoint and its chain are intact; its key is not there.
     assert_eq!(ledger.size("t").unwrap(), 30);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -375,7 +375,7 @@ fn a_version_2_database_is_migrated() {
     // The rows written above go with the state table: a version-2 file never had them.
     downgrade_to_version_2(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     // Entries, checkpoint, key and search are untouched; there are no rows.
     assert_eq!(ledger.entries("t", 0, 30).unwrap(), lines);
     assert_eq!(ledger.latest_checkpoint("t").unwrap(), Some(signed));
@@ -390,7 +390,7 @@ fn a_version_2_database_is_migrated() {
     // Opening again migrates nothing more.
     drop(ledger);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     assert_eq!(ledger.state_rows("t", None).unwrap(), vec![row("budget", "b", "1")]);
 }
 
@@ -407,7 +407,7 @@ fn a_version_3_database_is_migrated_and_keyed_from_its_size() {
     // A version-3 file never had keys.
     downgrade_to_version_3(&path);
     let ledger = SqliteLedger::open(&path).unwrap();
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     assert_eq!((ledger.keyed_from("t").unwrap(), ledger.keyed_from("empty").unwrap()), (5, 0));
     assert_eq!(ledger.find("t", &[[1; 16]]).unwrap(), vec![None]);
     // New entries are keyed; the backfill keys the old ones and marks the log.
@@ -434,7 +434,7 @@ fn a_migration_runs_once_when_two_open_at_once() {
         let opening: Vec<_> = (0..4).map(|_| scope.spawn(|| SqliteLedger::open(&path).unwrap())).collect();
         opening.into_iter().map(|handle| handle.join().unwrap()).collect()
     });
-    assert_eq!(schema_version(&path), 5);
+    assert_eq!(schema_version(&path), 6);
     for (n, ledger) in ledgers.iter().enumerate() {
         ledger
             .append_with_state("t", vec![draft(1 + n as u64)], vec![row("budget", "b", &n.to_string())])
@@ -450,7 +450,7 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mandate.db");
     drop(SqliteLedger::open(&path).unwrap());
-    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 6).unwrap();
+    rusqlite::Connection::open(&path).unwrap().pragma_update(None, "user_version", 7).unwrap();
     assert!(matches!(SqliteLedger::open(&path), Err(StoreError::Database { .. })));
 }
 

@@ -1063,7 +1063,7 @@ fn a_log_edited_in_the_database_is_not_served() {
     let database = rusqlite::Connection::open(server.data.join("mandate.db")).unwrap();
     let kept: Vec<u8> =
         database.query_row("SELECT bytes FROM entries ORDER BY key DESC LIMIT 1", [], |row| row.get(0)).unwrap();
-    assert_eq!(kept[0], 1, "the entry is kept packed");
+    assert_eq!(kept[0], 2, "the entry is kept packed, with dictionary 2");
     assert!(text.contains(r#""kind":"agent""#), "{text}");
     let edited = text.replace(r#""kind":"agent""#, r#""kind":"human""#).replace(r#","parent":"user:alice""#, "");
     database
