@@ -61,9 +61,10 @@ const DICTIONARY_1: &[u8] = include_bytes!("entry-dictionary-1.jsonl");
 /// with dictionary 1's own lines as the samples, `compressionLevel` -3 and
 /// `dictID` 2. Dictionary 1 was content only, so zstd built three FSE
 /// tables for every body it compressed; with tables in the dictionary it
-/// reuses them. A decision's body: 1.9 µs to compress against 1.3 µs, 250
-/// bytes against 243 (docs/benchmarks.md, "Entries kept packed"). Frozen
-/// like dictionary 1.
+/// reuses them. A decision's body of 943 bytes: 1.85 µs to compress
+/// against 1.25 µs, kept in 238 bytes against 231 (`cargo bench -p
+/// mandate-store --bench store -- pack`; docs/benchmarks.md, "Entries kept
+/// packed"). Frozen like dictionary 1.
 const DICTIONARY_2: &[u8] = include_bytes!("entry-dictionary-2.zdict");
 
 /// zstd's level for bodies. A fast (negative) level leaves literals
