@@ -123,14 +123,14 @@ pub fn stored_form(canonical: Vec<u8>, head: &EntryHead<'_>, compressed: Option<
 /// The canonical bytes of entry `index` of `tenant`'s log from what the
 /// store kept.
 pub fn canonical_bytes(tenant: &str, index: u64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-    match stored.split_first() {
-        Some((b'{', _)) => Ok(stored),
-        Some((&PACKED_1, packed)) => unpack(tenant, index, packed, &DECOMPRESSOR_1, &DECODER_1)
-            .ok_or_else(|| corrupt(format!("entry {index} is kept in a form that does not unpack"))),
-        Some((&PACKED_2, packed)) => unpack(tenant, index, packed, &DECOMPRESSOR_2, &DECODER_2)
-            .ok_or_else(|| corrupt(format!("entry {index} is kept in a form that does not unpack"))),
-        _ => Err(corrupt(format!("entry {index} is kept in an unknown form"))),
-    }
+    let (decompressor, dictionary) = match stored.split_first() {
+        Some((b'{', _)) => return Ok(stored),
+        Some((&PACKED_1, _)) => (&DECOMPRESSOR_1, &DECODER_1),
+        Some((&PACKED_2, _)) => (&DECOMPRESSOR_2, &DECODER_2),
+        _ => return Err(corrupt(format!("entry {index} is kept in an unknown form"))),
+    };
+    unpack(tenant, index, stored.get(1..).unwrap_or_default(), decompressor, dictionary)
+        .ok_or_else(|| corrupt(format!("entry {index} is kept in a form that does not unpack")))
 }
 
 type DecompressorCell = std::thread::LocalKey<RefCell<Option<Decompressor<'static>>>>;

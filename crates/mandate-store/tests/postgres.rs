@@ -441,7 +441,7 @@ fn a_version_2_database_keeps_its_plain_entries_and_packs_new_ones() {
         ledger.append("t", (0..30).map(draft).collect()).wait().unwrap();
         (ledger.sign_checkpoint("t", signer("t")).unwrap(), ledger.entries("t", 0, 30).unwrap())
     };
-    assert_eq!(kept_forms(&url, "t"), [2; 30], "version 3 packs every entry that shrinks (dictionary 2)");
+    assert_eq!(kept_forms(&url, "t"), [2; 30], "version 4 packs every entry that shrinks (dictionary 2)");
     downgrade_to_version_2(&url);
     assert_eq!(kept_forms(&url, "t"), [b'{'; 30]);
     let ledger = PostgresLedger::connect(&url).unwrap();

@@ -273,7 +273,7 @@ fn a_version_4_database_keeps_its_plain_entries_and_packs_new_ones() {
         ledger.append("t", (0..30).map(draft).collect()).wait().unwrap();
         (ledger.sign_checkpoint("t", signer()).unwrap(), ledger.entries("t", 0, 30).unwrap())
     };
-    assert_eq!(kept_forms(&path), [2; 30], "version 5 packs every entry that shrinks (dictionary 2)");
+    assert_eq!(kept_forms(&path), [2; 30], "version 6 packs every entry that shrinks (dictionary 2)");
     downgrade_to_version_4(&path);
     assert_eq!(kept_forms(&path), [b'{'; 30]);
     let ledger = SqliteLedger::open(&path).unwrap();
