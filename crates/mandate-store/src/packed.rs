@@ -44,9 +44,11 @@ use zstd::dict::{DecoderDictionary, EncoderDictionary};
 
 use crate::{StoreError, corrupt};
 
-/// The first byte of a packed row, naming its layout and dictionary. A
-/// plain row begins with `{`.
+/// The first byte of a packed row names its layout and its dictionary,
+/// `DICTIONARIES[tag - 1]`; a plain row begins with `{`. Tag 1: rows
+/// written before 2026-12-04.
 const PACKED_1: u8 = 0x01;
+/// The tag new rows are packed with.
 const PACKED_2: u8 = 0x02;
 
 /// Dictionary 1: bodies of every common entry type, as `mandate demo` and
@@ -74,15 +76,17 @@ const DICTIONARY_2: &[u8] = include_bytes!("entry-dictionary-2.zdict");
 /// Reading is what exports and verification from the store pay per entry.
 const LEVEL: i32 = -3;
 
-static ENCODER_2: LazyLock<EncoderDictionary<'static>> = LazyLock::new(|| EncoderDictionary::copy(DICTIONARY_2, LEVEL));
-static DECODER_1: LazyLock<DecoderDictionary<'static>> = LazyLock::new(|| DecoderDictionary::copy(DICTIONARY_1));
-static DECODER_2: LazyLock<DecoderDictionary<'static>> = LazyLock::new(|| DecoderDictionary::copy(DICTIONARY_2));
+/// The dictionaries, by tag − 1.
+const DICTIONARIES: [&[u8]; 2] = [DICTIONARY_1, DICTIONARY_2];
+
+static ENCODER: LazyLock<EncoderDictionary<'static>> = LazyLock::new(|| EncoderDictionary::copy(DICTIONARY_2, LEVEL));
+static DECODERS: LazyLock<[DecoderDictionary<'static>; 2]> =
+    LazyLock::new(|| DICTIONARIES.map(DecoderDictionary::copy));
 
 thread_local! {
     // A context per thread and dictionary: zstd's contexts are reused, not shared.
     static COMPRESSOR: RefCell<Option<Compressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR_1: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
-    static DECOMPRESSOR_2: RefCell<Option<Decompressor<'static>>> = const { RefCell::new(None) };
+    static DECOMPRESSORS: RefCell<[Option<Decompressor<'static>>; 2]> = const { RefCell::new([None, None]) };
 }
 
 /// `body` (canonical JSON) compressed with dictionary 2, or `None` when
@@ -91,7 +95,7 @@ pub fn compress_body(body: &[u8]) -> Option<Vec<u8>> {
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
         if cell.is_none() {
-            *cell = Some(Compressor::with_prepared_dictionary(&ENCODER_2).ok()?);
+            *cell = Some(Compressor::with_prepared_dictionary(&ENCODER).ok()?);
         }
         cell.as_mut()?.compress(body).ok()
     })
@@ -123,37 +127,31 @@ pub fn stored_form(canonical: Vec<u8>, head: &EntryHead<'_>, compressed: Option<
 /// The canonical bytes of entry `index` of `tenant`'s log from what the
 /// store kept.
 pub fn canonical_bytes(tenant: &str, index: u64, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
-    let (decompressor, dictionary) = match stored.split_first() {
-        Some((b'{', _)) => return Ok(stored),
-        Some((&PACKED_1, _)) => (&DECOMPRESSOR_1, &DECODER_1),
-        Some((&PACKED_2, _)) => (&DECOMPRESSOR_2, &DECODER_2),
+    let dictionary = match stored.first() {
+        Some(b'{') => return Ok(stored),
+        Some(&tag @ (PACKED_1 | PACKED_2)) => usize::from(tag - 1),
         _ => return Err(corrupt(format!("entry {index} is kept in an unknown form"))),
     };
-    unpack(tenant, index, stored.get(1..).unwrap_or_default(), decompressor, dictionary)
+    unpack(tenant, index, stored.get(1..).unwrap_or_default(), dictionary)
         .ok_or_else(|| corrupt(format!("entry {index} is kept in a form that does not unpack")))
 }
 
-type DecompressorCell = std::thread::LocalKey<RefCell<Option<Decompressor<'static>>>>;
-
-fn unpack(
-    tenant: &str,
-    index: u64,
-    packed: &[u8],
-    decompressor: &'static DecompressorCell,
-    dictionary: &'static LazyLock<DecoderDictionary<'static>>,
-) -> Option<Vec<u8>> {
+/// A packed row after its tag, whose body was compressed with
+/// `DICTIONARIES[dictionary]`.
+fn unpack(tenant: &str, index: u64, packed: &[u8], dictionary: usize) -> Option<Vec<u8>> {
     let (prev, rest) = packed.split_first_chunk::<32>()?;
     let (time, rest) = length_prefixed(rest)?;
     let (entry_type, compressed) = length_prefixed(rest)?;
     if compressed.is_empty() {
         return None;
     }
-    let body = decompressor.with(|cell| {
-        let mut cell = cell.borrow_mut();
-        if cell.is_none() {
-            *cell = Some(Decompressor::with_prepared_dictionary(dictionary).ok()?);
-        }
-        cell.as_mut()?.decompress(compressed, ENTRY_BYTES_MAX).ok()
+    let body = DECOMPRESSORS.with(|cells| {
+        let mut cells = cells.borrow_mut();
+        let decompressor = match cells.get_mut(dictionary)? {
+            Some(decompressor) => decompressor,
+            empty => empty.insert(Decompressor::with_prepared_dictionary(DECODERS.get(dictionary)?).ok()?),
+        };
+        decompressor.decompress(compressed, ENTRY_BYTES_MAX).ok()
     })?;
     let head = EntryHead {
         tenant,
